@@ -1,0 +1,40 @@
+# Hometown developer commands. `make help` lists them.
+# The two that matter most (see README): `make run` and `make test`.
+SHELL := bash
+.DEFAULT_GOAL := help
+UV ?= uv
+DB := $(UV) run python -m app.db.cluster
+
+.PHONY: help install db db-stop migrate seed run serve test lint format
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## install the locked dependencies into .venv
+	$(UV) sync --frozen
+
+db: install ## give a PostGIS: DATABASE_URL, else docker compose, else a private cluster in .pgdata/
+	@$(DB) up >/dev/null
+
+db-stop: ## stop the private cluster in .pgdata/
+	@$(DB) down
+
+migrate: db ## alembic upgrade head
+	$(UV) run alembic upgrade head
+
+seed: migrate ## load the default synthetic dataset if the database is empty
+	$(UV) run python -m seed generate --if-empty
+
+run: seed ## README command 1: install, database, migrate, seed, serve on :8000
+	$(UV) run python -m app
+
+serve: ## serve the API without the set-up steps
+	$(UV) run python -m app
+
+test: install ## README command 2: the whole suite against a real PostGIS
+	$(UV) run pytest
+
+lint: install ## ruff and mypy
+	$(UV) run ruff check app seed ml tests migrations
+	$(UV) run ruff format --check app seed ml tests migrations
+	$(UV) run mypy

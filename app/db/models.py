@@ -1,0 +1,192 @@
+"""The tables, as SQLAlchemy sees them (Alembic's target metadata).
+
+Alembic owns the schema: the app never calls `create_all`. The migrations in
+`migrations/versions/` are the history; this module is the current shape, used by
+queries and by `alembic revision --autogenerate` to spot drift.
+
+Coordinates are stored as `latitude`/`longitude` with CHECK constraints, and
+`location` is a generated `geography(Point,4326)` column built from them. PostGIS
+silently wraps out-of-range coordinates when it parses a geography (lat 100 turns
+into lat 80), so a check on `location` could never refuse them; a check on the
+plain numbers can, and the indexed geography is still always there and in step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from geoalchemy2 import Geography
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: The SQL that derives `location` from the two coordinate columns.
+LOCATION_SQL = "(st_setsrid(st_makepoint(longitude, latitude), 4326))::geography"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with deterministic constraint names (migrations refer to them)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _location() -> Mapped[object]:
+    return mapped_column(
+        Geography("POINT", srid=4326, spatial_index=False),
+        Computed(LOCATION_SQL, persisted=True),
+        nullable=False,
+        comment="Generated from latitude/longitude: the point the geo search indexes.",
+    )
+
+
+class User(Base):
+    """A viewer: where they are and what they like."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
+        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
+        CheckConstraint("local_preference_strength BETWEEN 0 AND 1", name="local_preference_range"),
+        CheckConstraint("total_watch_hours >= 0", name="watch_hours_nonnegative"),
+        CheckConstraint("timezone_offset BETWEEN -12 AND 14", name="timezone_offset_range"),
+        CheckConstraint("user_id <> ''", name="user_id_nonempty"),
+        {"comment": "Viewers: home location, language and tastes (one row per user)."},
+    )
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True, comment="Id, e.g. user_000042.")
+    city: Mapped[str] = mapped_column(Text, comment="Home city name, e.g. Paris.")
+    latitude: Mapped[float] = mapped_column(Float, comment="WGS84 latitude, -90..90.")
+    longitude: Mapped[float] = mapped_column(Float, comment="WGS84 longitude, -180..180.")
+    location: Mapped[object] = _location()
+    language: Mapped[str] = mapped_column(Text, comment="Preferred language, ISO 639-1 (fr).")
+    timezone_offset: Mapped[float] = mapped_column(
+        Float, comment="Hours from UTC, -12..14 (5.5 for India)."
+    )
+    preferred_categories: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default="{}", comment="Category ids the user likes (2-5)."
+    )
+    local_preference_strength: Mapped[float] = mapped_column(
+        Float, comment="How much the user favours nearby streams, 0..1."
+    )
+    total_watch_hours: Mapped[float] = mapped_column(Float, comment="Lifetime hours watched, >= 0.")
+    registration_date: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, comment="When the account was created."
+    )
+
+
+class Stream(Base):
+    """A channel: where its creator streams from, what it is, and whether it is live."""
+
+    __tablename__ = "streams"
+    __table_args__ = (
+        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
+        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
+        CheckConstraint("stream_quality_score BETWEEN 0 AND 10", name="quality_range"),
+        CheckConstraint("avg_viewer_count >= 0", name="avg_viewers_nonnegative"),
+        CheckConstraint("creator_followers >= 0", name="followers_nonnegative"),
+        CheckConstraint("current_viewer_count >= 0", name="current_viewers_nonnegative"),
+        CheckConstraint("typical_duration_minutes > 0", name="duration_positive"),
+        CheckConstraint("is_live OR live_since IS NULL", name="live_since_only_when_live"),
+        CheckConstraint("stream_id <> ''", name="stream_id_nonempty"),
+        Index("ix_streams_location", "location", postgresql_using="gist"),
+        {"comment": "Channels with their static profile and live state (one row each)."},
+    )
+
+    stream_id: Mapped[str] = mapped_column(
+        Text, primary_key=True, comment="Id, e.g. stream_000042."
+    )
+    creator_id: Mapped[str] = mapped_column(Text, comment="Owner, e.g. creator_000042.")
+    city: Mapped[str] = mapped_column(Text, comment="City the creator streams from.")
+    latitude: Mapped[float] = mapped_column(Float, comment="WGS84 latitude, -90..90.")
+    longitude: Mapped[float] = mapped_column(Float, comment="WGS84 longitude, -180..180.")
+    location: Mapped[object] = _location()
+    language: Mapped[str] = mapped_column(Text, comment="Stream language, ISO 639-1.")
+    category_id: Mapped[str] = mapped_column(Text, comment="Category id, e.g. gaming.")
+    title: Mapped[str] = mapped_column(Text, comment="Channel title.")
+    description: Mapped[str] = mapped_column(Text, comment="Channel description.")
+    tags: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default="{}", comment="Free-form tags."
+    )
+    avg_viewer_count: Mapped[int] = mapped_column(
+        Integer, comment="Average concurrent viewers over past streams, >= 0."
+    )
+    creator_followers: Mapped[int] = mapped_column(
+        BigInteger, comment="Followers of the creator, >= 0."
+    )
+    stream_quality_score: Mapped[float] = mapped_column(
+        Float, comment="Editorial/technical quality, 0..10."
+    )
+    typical_duration_minutes: Mapped[int] = mapped_column(
+        Integer, comment="Usual length of one broadcast, > 0."
+    )
+    is_partnered: Mapped[bool] = mapped_column(Boolean, comment="Partner programme member.")
+    mature_content: Mapped[bool] = mapped_column(Boolean, comment="Flagged for adults only.")
+    is_live: Mapped[bool] = mapped_column(
+        Boolean, server_default="false", comment="Broadcasting right now."
+    )
+    current_viewer_count: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Viewers right now (0 when offline), >= 0."
+    )
+    live_since: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, comment="Start of the current broadcast."
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=func.now(),
+        comment="Time of the last change to the live state.",
+    )
+
+
+class Interaction(Base):
+    """One impression of a stream on a user's front page, clicked or not."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        CheckConstraint("watch_time_minutes >= 0", name="watch_time_nonnegative"),
+        CheckConstraint("clicked OR watch_time_minutes = 0", name="watch_time_only_when_clicked"),
+        CheckConstraint("page_position >= 1", name="page_position_positive"),
+        Index("ix_interactions_user_id_impression_at", "user_id", "impression_at"),
+        Index("ix_interactions_stream_id", "stream_id"),
+        {"comment": "Impression log: one row per stream shown to a user (training data)."},
+    )
+
+    interaction_id: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, autoincrement=True, comment="Surrogate key."
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), comment="Who saw it."
+    )
+    stream_id: Mapped[str] = mapped_column(
+        ForeignKey("streams.stream_id", ondelete="CASCADE"), comment="What was shown."
+    )
+    impression_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), comment="When it was shown."
+    )
+    clicked: Mapped[bool] = mapped_column(Boolean, comment="Whether the user clicked it.")
+    watch_time_minutes: Mapped[float] = mapped_column(
+        Float, server_default="0", comment="Minutes watched after the click (0 if no click)."
+    )
+    device_type: Mapped[str] = mapped_column(Text, comment="mobile, desktop, tablet or tv.")
+    page_position: Mapped[int] = mapped_column(Integer, comment="Slot on the page, 1 = top.")
+    session_id: Mapped[str] = mapped_column(Text, comment="Browsing session id.")

@@ -1,0 +1,62 @@
+"""Configuration from the environment (and an optional `.env` file).
+
+The variable names are an interface other tools rely on (`DATABASE_URL`, `HOST`,
+`PORT`, `MODEL_PATH`), so they carry no prefix. Settings are never built at import
+time: `create_app(settings)` takes them explicitly and falls back to the cached
+`get_settings()`, so tests can pass their own without touching the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The private development database: the local cluster that `make db` starts, and the
+#: port docker-compose publishes its `db` service on. One URL serves both paths.
+DEFAULT_DATABASE_URL = "postgresql://hometown:hometown@127.0.0.1:54329/hometown"
+
+
+def normalise_database_url(url: str) -> str:
+    """Return `url` as a plain `postgresql://` URL, whatever driver part it names.
+
+    Users paste URLs from many tools (`postgres://`, `postgresql+psycopg://`, ...);
+    we accept them all and pick the driver ourselves.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+")[0] not in {"postgresql", "postgres"}:
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
+    return f"postgresql://{rest}"
+
+
+class Settings(BaseSettings):
+    """Everything the service and its tools read from the environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    host: str = Field(default="127.0.0.1", validation_alias="HOST")
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias="PORT")
+    model_path: Path = Field(
+        default=Path("models/hometown_model.joblib"), validation_alias="MODEL_PATH"
+    )
+    db_pool_size: int = Field(default=10, ge=1, validation_alias="DB_POOL_SIZE")
+    db_connect_timeout_s: float = Field(default=2.0, gt=0, validation_alias="DB_CONNECT_TIMEOUT")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the asyncpg driver, for SQLAlchemy's async engine."""
+        return self.database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the settings once per process."""
+    return Settings()

@@ -1,0 +1,317 @@
+"""Bulk loader: replace the whole dataset atomically, fast, with indexes built last.
+
+Both the synthetic generator and the file importer hand their frames to `load()`.
+It never touches the live tables until the very end:
+
+1. `CREATE TABLE hometown_staging.<t> (LIKE public.<t> ...)` copies each table's
+   columns, defaults, CHECK constraints, generated `location` and comments, but
+   no indexes; the COPY into it runs in the transaction that created it, so on a
+   `wal_level=minimal` server (our local cluster) it writes no WAL at all.
+2. Rows stream in with COPY (CSV made by pandas in a worker thread, chunk by
+   chunk, so formatting overlaps the server's parsing and memory stays bounded).
+3. Primary keys, indexes and foreign keys are rebuilt on the staging tables from
+   the live tables' own definitions in the catalog (so a later migration that adds
+   an index needs no change here), then ANALYZE.
+4. One short transaction drops the live tables and moves the staging ones into
+   `public`. Readers are blocked only for that swap.
+
+A load that fails or is killed at any point before step 4 leaves the previous
+dataset untouched; the next load starts by dropping what it left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import asyncpg
+import pandas as pd
+
+STAGING = "hometown_staging"
+TABLES = ("users", "streams", "interactions")  # creation order: referenced tables first
+# Any 64-bit number unique to this job: serialises concurrent loads on one database.
+LOAD_LOCK_KEY = 0x486F6D65746F776E
+CHUNK_ROWS = 250_000
+
+USER_COLUMNS = (
+    "user_id",
+    "city",
+    "latitude",
+    "longitude",
+    "language",
+    "timezone_offset",
+    "preferred_categories",
+    "local_preference_strength",
+    "total_watch_hours",
+    "registration_date",
+)
+STREAM_COLUMNS = (
+    "stream_id",
+    "creator_id",
+    "city",
+    "latitude",
+    "longitude",
+    "language",
+    "category_id",
+    "title",
+    "description",
+    "tags",
+    "avg_viewer_count",
+    "creator_followers",
+    "stream_quality_score",
+    "typical_duration_minutes",
+    "is_partnered",
+    "mature_content",
+    "is_live",
+    "current_viewer_count",
+    "live_since",
+    "updated_at",
+)
+INTERACTION_COLUMNS = (
+    "user_id",
+    "stream_id",
+    "impression_at",
+    "clicked",
+    "watch_time_minutes",
+    "device_type",
+    "page_position",
+    "session_id",
+)
+COLUMNS = {"users": USER_COLUMNS, "streams": STREAM_COLUMNS, "interactions": INTERACTION_COLUMNS}
+ARRAY_COLUMNS = {"preferred_categories", "tags"}
+NULLABLE_COLUMNS = {"registration_date", "live_since"}
+
+
+@dataclass
+class Dataset:
+    """What `load()` writes: one frame per table, columns named as in `COLUMNS`.
+
+    `interactions` may be one frame or an iterable of chunks, so a generator of
+    ten million impressions never has to sit in memory at once. Array columns hold
+    lists of strings, or ready-made PostgreSQL array literals (`{a,b}`) when the
+    producer can build those faster.
+    """
+
+    users: pd.DataFrame
+    streams: pd.DataFrame
+    interactions: pd.DataFrame | Iterable[pd.DataFrame] = field(
+        default_factory=lambda: pd.DataFrame(columns=list(INTERACTION_COLUMNS))
+    )
+
+
+@dataclass
+class LoadSummary:
+    """Rows written per table and seconds spent per phase."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        rows = ", ".join(f"{table} {count:,}" for table, count in self.rows.items())
+        phases = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.seconds.items())
+        return f"loaded {rows} ({phases}; total {sum(self.seconds.values()):.1f}s)"
+
+
+def say(message: str) -> None:
+    """Progress on stderr, one line per step."""
+    print(f"[load] {message}", file=sys.stderr, flush=True)
+
+
+def pg_array_literal(values: pd.Series) -> pd.Series:
+    """Format a column of string lists as PostgreSQL text[] literals.
+
+    Strings that are already literals pass through untouched. Elements are always
+    double-quoted, so commas, braces and spaces inside a tag survive.
+    """
+
+    def one(items: object) -> str:
+        if isinstance(items, str):
+            return items
+        if items is None or (isinstance(items, float) and pd.isna(items)):
+            return "{}"
+        quoted = (
+            '"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for item in items  # type: ignore[attr-defined]
+        )
+        return "{" + ",".join(quoted) + "}"
+
+    return values.map(one)
+
+
+def to_csv_bytes(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
+    """One chunk as CSV for COPY: strings always quoted, NULLs as bare empty fields."""
+    out = frame.loc[:, list(columns)].copy()
+    for name in ARRAY_COLUMNS.intersection(columns):
+        out[name] = pg_array_literal(out[name])
+    text = out.to_csv(index=False, header=False, quoting=csv.QUOTE_NONNUMERIC, na_rep="")
+    return text.encode("utf-8")
+
+
+def _chunks(frames: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    if isinstance(frames, pd.DataFrame):
+        for start in range(0, len(frames), CHUNK_ROWS):
+            yield frames.iloc[start : start + CHUNK_ROWS]
+    else:
+        for frame in frames:
+            yield from _chunks(frame)
+
+
+async def _csv_source(
+    frames: pd.DataFrame | Iterable[pd.DataFrame], columns: tuple[str, ...], counter: list[int]
+) -> AsyncIterator[bytes]:
+    """Yield CSV chunks, formatting the next one in a thread while COPY sends this one."""
+    iterator = _chunks(frames)
+
+    def next_chunk() -> tuple[int, bytes] | None:
+        frame = next(iterator, None)
+        if frame is None:
+            return None
+        return len(frame), to_csv_bytes(frame, columns)
+
+    pending = asyncio.ensure_future(asyncio.to_thread(next_chunk))
+    while True:
+        item = await pending
+        if item is None:
+            return
+        pending = asyncio.ensure_future(asyncio.to_thread(next_chunk))
+        counter[0] += item[0]
+        yield item[1]
+
+
+async def _copy_table(
+    conn: asyncpg.Connection, table: str, frames: pd.DataFrame | Iterable[pd.DataFrame]
+) -> int:
+    columns = COLUMNS[table]
+    counter = [0]
+    async with conn.transaction():
+        # Created and filled in one transaction: no WAL for it under wal_level=minimal.
+        await conn.execute(
+            f"CREATE TABLE {STAGING}.{table} (LIKE public.{table} INCLUDING DEFAULTS"
+            " INCLUDING CONSTRAINTS INCLUDING COMMENTS INCLUDING GENERATED"
+            " INCLUDING IDENTITY INCLUDING STORAGE)"
+        )
+        await conn.copy_to_table(
+            table,
+            schema_name=STAGING,
+            source=_csv_source(frames, columns, counter),
+            columns=list(columns),
+            format="csv",
+            force_null=sorted(NULLABLE_COLUMNS.intersection(columns)) or None,
+        )
+    return counter[0]
+
+
+async def _structure_ddl(conn: asyncpg.Connection) -> list[str]:
+    """DDL that gives the staging tables the live tables' keys, indexes and comments.
+
+    Read from the catalog while `search_path` is `public`, so definitions name the
+    live tables unqualified; run later with `search_path = hometown_staging`,
+    where the same names mean the staging tables.
+    """
+    ddl: list[str] = []
+    for table in TABLES:
+        constraints = await conn.fetch(
+            """
+            SELECT conname, pg_get_constraintdef(oid) AS def, contype
+            FROM pg_constraint
+            WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x', 'f')
+            ORDER BY contype = 'f', conname
+            """,
+            f"public.{table}",
+        )
+        indexes = await conn.fetch(
+            """
+            SELECT pg_get_indexdef(i.indexrelid) AS def
+            FROM pg_index i
+            WHERE i.indrelid = $1::regclass
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+            ORDER BY i.indexrelid
+            """,
+            f"public.{table}",
+        )
+        comment = await conn.fetchval("SELECT obj_description($1::regclass, 'pg_class')", table)
+        for row in constraints:
+            if row["contype"] != "f":
+                ddl.append(f'ALTER TABLE {table} ADD CONSTRAINT "{row["conname"]}" {row["def"]}')
+        for row in indexes:
+            statement, count = re.subn(rf" ON (public\.)?{table} ", f" ON {table} ", row["def"])
+            if count != 1:
+                raise RuntimeError(f"cannot retarget index definition: {row['def']}")
+            ddl.append(statement)
+        for row in constraints:
+            if row["contype"] == "f":
+                ddl.append(f'ALTER TABLE {table} ADD CONSTRAINT "{row["conname"]}" {row["def"]}')
+        if comment:
+            ddl.append(f"COMMENT ON TABLE {table} IS {_literal(comment)}")
+    return ddl
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def _swap(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '30s'")
+        await conn.execute(
+            "LOCK TABLE public.users, public.streams, public.interactions IN ACCESS EXCLUSIVE MODE"
+        )
+        await conn.execute("DROP TABLE public.interactions, public.streams, public.users")
+        for table in TABLES:
+            await conn.execute(f"ALTER TABLE {STAGING}.{table} SET SCHEMA public")
+        await conn.execute(f"DROP SCHEMA {STAGING}")
+
+
+async def load_async(url: str, dataset: Dataset) -> LoadSummary:
+    """Replace users, streams and interactions with `dataset`, atomically."""
+    summary = LoadSummary()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET search_path = public")
+        if await conn.fetchval("SELECT to_regclass('public.users')") is None:
+            raise RuntimeError("the schema is missing: run `alembic upgrade head` first")
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOAD_LOCK_KEY):
+            say("another load is running on this database; waiting for it")
+            await conn.execute("SELECT pg_advisory_lock($1)", LOAD_LOCK_KEY)
+        structure = await _structure_ddl(conn)
+        await conn.execute(f"DROP SCHEMA IF EXISTS {STAGING} CASCADE")
+        await conn.execute(f"CREATE SCHEMA {STAGING}")
+
+        frames = {"users": dataset.users, "streams": dataset.streams}
+        frames["interactions"] = dataset.interactions  # type: ignore[assignment]
+        for table in TABLES:
+            started = time.perf_counter()
+            summary.rows[table] = await _copy_table(conn, table, frames[table])
+            summary.seconds[f"copy {table}"] = time.perf_counter() - started
+            say(
+                f"{table}: {summary.rows[table]:,} rows copied in {time.perf_counter() - started:.1f}s"
+            )
+
+        started = time.perf_counter()
+        await conn.execute(f"SET search_path = {STAGING}, public")
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        for statement in structure:
+            await conn.execute(statement)
+        for table in TABLES:
+            await conn.execute(f"ANALYZE {table}")
+        await conn.execute("SET search_path = public")
+        summary.seconds["indexes+analyze"] = time.perf_counter() - started
+        say(f"keys, indexes and statistics built in {time.perf_counter() - started:.1f}s")
+
+        started = time.perf_counter()
+        await _swap(conn)
+        summary.seconds["swap"] = time.perf_counter() - started
+    finally:
+        await conn.close()  # also releases the advisory lock
+    say(str(summary))
+    return summary
+
+
+def load(url: str, dataset: Dataset) -> LoadSummary:
+    """Synchronous wrapper for command-line tools."""
+    return asyncio.run(load_async(url, dataset))

@@ -1,0 +1,148 @@
+"""The Alembic history runs both ways, and the schema refuses bad rows."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from alembic import command
+
+from tests.conftest import alembic_config, fetch, run_sql
+
+USER = (
+    "INSERT INTO users (user_id, city, latitude, longitude, language, timezone_offset,"
+    " preferred_categories, local_preference_strength, total_watch_hours)"
+    " VALUES ({user_id}, 'Paris', {lat}, {lon}, 'fr', {tz}, '{{gaming}}', {pref}, {hours})"
+)
+USER_OK = {"user_id": "'u1'", "lat": 48.85, "lon": 2.35, "tz": 1, "pref": 0.5, "hours": 3}
+STREAM = (
+    "INSERT INTO streams (stream_id, creator_id, city, latitude, longitude, language,"
+    " category_id, title, description, avg_viewer_count, creator_followers,"
+    " stream_quality_score, typical_duration_minutes, is_partnered, mature_content,"
+    " is_live, current_viewer_count, live_since)"
+    " VALUES ({stream_id}, 'c1', 'Paris', {lat}, {lon}, 'fr', 'gaming', 't', 'd', {avg},"
+    " {followers}, {quality}, {duration}, false, false, {live}, {current}, {since})"
+)
+STREAM_OK = {
+    "stream_id": "'s1'",
+    "lat": 48.85,
+    "lon": 2.35,
+    "avg": 10,
+    "followers": 5,
+    "quality": 5,
+    "duration": 60,
+    "live": "true",
+    "current": 3,
+    "since": "now()",
+}
+INTERACTION = (
+    "INSERT INTO interactions (user_id, stream_id, impression_at, clicked,"
+    " watch_time_minutes, device_type, page_position, session_id)"
+    " VALUES ({user_id}, {stream_id}, now(), {clicked}, {watch}, 'mobile', {position}, 'x')"
+)
+INTERACTION_OK = {
+    "user_id": "'u1'",
+    "stream_id": "'s1'",
+    "clicked": "true",
+    "watch": 2,
+    "position": 1,
+}
+
+
+def test_migrations_run_down_and_up_again(migrated_url: str) -> None:
+    config = alembic_config(migrated_url)
+    command.downgrade(config, "base")
+    tables = fetch(migrated_url, "SELECT to_regclass('public.streams') AS t")
+    assert tables[0]["t"] is None
+    command.upgrade(config, "head")
+    indexes = fetch(
+        migrated_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'streams' ORDER BY 1"
+    )
+    assert [row["indexname"] for row in indexes] == ["ix_streams_location", "pk_streams"]
+    kinds = fetch(
+        migrated_url,
+        "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute"
+        " WHERE attrelid = 'streams'::regclass AND attname = 'location'",
+    )
+    assert kinds[0]["t"] == "geography(Point,4326)"
+
+
+def test_every_table_and_column_has_a_comment(migrated_url: str) -> None:
+    missing = fetch(
+        migrated_url,
+        """
+        SELECT c.relname, a.attname FROM pg_class c
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relname IN ('users', 'streams', 'interactions')
+          AND c.relnamespace = 'public'::regnamespace
+          AND col_description(c.oid, a.attnum) IS NULL
+        """,
+    )
+    assert missing == []
+    for table in ("users", "streams", "interactions"):
+        comment = fetch(migrated_url, "SELECT obj_description($1::regclass) AS c", table)
+        assert comment[0]["c"]
+
+
+def test_location_is_generated_from_the_coordinates(db_url: str) -> None:
+    run_sql(db_url, USER.format(**USER_OK))
+    row = fetch(
+        db_url, "SELECT ST_X(location::geometry) AS x, ST_Y(location::geometry) AS y FROM users"
+    )[0]
+    assert (row["x"], row["y"]) == (2.35, 48.85)
+
+
+@pytest.mark.parametrize(
+    ("template", "good", "bad", "constraint"),
+    [
+        (USER, USER_OK, {"lat": 90.5}, "ck_users_latitude_range"),
+        (USER, USER_OK, {"lat": -91}, "ck_users_latitude_range"),
+        (USER, USER_OK, {"lon": 180.01}, "ck_users_longitude_range"),
+        (USER, USER_OK, {"lon": -200}, "ck_users_longitude_range"),
+        (USER, USER_OK, {"pref": 1.2}, "ck_users_local_preference_range"),
+        (USER, USER_OK, {"pref": -0.1}, "ck_users_local_preference_range"),
+        (USER, USER_OK, {"hours": -1}, "ck_users_watch_hours_nonnegative"),
+        (USER, USER_OK, {"tz": 15}, "ck_users_timezone_offset_range"),
+        (USER, USER_OK, {"user_id": "''"}, "ck_users_user_id_nonempty"),
+        (STREAM, STREAM_OK, {"lat": 95}, "ck_streams_latitude_range"),
+        (STREAM, STREAM_OK, {"lon": 181}, "ck_streams_longitude_range"),
+        (STREAM, STREAM_OK, {"quality": 10.5}, "ck_streams_quality_range"),
+        (STREAM, STREAM_OK, {"quality": -1}, "ck_streams_quality_range"),
+        (STREAM, STREAM_OK, {"avg": -1}, "ck_streams_avg_viewers_nonnegative"),
+        (STREAM, STREAM_OK, {"followers": -5}, "ck_streams_followers_nonnegative"),
+        (STREAM, STREAM_OK, {"current": -1}, "ck_streams_current_viewers_nonnegative"),
+        (STREAM, STREAM_OK, {"duration": 0}, "ck_streams_duration_positive"),
+        (STREAM, STREAM_OK, {"live": "false"}, "ck_streams_live_since_only_when_live"),
+        (STREAM, STREAM_OK, {"stream_id": "''"}, "ck_streams_stream_id_nonempty"),
+        (INTERACTION, INTERACTION_OK, {"watch": -1}, "ck_interactions_watch_time_nonnegative"),
+        (
+            INTERACTION,
+            INTERACTION_OK,
+            {"clicked": "false"},
+            "ck_interactions_watch_time_only_when_clicked",
+        ),
+        (INTERACTION, INTERACTION_OK, {"position": 0}, "ck_interactions_page_position_positive"),
+        (INTERACTION, INTERACTION_OK, {"user_id": "'nobody'"}, "fk_interactions_user_id_users"),
+        (
+            INTERACTION,
+            INTERACTION_OK,
+            {"stream_id": "'nothing'"},
+            "fk_interactions_stream_id_streams",
+        ),
+    ],
+)
+def test_constraints_refuse_bad_rows(
+    db_url: str, template: str, good: dict[str, object], bad: dict[str, object], constraint: str
+) -> None:
+    """One valid row of each table goes in; the same row with one bad field is refused."""
+    run_sql(db_url, USER.format(**USER_OK))
+    run_sql(db_url, STREAM.format(**STREAM_OK))
+    run_sql(db_url, INTERACTION.format(**INTERACTION_OK))
+    row = {**good, **bad}
+    # Parent rows take a fresh id so that only the bad field can make the insert fail.
+    if template is USER and "user_id" not in bad:
+        row["user_id"] = "'u2'"
+    if template is STREAM and "stream_id" not in bad:
+        row["stream_id"] = "'s2'"
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError) as info:
+        run_sql(db_url, template.format(**row))
+    assert info.value.constraint_name == constraint
