@@ -287,10 +287,8 @@ async def load_async(url: str, dataset: Dataset) -> LoadSummary:
         for table in TABLES:
             started = time.perf_counter()
             summary.rows[table] = await _copy_table(conn, table, frames[table])
-            summary.seconds[f"copy {table}"] = time.perf_counter() - started
-            say(
-                f"{table}: {summary.rows[table]:,} rows copied in {time.perf_counter() - started:.1f}s"
-            )
+            elapsed = summary.seconds[f"copy {table}"] = time.perf_counter() - started
+            say(f"{table}: {summary.rows[table]:,} rows copied in {elapsed:.1f}s")
 
         started = time.perf_counter()
         await conn.execute(f"SET search_path = {STAGING}, public")
