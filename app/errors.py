@@ -1,0 +1,47 @@
+"""Domain errors and the one place that maps them to HTTP statuses.
+
+Domain code raises these, never `HTTPException`, so the services stay testable
+without a web framework; `EXCEPTION_HANDLERS` turns them into JSON bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import MediaType, Request, Response
+from litestar.datastructures import State
+
+log = logging.getLogger("app")
+
+
+class RecoError(Exception):
+    """Base class: an error the API reports with a status and a message."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class DatabaseUnavailable(RecoError):
+    """The database did not answer in time; the client may retry shortly."""
+
+    status_code = 503
+
+
+def reco_error_handler(request: Request[object, object, State], exc: RecoError) -> Response[object]:
+    """Render a `RecoError` as `{"status_code", "detail"}` JSON, like Litestar's own errors."""
+    if exc.status_code >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+    return Response(
+        {"status_code": exc.status_code, "detail": exc.message},
+        status_code=exc.status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+EXCEPTION_HANDLERS = {RecoError: reco_error_handler}

@@ -1,0 +1,38 @@
+"""The Litestar application: settings in, routes and lifespan wired, nothing at import."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from app import __version__
+from app.api.health import health
+from app.db.engine import database
+from app.errors import EXCEPTION_HANDLERS
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app for `settings` (default: from the environment).
+
+    Tests pass their own settings; nothing here opens a connection until start-up.
+    """
+    settings = settings or get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return Litestar(
+        route_handlers=[health],
+        lifespan=[database],
+        state=State({"settings": settings}),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="Hometown",
+            version=__version__,
+            description="Live streams from the viewer's own city and region, ranked.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
+        ),
+    )
