@@ -27,7 +27,7 @@ from pathlib import Path
 
 import asyncpg
 
-from app.settings import DEFAULT_DATABASE_URL, normalise_database_url
+from app.settings import DEFAULT_DATABASE_URL, Settings
 
 PG_MAJOR = 15
 POSTGIS_PACKAGE = f"postgresql-{PG_MAJOR}-postgis-3"
@@ -295,9 +295,9 @@ def compose_command() -> list[str]:
 
 def up() -> str:
     """Give a reachable PostGIS: `DATABASE_URL`, else docker compose, else `.pgdata/`."""
-    explicit = os.environ.get("DATABASE_URL")
-    if explicit:
-        url = normalise_database_url(explicit)
+    configured = Settings().database_url  # DATABASE_URL from the environment or .env
+    if "DATABASE_URL" in os.environ or configured != DEFAULT_DATABASE_URL:
+        url = configured
         log(f"using DATABASE_URL {redact(url)}")
         wait_for(url, timeout_s=30)
         return url
