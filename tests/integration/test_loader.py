@@ -59,6 +59,11 @@ def test_load_writes_every_row_and_keeps_the_schema(db_url: str) -> None:
     assert comment.startswith("Channels")
     analysed = fetch(db_url, "SELECT reltuples FROM pg_class WHERE relname = 'users'")
     assert analysed[0]["reltuples"] == 300
+    data = frames.dataset(300, 40)
+    lats = fetch(db_url, "SELECT latitude FROM users ORDER BY user_id")
+    assert [r["latitude"] for r in lats] == list(data.users["latitude"])  # bit-exact floats
+    tags = fetch(db_url, "SELECT DISTINCT tags FROM streams")
+    assert [r["tags"] for r in tags] == [["a", "b"]]
     leftover = fetch(db_url, "SELECT to_regnamespace('hometown_staging') AS s")
     assert leftover[0]["s"] is None
 
