@@ -1,0 +1,286 @@
+"""Turn raw column values (CSV text or parquet types) into the loader's types.
+
+Every parser takes one column as read from a file and returns a `Parsed`: the
+converted values plus two masks, `missing` (null or empty) and `bad` (present but
+not convertible). The parsers never raise on bad data, so one pass can report
+every problem in a file; `seed.validate` decides what a missing value means for
+each column.
+
+CSV columns arrive as text. Parquet columns arrive typed, but a producer may have
+written numbers as strings or booleans as 0/1, so anything that is not already
+the right type goes through the same text rules as CSV.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.api import types as ptypes
+
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+LIST_SEPARATORS = re.compile(r"[|;]")
+#: PostgreSQL text cannot hold NUL, so COPY would refuse any value containing one.
+NUL = "\x00"
+
+
+@dataclass
+class Parsed:
+    """One column after conversion.
+
+    Attributes:
+        values: converted values; placeholders (NaN, False, NaT, []) where the
+            input was missing or bad.
+        missing: input was null or empty (after trimming whitespace).
+        bad: input was present but does not convert; `expected` says what would.
+        expected: what a good value looks like, for error messages.
+    """
+
+    values: pd.Series
+    missing: np.ndarray
+    bad: np.ndarray
+    expected: str
+
+
+def as_text(column: pd.Series) -> pd.Series:
+    """Return `column` as trimmed strings, missing values as empty strings."""
+    if not isinstance(column.dtype, pd.StringDtype):
+        column = column.astype("str")
+    return column.str.strip().fillna("")
+
+
+def parse_text(column: pd.Series) -> Parsed:
+    """Trimmed text; a NUL character makes a value bad (PostgreSQL refuses it)."""
+    text = as_text(column)
+    missing = (text == "").to_numpy(dtype=bool)
+    bad = text.str.contains(NUL, regex=False).to_numpy(dtype=bool)
+    return Parsed(text, missing, bad, "text without NUL characters")
+
+
+def parse_number(column: pd.Series) -> Parsed:
+    """Floats (NaN where missing or bad); inf is kept, the range checks refuse it."""
+    if ptypes.is_numeric_dtype(column) and not ptypes.is_bool_dtype(column):
+        values = column.to_numpy(dtype="float64", na_value=np.nan)
+        missing = np.isnan(values)
+        bad = np.zeros(len(values), dtype=bool)
+    else:
+        text = as_text(column)
+        missing = (text == "").to_numpy(dtype=bool)
+        values = _floats(text.where(~missing))
+        bad = ~missing & np.isnan(values)
+    return Parsed(pd.Series(values, index=column.index), missing, bad, "a number")
+
+
+def _arrow_text(text: pd.Series) -> pa.Array:
+    """The arrow array behind a text column (no copy for pyarrow-backed strings)."""
+    array = pa.array(text, type=pa.string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _floats(text: pd.Series) -> np.ndarray:
+    """Text to float64, NaN where it is not a number.
+
+    Arrow's cast is about seven times faster than `pd.to_numeric` but all-or-nothing,
+    so it serves the usual all-valid column and pandas finds the bad values.
+    """
+    try:
+        return np.asarray(
+            pc.cast(_arrow_text(text), pa.float64()).to_numpy(zero_copy_only=False),
+            dtype="float64",
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def parse_bool(column: pd.Series) -> Parsed:
+    """Booleans from bool columns, 0/1 numbers or the words in TRUE_WORDS/FALSE_WORDS."""
+    if ptypes.is_bool_dtype(column):
+        missing = column.isna().to_numpy(dtype=bool)
+        truth = column.fillna(False).to_numpy(dtype=bool)
+        bad = np.zeros(len(column), dtype=bool)
+    elif ptypes.is_numeric_dtype(column):
+        numbers = column.to_numpy(dtype="float64", na_value=np.nan)
+        missing = np.isnan(numbers)
+        truth = numbers == 1
+        bad = ~missing & ~truth & (numbers != 0)
+    else:
+        words = as_text(column).str.lower()
+        missing = (words == "").to_numpy(dtype=bool)
+        truth = words.isin(TRUE_WORDS).to_numpy(dtype=bool)
+        bad = ~missing & ~truth & ~words.isin(FALSE_WORDS).to_numpy(dtype=bool)
+    values = pd.Series(truth, index=column.index, dtype=bool)
+    return Parsed(values, missing, bad, "true/false, 1/0 or yes/no")
+
+
+def parse_timestamp(column: pd.Series) -> Parsed:
+    """UTC timestamps from datetime columns or ISO 8601 text; naive ones are taken as UTC."""
+    if ptypes.is_datetime64_any_dtype(column):
+        stamps = column.dt.tz_localize("UTC") if column.dt.tz is None else column
+        missing = column.isna().to_numpy(dtype=bool)
+        bad = np.zeros(len(column), dtype=bool)
+    else:
+        text = as_text(column)
+        missing = (text == "").to_numpy(dtype=bool)
+        stamps = pd.to_datetime(text.where(~missing), utc=True, errors="coerce", format="ISO8601")
+        bad = ~missing & stamps.isna().to_numpy(dtype=bool)
+    values = stamps.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return Parsed(values, missing, bad, "an ISO 8601 timestamp")
+
+
+def parse_list_text(text: str) -> list[str] | None:
+    """Parse one list written as text; None if it is not a list we understand.
+
+    Accepted: a JSON list (`["a","b"]`), a Python list (`['a', 'b']`), a
+    PostgreSQL array literal (`{a,"b c"}`) or a `|`- or `;`-separated string
+    (`a|b`, elements trimmed, empty ones dropped). Commas do not separate
+    elements outside brackets and braces: `a, b` is the one element `a, b`.
+    Empty text is the empty list. Elements must be strings or numbers.
+    """
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        items = _bracketed(text)
+    elif text.startswith("{") and text.endswith("}"):
+        items = _pg_array(text[1:-1])
+    else:
+        items = [part.strip() for part in LIST_SEPARATORS.split(text) if part.strip()]
+    if items is None or any(NUL in item for item in items):
+        return None
+    return items
+
+
+def _bracketed(text: str) -> list[str] | None:
+    """A JSON list, or failing that a Python list or tuple literal."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+    if not isinstance(value, list | tuple):
+        return None
+    return _strings(value)
+
+
+def _strings(items: object) -> list[str] | None:
+    """Elements as strings: numbers are written out, anything else is refused."""
+    out: list[str] = []
+    for item in items:  # type: ignore[attr-defined]
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, int | float | np.integer | np.floating) and not isinstance(
+            item, bool | np.bool_
+        ):
+            out.append(str(item))
+        else:
+            return None
+    return out
+
+
+def _pg_array(body: str) -> list[str] | None:
+    """The inside of a one-dimensional PostgreSQL array literal, `a,"b c",d`."""
+    items: list[str] = []
+    i, end = 0, len(body)
+    if not body.strip():
+        return items
+    while True:
+        while i < end and body[i].isspace():
+            i += 1
+        if i < end and body[i] == '"':
+            i += 1
+            chars: list[str] = []
+            while i < end and body[i] != '"':
+                if body[i] == "\\":
+                    i += 1
+                if i < end:
+                    chars.append(body[i])
+                    i += 1
+            if i >= end:
+                return None  # unterminated quote
+            i += 1
+            items.append("".join(chars))
+        else:
+            start = i
+            while i < end and body[i] != ",":
+                if body[i] in '{}"\\':
+                    return None  # nested arrays and stray quotes are not supported
+                i += 1
+            element = body[start:i].strip()
+            if not element or element.upper() == "NULL":
+                return None
+            items.append(element)
+        while i < end and body[i].isspace():
+            i += 1
+        if i == end:
+            return items
+        if body[i] != ",":
+            return None
+        i += 1
+
+
+def parse_list(column: pd.Series) -> Parsed:
+    """Lists of strings from parquet list columns or from text (see `parse_list_text`).
+
+    Values are parsed one by one (there is no vectorised way to read these
+    notations), but each distinct text only once: tag lists repeat a lot.
+    """
+    if isinstance(column.dtype, pd.StringDtype):
+        parsed = _distinct_texts(column)
+    else:
+        parsed = np.empty(len(column), dtype=object)
+        for index, value in enumerate(column):
+            parsed[index] = _list_value(value)
+    bad = np.fromiter((items is None for items in parsed), dtype=bool, count=len(parsed))
+    for position in np.flatnonzero(bad):
+        parsed[position] = []
+    return Parsed(
+        pd.Series(parsed, index=column.index, dtype=object),
+        column.isna().to_numpy(dtype=bool),
+        bad,
+        "a list: [\"a\",\"b\"], ['a', 'b'], {a,b} or a|b",
+    )
+
+
+def _distinct_texts(column: pd.Series) -> np.ndarray:
+    """Parse each distinct text once and spread the results back over the rows."""
+    encoded = pc.dictionary_encode(_arrow_text(column))
+    distinct = np.empty(len(encoded.dictionary) + 1, dtype=object)
+    for index, text in enumerate(encoded.dictionary.to_pylist()):
+        distinct[index] = parse_list_text(text)
+    distinct[-1] = []  # nulls: index -1 below
+    indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    spread: np.ndarray = distinct[indices]
+    return spread
+
+
+def _list_value(value: object) -> list[str] | None:
+    """One parquet cell: a list (numpy array), a text to parse, or null."""
+    if isinstance(value, str):
+        return parse_list_text(value)
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, np.ndarray | list | tuple):
+        items = _strings(value)
+        if items is None or any(NUL in item for item in items):
+            return None
+        return items
+    return None
+
+
+PARSERS: dict[str, Callable[[pd.Series], Parsed]] = {
+    "text": parse_text,
+    "number": parse_number,
+    "bool": parse_bool,
+    "timestamp": parse_timestamp,
+    "list": parse_list,
+}

@@ -1,0 +1,405 @@
+"""Column rules for the import files, checked a whole column at a time.
+
+The rules mirror the database: every NOT NULL, CHECK, primary and foreign key in
+`app.db.models` has a rule here, plus the limits of the column types (integer
+width, no NUL in text), so data that passes never makes `seed.loader.load` fail
+half-way through a million rows. Checks are vectorised; Python loops run only
+over the rows that have a problem, to word the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from seed.parsing import PARSERS, Parsed
+from seed.problems import Problem
+
+Kind = Literal["id", "text", "float", "int", "bool", "timestamp", "list"]
+PARSER_OF: dict[Kind, str] = {
+    "id": "text",
+    "text": "text",
+    "float": "number",
+    "int": "number",
+    "bool": "bool",
+    "timestamp": "timestamp",
+    "list": "list",
+}
+INT32_MAX = 2**31 - 1
+#: Largest integer a float64 holds exactly; parsing goes through float64, so larger
+#: BIGINT values would be silently rounded. No follower count gets near it.
+EXACT_INT_MAX = 2**53
+#: Marks a field whose empty cells are refused rather than defaulted.
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """How one column of an import file is read and checked.
+
+    Attributes:
+        name: the column in the file.
+        kind: how values are parsed; `id` is text that must be unique.
+        target: the loader's column, when it is named differently.
+        low: smallest allowed value (numbers).
+        high: largest allowed value (numbers).
+        above_low: `low` itself is not allowed (`> low` instead of `>= low`).
+        optional: the file may lack the column; every row then gets `empty`.
+        empty: what an empty cell becomes; `REQUIRED` refuses empty cells.
+    """
+
+    name: str
+    kind: Kind
+    target: str = ""
+    low: float | None = None
+    high: float | None = None
+    above_low: bool = False
+    optional: bool = False
+    empty: object = REQUIRED
+
+    @property
+    def column(self) -> str:
+        """The loader's name for this column."""
+        return self.target or self.name
+
+
+def _coordinates() -> tuple[Field, Field]:
+    return Field("latitude", "float", low=-90, high=90), Field(
+        "longitude", "float", low=-180, high=180
+    )
+
+
+#: Default for streams whose file has no typical_duration_minutes (or an empty cell):
+#: two hours, a common length for one broadcast.
+DEFAULT_DURATION_MINUTES = 120
+
+USER_FIELDS = (
+    Field("user_id", "id"),
+    Field("city", "text"),
+    *_coordinates(),
+    Field("language", "text"),
+    Field("timezone_offset", "float", low=-12, high=14),
+    Field("total_watch_hours", "float", low=0),
+    Field("local_preference_strength", "float", low=0, high=1),
+    Field("preferred_categories", "list", empty=[]),
+    Field("registration_date", "timestamp", optional=True, empty=None),
+)
+STREAM_FIELDS = (
+    Field("stream_id", "id"),
+    Field("creator_id", "text"),
+    Field("city", "text"),
+    *_coordinates(),
+    Field("language", "text"),
+    Field("category_id", "text"),
+    Field("title", "text"),
+    Field("description", "text", empty=""),
+    Field("avg_viewer_count", "int", low=0, high=INT32_MAX),
+    Field("creator_followers", "int", low=0, high=EXACT_INT_MAX),
+    Field("stream_quality_score", "float", low=0, high=10),
+    Field("is_partnered", "bool"),
+    Field("mature_content", "bool"),
+    Field("tags", "list", empty=[]),
+    Field(
+        "typical_duration_minutes",
+        "int",
+        low=0,
+        above_low=True,
+        high=INT32_MAX,
+        optional=True,
+        empty=DEFAULT_DURATION_MINUTES,
+    ),
+    Field("is_live", "bool", optional=True, empty=True),
+)
+INTERACTION_FIELDS = (
+    Field("user_id", "text"),
+    Field("stream_id", "text"),
+    Field("clicked", "bool"),
+    Field("watch_time_minutes", "float", low=0),
+    Field("impression_timestamp", "timestamp", target="impression_at"),
+    Field("device_type", "text"),
+    Field("page_position", "int", low=1, high=INT32_MAX),
+    Field("session_id", "text"),
+)
+FIELDS = {"users": USER_FIELDS, "streams": STREAM_FIELDS, "interactions": INTERACTION_FIELDS}
+#: Other names accepted for a column, so a database export can be imported as is.
+ALIASES = {"impression_timestamp": ("impression_at",)}
+
+
+def show(value: object) -> str:
+    """A value for a message: numbers plainly, text quoted and cut short."""
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return str(int(number)) if number.is_integer() and abs(number) < 1e16 else repr(number)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return str(value)
+    text = str(value)
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+@dataclass
+class Findings:
+    """The problems of one file, gathered column by column as arrays of row positions.
+
+    Attributes:
+        rows: how many data rows the file has.
+        bad: rows with at least one problem (the rows `skip_invalid` drops).
+    """
+
+    rows: int
+    bad: np.ndarray = field(init=False)
+    _parts: list[tuple[np.ndarray, str | None, list[str]]] = field(default_factory=list)
+    _columns: dict[str | None, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.bad = np.zeros(self.rows, dtype=bool)
+
+    def bad_in(self, column: str) -> np.ndarray:
+        """Rows with a problem in `column` (their parsed value is a placeholder)."""
+        return self._columns.get(column, np.zeros(self.rows, dtype=bool))
+
+    def __len__(self) -> int:
+        return sum(len(positions) for positions, _, _ in self._parts)
+
+    def add(
+        self,
+        mask: np.ndarray,
+        column: str | None,
+        reason: str | Callable[[int], str],
+    ) -> None:
+        """Record a problem for every row in `mask`; `reason` may word it per position."""
+        positions = np.flatnonzero(mask)
+        if len(positions) == 0:
+            return
+        self.bad[positions] = True
+        self._columns.setdefault(column, np.zeros(self.rows, dtype=bool))[positions] = True
+        if isinstance(reason, str):
+            reasons = [reason] * len(positions)
+        else:
+            reasons = [reason(int(position)) for position in positions]
+        self._parts.append((positions, column, reasons))
+
+    def problems(
+        self,
+        file: str,
+        lines: Callable[[np.ndarray], np.ndarray] | None,
+        column_order: list[str],
+    ) -> list[Problem]:
+        """Everything found, by row and then by column in `column_order`."""
+        if not self._parts:
+            return []
+        positions = np.concatenate([part[0] for part in self._parts])
+        columns = [column for part in self._parts for column in [part[1]] * len(part[0])]
+        rank = {column: index for index, column in enumerate(column_order)}
+        ranks = np.array([rank.get(column or "", -1) for column in columns])
+        order = np.lexsort((ranks, positions))
+        reasons = [reason for part in self._parts for reason in part[2]]
+        numbers = lines(positions) if lines is not None else None
+        return [
+            Problem(
+                file,
+                int(positions[i]) + 1,
+                columns[i],
+                reasons[i],
+                None if numbers is None else int(numbers[i]),
+            )
+            for i in order
+        ]
+
+
+@dataclass
+class Checked:
+    """One file after validation.
+
+    Attributes:
+        frame: typed columns named as the loader names them, one per input row
+            (placeholders where a value was bad: drop `findings.bad` rows).
+        findings: the problems found.
+        first_rows: for files with an id, the 0-based row of each id's first
+            occurrence, indexed by id.
+    """
+
+    frame: pd.DataFrame
+    findings: Findings
+    first_rows: pd.Series | None = None
+
+
+def check_table(
+    fields: tuple[Field, ...],
+    raw: pd.DataFrame,
+    where: Callable[[int], str],
+) -> Checked:
+    """Parse and check every column of one file.
+
+    Args:
+        fields: the file's rules; columns absent from `raw` must be optional.
+        raw: the columns as read, named as in `fields`.
+        where: describes a 0-based row for messages that point at another row
+            ("row 2 (line 3)").
+    """
+    findings = Findings(len(raw))
+    columns: dict[str, pd.Series] = {}
+    first_rows = None
+    for spec in fields:
+        if spec.name not in raw:
+            columns[spec.column] = _constant(spec.empty, len(raw))
+            continue
+        parsed = PARSERS[PARSER_OF[spec.kind]](raw[spec.name])
+        columns[spec.column] = _check_column(spec, raw[spec.name], parsed, findings)
+        if spec.kind == "id":
+            first_rows = _check_unique(spec.name, columns[spec.column], findings, where)
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
+    return Checked(frame, findings, first_rows)
+
+
+def check_rows(kind: str, checked: Checked) -> None:
+    """Rules that tie two columns of a row together (the schema's multi-column CHECKs).
+
+    Only `clicked OR watch_time_minutes = 0` exists; `live_since` is derived by the
+    importer so that `is_live OR live_since IS NULL` always holds.
+    """
+    if kind != "interactions":
+        return
+    findings = checked.findings
+    watch = checked.frame["watch_time_minutes"].to_numpy(dtype="float64")
+    usable = ~findings.bad_in("clicked") & ~findings.bad_in("watch_time_minutes")
+    unclicked = usable & ~checked.frame["clicked"].to_numpy(dtype=bool)
+    findings.add(
+        unclicked & (np.nan_to_num(watch) != 0),
+        "watch_time_minutes",
+        lambda i: f"must be 0 when clicked is false, got {show(watch[i])}",
+    )
+
+
+def _constant(value: object, rows: int) -> pd.Series:
+    if value is None:
+        return pd.Series(pd.NaT, index=pd.RangeIndex(rows), dtype="datetime64[us, UTC]")
+    if isinstance(value, list):
+        return pd.Series([[] for _ in range(rows)], dtype=object)
+    return pd.Series(value, index=pd.RangeIndex(rows))
+
+
+def _check_column(spec: Field, raw: pd.Series, parsed: Parsed, findings: Findings) -> pd.Series:
+    """Report empty, unparsable and out-of-range values; return the typed column."""
+    values, missing, bad = parsed.values, parsed.missing, parsed.bad
+    name = spec.name
+    if spec.kind != "list":  # an empty list cell is simply the empty list
+        if spec.empty is REQUIRED:
+            findings.add(missing, name, "missing (empty or null): a value is required")
+        elif missing.any():
+            values = values.where(~missing, spec.empty)
+    findings.add(bad, name, lambda i: f"expected {parsed.expected}, got {show(raw.iat[i])}")
+    if spec.kind not in ("float", "int"):
+        return values
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    usable = ~bad & ~np.isnan(numbers)
+    infinite = usable & ~np.isfinite(numbers)
+    findings.add(infinite, name, lambda i: f"expected a finite number, got {show(raw.iat[i])}")
+    usable &= ~infinite
+    if spec.kind == "int":
+        fraction = usable & (numbers != np.floor(np.where(usable, numbers, 0)))
+        findings.add(fraction, name, lambda i: f"expected a whole number, got {show(numbers[i])}")
+        usable &= ~fraction
+    _check_range(spec, numbers, usable, findings)
+    if spec.kind == "int":
+        return pd.Series(np.where(usable, numbers, 0).astype(np.int64), index=values.index)
+    return pd.Series(numbers, index=values.index)
+
+
+def _check_range(spec: Field, numbers: np.ndarray, usable: np.ndarray, findings: Findings) -> None:
+    low, high = spec.low, spec.high
+    if low is None and high is None:
+        return
+    outside = np.zeros(len(numbers), dtype=bool)
+    safe = np.where(usable, numbers, 0)
+    if low is not None:
+        outside |= usable & ((safe <= low) if spec.above_low else (safe < low))
+    if high is not None:
+        outside |= usable & (safe > high)
+    allowed = _range_text(spec)
+    findings.add(outside, spec.name, lambda i: f"out of range: {show(numbers[i])} ({allowed})")
+
+
+def _range_text(spec: Field) -> str:
+    low, high = spec.low, spec.high
+    low_text = None if low is None else show(float(low))
+    high_text = None if high is None else show(float(high))
+    if low is not None and high is not None and not spec.above_low:
+        return f"must be between {low_text} and {high_text}"
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if spec.above_low else '>='} {low_text}")
+    if high is not None:
+        parts.append(f"<= {high_text}")
+    return "must be " + " and ".join(parts)
+
+
+def _check_unique(
+    name: str, ids: pd.Series, findings: Findings, where: Callable[[int], str]
+) -> pd.Series:
+    """Report every repeat of an id after its first row; return each id's first row."""
+    present = ids[ids != ""]
+    repeat = present.duplicated(keep="first")
+    first_rows = pd.Series(
+        present.index[~repeat.to_numpy()], index=present[~repeat].to_numpy(dtype=object)
+    )
+    if repeat.any():
+        repeats = present[repeat]
+        firsts = first_rows.reindex(repeats.to_numpy(dtype=object)).to_numpy()
+        first_of = dict(zip(repeats.index, firsts, strict=True))
+        mask = np.zeros(len(ids), dtype=bool)
+        mask[repeats.index.to_numpy()] = True
+        findings.add(
+            mask,
+            name,
+            lambda i: f"duplicate {name} {show(ids.iat[i])}: first seen at {where(first_of[i])}",
+        )
+    return first_rows
+
+
+def check_references(
+    rows: Checked,
+    column: str,
+    target: Checked,
+    target_file: str,
+    noun: str,
+    where: Callable[[int], str],
+    *,
+    cascade: bool,
+) -> None:
+    """Report values of `rows[column]` that name no row of `target`.
+
+    Args:
+        rows: the referencing file (interactions).
+        column: the referencing column, e.g. `user_id`.
+        target: the referenced file, already checked.
+        target_file: its name for messages.
+        noun: what a target row is, e.g. "user".
+        where: describes a 0-based row of `target` for messages.
+        cascade: also report references to target rows that have problems
+            themselves (they will be skipped, so these rows must go too).
+    """
+    assert target.first_rows is not None, "the target file has no id column"
+    refs = rows.frame[column]
+    positions = target.first_rows.reindex(refs.to_numpy(dtype=object)).to_numpy()
+    known = ~np.isnan(positions.astype("float64"))
+    checkable = (refs != "").to_numpy(dtype=bool)
+    rows.findings.add(
+        checkable & ~known,
+        column,
+        lambda i: f"unknown {column} {show(refs.iat[i])}: no such {noun} in {target_file}",
+    )
+    if not cascade:
+        return
+    target_bad = target.findings.bad[np.where(known, positions, 0).astype(np.int64)]
+    rows.findings.add(
+        checkable & known & target_bad,
+        column,
+        lambda i: (
+            f"{noun} {show(refs.iat[i])} was skipped: {where(int(positions[i]))}"
+            f" of {target_file} is invalid"
+        ),
+    )

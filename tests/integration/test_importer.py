@@ -1,0 +1,668 @@
+"""The file importer against a real PostGIS: good files load, bad files are refused.
+
+Every file is written by the test itself into `tmp_path`. Refusal tests first load
+a good dataset, then attempt the bad import the way the CLI does (read, then load)
+and check that the database still holds exactly the first dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seed.importer import (
+    DEFAULT_DURATION_MINUTES,
+    InvalidDataError,
+    Problem,
+    read_dataset,
+)
+from seed.loader import load
+from tests.conftest import fetch
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+USERS: list[dict[str, Any]] = [
+    {
+        "user_id": "u1",
+        "city": "Paris",
+        "latitude": 48.8566,
+        "longitude": 2.3522,
+        "language": "fr",
+        "timezone_offset": 1,
+        "total_watch_hours": 120.5,
+        "local_preference_strength": 0.8,
+        "preferred_categories": ["gaming", "music"],
+        "registration_date": "2023-01-15T10:00:00",
+    },
+    {
+        "user_id": "u2",
+        "city": "São Paulo",
+        "latitude": -23.5505,
+        "longitude": -46.6333,
+        "language": "pt",
+        "timezone_offset": -3,
+        "total_watch_hours": 0,
+        "local_preference_strength": 0,
+        "preferred_categories": [],
+        "registration_date": None,
+    },
+    {
+        "user_id": "u3",
+        "city": "Delhi",
+        "latitude": 28.6139,
+        "longitude": 77.209,
+        "language": "hi",
+        "timezone_offset": 5.5,
+        "total_watch_hours": 3.25,
+        "local_preference_strength": 1,
+        "preferred_categories": ["irl", "just chatting"],
+        "registration_date": "2024-06-01T08:30:00+05:30",
+    },
+]
+STREAMS: list[dict[str, Any]] = [
+    {
+        "stream_id": "s1",
+        "creator_id": "c1",
+        "city": "Paris",
+        "latitude": 48.86,
+        "longitude": 2.34,
+        "language": "fr",
+        "category_id": "gaming",
+        "title": "Speedruns, live",
+        "description": 'Two lines:\nand "quotes", commas',
+        "avg_viewer_count": 150,
+        "creator_followers": 12000,
+        "stream_quality_score": 7.5,
+        "is_partnered": True,
+        "mature_content": False,
+        "tags": ["fps", "français"],
+    },
+    {
+        "stream_id": "s2",
+        "creator_id": "c2",
+        "city": "São Paulo",
+        "latitude": -23.56,
+        "longitude": -46.64,
+        "language": "pt",
+        "category_id": "music",
+        "title": "Samba",
+        "description": "",
+        "avg_viewer_count": 0,
+        "creator_followers": 0,
+        "stream_quality_score": 0,
+        "is_partnered": False,
+        "mature_content": True,
+        "tags": [],
+    },
+    {
+        "stream_id": "s3",
+        "creator_id": "c1",
+        "city": "Delhi",
+        "latitude": 28.6,
+        "longitude": 77.2,
+        "language": "hi",
+        "category_id": "irl",
+        "title": "Street food",
+        "description": "Chaat",
+        "avg_viewer_count": 42,
+        "creator_followers": 9001,
+        "stream_quality_score": 10,
+        "is_partnered": False,
+        "mature_content": False,
+        "tags": ["food", "a,b"],
+    },
+]
+INTERACTIONS: list[dict[str, Any]] = [
+    {
+        "user_id": "u1",
+        "stream_id": "s1",
+        "clicked": True,
+        "watch_time_minutes": 35.5,
+        "impression_timestamp": "2026-02-01T20:15:00Z",
+        "device_type": "mobile",
+        "page_position": 1,
+        "session_id": "sess-1",
+    },
+    {
+        "user_id": "u1",
+        "stream_id": "s2",
+        "clicked": False,
+        "watch_time_minutes": 0,
+        "impression_timestamp": "2026-02-01T20:15:00",
+        "device_type": "mobile",
+        "page_position": 2,
+        "session_id": "sess-1",
+    },
+    {
+        "user_id": "u2",
+        "stream_id": "s2",
+        "clicked": True,
+        "watch_time_minutes": 0,
+        "impression_timestamp": "2026-02-02T09:00:00-03:00",
+        "device_type": "tv",
+        "page_position": 5,
+        "session_id": "sess-2",
+    },
+    {
+        "user_id": "u3",
+        "stream_id": "s3",
+        "clicked": False,
+        "watch_time_minutes": 0,
+        "impression_timestamp": "2026-02-03T12:00:00+05:30",
+        "device_type": "desktop",
+        "page_position": 3,
+        "session_id": "sess-3",
+    },
+]
+Rows = dict[str, list[dict[str, Any]]]
+KINDS = ("users", "streams", "interactions")
+
+
+def good_rows() -> Rows:
+    return copy.deepcopy({"users": USERS, "streams": STREAMS, "interactions": INTERACTIONS})
+
+
+# Every list notation the CSV reader accepts, used in turn down the rows.
+LIST_STYLES: list[Callable[[list[str]], str]] = [
+    lambda items: json.dumps(items, ensure_ascii=False),
+    lambda items: repr(items),
+    lambda items: "{" + ",".join('"' + item + '"' for item in items) + "}",
+    lambda items: "|".join(items) if "," not in "".join(items) else json.dumps(items),
+]
+BOOL_WORDS = [("true", "false"), ("1", "0"), ("YES", "no"), ("True", "FALSE")]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], *, extra: bool = True) -> Path:
+    """Rows as CSV the way a spreadsheet or another tool might write them."""
+    out = []
+    for index, row in enumerate(rows):
+        text = {}
+        for name, value in row.items():
+            if isinstance(value, list):
+                text[name] = LIST_STYLES[index % len(LIST_STYLES)](value)
+            elif isinstance(value, bool):
+                text[name] = BOOL_WORDS[index % len(BOOL_WORDS)][0 if value else 1]
+            elif value is None:
+                text[name] = ""
+            else:
+                text[name] = str(value)
+        if extra:
+            text["notes"] = "ignored, extra column"
+        out.append(text)
+    pd.DataFrame(out).to_csv(path, index=False)
+    return path
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Rows as parquet with native types: lists, booleans, timestamps."""
+    frame = pd.DataFrame(rows)
+    for name in frame.columns:  # a column with a stray word in it is written as text
+        if frame[name].map(lambda value: isinstance(value, str)).any():
+            frame[name] = frame[name].map(lambda value: None if value is None else str(value))
+    for name in ("registration_date", "impression_timestamp"):
+        if name in frame:
+            frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path
+
+
+def write_set(
+    folder: Path, rows: Rows, fmt: str = "csv", kinds: tuple[str, ...] = KINDS
+) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for kind in kinds:
+        path = folder / f"{kind}.{fmt}"
+        if fmt == "parquet":
+            paths[kind] = write_parquet(path, rows[kind])
+        else:
+            paths[kind] = write_csv(path, rows[kind])
+    return paths
+
+
+def import_files(url: str, paths: dict[str, Path], **options: Any) -> Any:
+    """What `python -m seed import` does: read and validate, then load."""
+    dataset, report = read_dataset(
+        paths["users"], paths["streams"], paths.get("interactions"), now=NOW, **options
+    )
+    load(url, dataset)
+    return report
+
+
+def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "users": [tuple(r) for r in fetch(url, "SELECT * FROM users ORDER BY user_id")],
+        "streams": [tuple(r) for r in fetch(url, "SELECT * FROM streams ORDER BY stream_id")],
+        "interactions": [
+            tuple(r)
+            for r in fetch(
+                url,
+                "SELECT user_id, stream_id, impression_at, clicked, watch_time_minutes,"
+                " device_type, page_position, session_id FROM interactions"
+                " ORDER BY user_id, stream_id",
+            )
+        ],
+    }
+
+
+def counts(url: str) -> dict[str, int]:
+    return {kind: fetch(url, f"SELECT count(*) FROM {kind}")[0][0] for kind in KINDS}
+
+
+# --- good files --------------------------------------------------------------------------
+
+
+def test_csv_set_loads_with_defaults_for_missing_columns(db_url: str, tmp_path: Path) -> None:
+    paths = write_set(tmp_path, good_rows())
+
+    report = import_files(db_url, paths)
+
+    assert counts(db_url) == {"users": 3, "streams": 3, "interactions": 4}
+    assert report.rows_read == report.rows_kept == {"users": 3, "streams": 3, "interactions": 4}
+    assert report.skipped == []
+    users = {
+        r["user_id"]: r
+        for r in fetch(
+            db_url,
+            "SELECT *, ST_X(location::geometry) AS x, ST_Y(location::geometry) AS y FROM users",
+        )
+    }
+    assert (users["u2"]["x"], users["u2"]["y"]) == (-46.6333, -23.5505)
+    assert users["u1"]["preferred_categories"] == ["gaming", "music"]
+    assert users["u2"]["preferred_categories"] == []
+    assert users["u3"]["preferred_categories"] == ["irl", "just chatting"]
+    assert users["u2"]["city"] == "São Paulo"
+    assert users["u3"]["timezone_offset"] == 5.5
+    assert users["u1"]["registration_date"] == datetime(2023, 1, 15, 10, tzinfo=UTC)
+    assert users["u2"]["registration_date"] is None
+    assert users["u3"]["registration_date"] == datetime(2024, 6, 1, 3, tzinfo=UTC)
+
+    streams = {
+        r["stream_id"]: r
+        for r in fetch(db_url, "SELECT *, ST_X(location::geometry) AS x FROM streams")
+    }
+    s1, s2, s3 = streams["s1"], streams["s2"], streams["s3"]
+    assert s1["x"] == 2.34
+    assert s1["description"] == 'Two lines:\nand "quotes", commas'
+    assert s2["description"] == ""
+    assert (s1["tags"], s2["tags"], s3["tags"]) == (["fps", "français"], [], ["food", "a,b"])
+    assert (s1["is_partnered"], s1["mature_content"]) == (True, False)
+    assert (s2["is_partnered"], s2["mature_content"]) == (False, True)
+    # No is_live or typical_duration_minutes column: every stream is live, 120 minutes long.
+    for stream in streams.values():
+        assert stream["is_live"] is True
+        assert stream["live_since"] == NOW
+        assert stream["updated_at"] == NOW
+        assert stream["typical_duration_minutes"] == DEFAULT_DURATION_MINUTES
+        assert stream["current_viewer_count"] == stream["avg_viewer_count"]
+
+    rows = fetch(db_url, "SELECT * FROM interactions ORDER BY impression_at, user_id, stream_id")
+    assert [(r["user_id"], r["stream_id"]) for r in rows] == [
+        ("u1", "s1"),
+        ("u1", "s2"),
+        ("u2", "s2"),
+        ("u3", "s3"),
+    ]
+    assert rows[0]["impression_at"] == datetime(2026, 2, 1, 20, 15, tzinfo=UTC)
+    assert rows[1]["impression_at"] == datetime(2026, 2, 1, 20, 15, tzinfo=UTC)  # naive: UTC
+    assert rows[2]["impression_at"] == datetime(2026, 2, 2, 12, tzinfo=UTC)
+    assert rows[3]["impression_at"] == datetime(2026, 2, 3, 6, 30, tzinfo=UTC)
+    assert [r["clicked"] for r in rows] == [True, False, True, False]
+    assert [r["page_position"] for r in rows] == [1, 2, 5, 3]
+    assert rows[0]["watch_time_minutes"] == 35.5
+
+
+def test_parquet_set_loads_with_live_state(db_url: str, tmp_path: Path) -> None:
+    rows = good_rows()
+    rows["streams"][0]["is_live"] = True
+    rows["streams"][1]["is_live"] = False
+    rows["streams"][2]["is_live"] = None  # unknown: imported as live
+    for stream, minutes in zip(rows["streams"], (90, 45, None), strict=True):
+        stream["typical_duration_minutes"] = minutes
+    paths = write_set(tmp_path, rows, "parquet")
+
+    report = import_files(db_url, paths)
+
+    assert report.rows_kept == {"users": 3, "streams": 3, "interactions": 4}
+    streams = {
+        r["stream_id"]: r
+        for r in fetch(db_url, "SELECT *, ST_Y(location::geometry) AS y FROM streams")
+    }
+    assert streams["s2"]["y"] == -23.56
+    assert streams["s1"]["tags"] == ["fps", "français"]
+    live = {
+        key: (r["is_live"], r["live_since"], r["current_viewer_count"])
+        for key, r in streams.items()
+    }
+    assert live == {"s1": (True, NOW, 150), "s2": (False, None, 0), "s3": (True, NOW, 42)}
+    assert [streams[k]["typical_duration_minutes"] for k in ("s1", "s2", "s3")] == [90, 45, 120]
+    users = {r["user_id"]: r for r in fetch(db_url, "SELECT * FROM users")}
+    assert users["u3"]["preferred_categories"] == ["irl", "just chatting"]
+    assert users["u2"]["registration_date"] is None
+    assert fetch(db_url, "SELECT count(*) FROM interactions WHERE clicked")[0][0] == 2
+
+
+def test_gzipped_csv_and_pq_extension_are_read(db_url: str, tmp_path: Path) -> None:
+    rows = good_rows()
+    plain = write_set(tmp_path / "plain", rows, kinds=("users",))
+    gz = tmp_path / "users.CSV.gz"
+    pd.read_csv(plain["users"], dtype=str, keep_default_na=False).to_csv(gz, index=False)
+    streams = write_parquet(tmp_path / "streams.pq", rows["streams"])
+
+    import_files(db_url, {"users": gz, "streams": streams})
+
+    assert counts(db_url) == {"users": 3, "streams": 3, "interactions": 0}
+
+
+def test_interaction_columns_may_use_the_database_names(db_url: str, tmp_path: Path) -> None:
+    rows = good_rows()
+    for row in rows["interactions"]:
+        row["impression_at"] = row.pop("impression_timestamp")
+
+    import_files(db_url, write_set(tmp_path, rows))
+
+    assert counts(db_url)["interactions"] == 4
+
+
+# --- refusals ----------------------------------------------------------------------------
+
+
+def _set(kind: str, index: int, column: str, value: Any) -> Callable[[Rows], None]:
+    def change(rows: Rows) -> None:
+        rows[kind][index][column] = value
+
+    return change
+
+
+def _add(kind: str, row: dict[str, Any]) -> Callable[[Rows], None]:
+    def change(rows: Rows) -> None:
+        rows[kind].append(row)
+
+    return change
+
+
+def _drop_column(kind: str, column: str) -> Callable[[Rows], None]:
+    def change(rows: Rows) -> None:
+        for row in rows[kind]:
+            del row[column]
+
+    return change
+
+
+# (change, expected problems as (kind, row, line, column, words in the reason)).
+# Line numbers are CSV lines: s1's description spans two lines, so streams rows after
+# the first start one line later than `row + 1`.
+REFUSALS = {
+    "missing id": (
+        _set("users", 1, "user_id", ""),
+        [
+            ("users", 2, 3, "user_id", "missing (empty or null): a value is required"),
+            # Without its id, u2 is not in the file: its interactions point nowhere.
+            ("interactions", 3, 4, "user_id", "unknown user_id 'u2'"),
+        ],
+    ),
+    "duplicate id": (
+        lambda rows: rows["streams"].extend(
+            [{**STREAMS[2], "title": "again"}, {**STREAMS[2], "title": "and again"}]
+        ),
+        [
+            (
+                "streams",
+                4,
+                6,
+                "stream_id",
+                "duplicate stream_id 's3': first seen at row 3 (line 5)",
+            ),
+            (
+                "streams",
+                5,
+                7,
+                "stream_id",
+                "duplicate stream_id 's3': first seen at row 3 (line 5)",
+            ),
+        ],
+    ),
+    "latitude out of range": (
+        _set("users", 2, "latitude", 90.5),
+        [("users", 3, 4, "latitude", "out of range: 90.5 (must be between -90 and 90)")],
+    ),
+    "longitude out of range": (
+        _set("streams", 1, "longitude", -180.01),
+        [("streams", 2, 4, "longitude", "out of range: -180.01 (must be between -180 and 180)")],
+    ),
+    "unknown user": (
+        _set("interactions", 2, "user_id", "ghost"),
+        [("interactions", 3, 4, "user_id", "unknown user_id 'ghost'")],
+    ),
+    "unknown stream": (
+        _set("interactions", 3, "stream_id", "s404"),
+        [("interactions", 4, 5, "stream_id", "unknown stream_id 's404'")],
+    ),
+    "wrong type": (
+        _set("users", 0, "latitude", "abc"),
+        [("users", 1, 2, "latitude", "expected a number, got 'abc'")],
+    ),
+    "quality out of range": (
+        _set("streams", 2, "stream_quality_score", 10.5),
+        [("streams", 3, 5, "stream_quality_score", "out of range: 10.5")],
+    ),
+    "not a boolean": (
+        _set("streams", 0, "is_partnered", "maybe"),
+        [("streams", 1, 2, "is_partnered", "expected true/false, 1/0 or yes/no, got 'maybe'")],
+    ),
+    "bad timestamp": (
+        _set("interactions", 0, "impression_timestamp", "yesterday"),
+        [("interactions", 1, 2, "impression_timestamp", "ISO 8601")],
+    ),
+    "watch time without click": (
+        _set("interactions", 1, "watch_time_minutes", 4),
+        [("interactions", 2, 3, "watch_time_minutes", "must be 0 when clicked is false")],
+    ),
+    "fractional page position": (
+        _set("interactions", 0, "page_position", 1.5),
+        [("interactions", 1, 2, "page_position", "expected a whole number, got 1.5")],
+    ),
+    "several problems in several files": (
+        lambda rows: [
+            _set("users", 0, "timezone_offset", 15)(rows),
+            _set("users", 0, "local_preference_strength", -0.1)(rows),
+            _set("streams", 1, "avg_viewer_count", -1)(rows),
+            _set("streams", 2, "tags", "[unclosed")(rows),
+            _set("interactions", 3, "page_position", 0)(rows),
+        ],
+        [
+            ("users", 1, 2, "timezone_offset", "between -12 and 14"),
+            ("users", 1, 2, "local_preference_strength", "between 0 and 1"),
+            ("streams", 2, 4, "avg_viewer_count", "out of range: -1 (must be between 0 and"),
+            ("streams", 3, 5, "tags", "expected a list"),
+            ("interactions", 4, 5, "page_position", "must be between 1 and"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS), ids=list(REFUSALS))
+def test_bad_csv_is_refused_with_row_numbers_and_nothing_loads(
+    db_url: str, tmp_path: Path, case: str
+) -> None:
+    import_files(db_url, write_set(tmp_path / "first", good_rows()))
+    before = snapshot(db_url)
+    change, expected = REFUSALS[case]
+    rows = good_rows()
+    rows["users"].append({**USERS[0], "user_id": "u4"})  # so a load would differ
+    change(rows)
+    paths = write_set(tmp_path / "bad", rows)
+
+    with pytest.raises(InvalidDataError) as caught:
+        import_files(db_url, paths)
+
+    found = [
+        (kind, p.row, p.line, p.column)
+        for p in caught.value.problems
+        for kind in KINDS
+        if p.file == str(paths[kind])
+    ]
+    assert found == [(kind, row, line, column) for kind, row, line, column, _ in expected]
+    for problem, (*_, words) in zip(caught.value.problems, expected, strict=True):
+        assert words in problem.reason
+        assert words in str(caught.value)
+    assert snapshot(db_url) == before
+
+
+def test_missing_required_columns_are_named(db_url: str, tmp_path: Path) -> None:
+    import_files(db_url, write_set(tmp_path / "first", good_rows()))
+    before = snapshot(db_url)
+    rows = good_rows()
+    _drop_column("streams", "city")(rows)
+    _drop_column("interactions", "session_id")(rows)
+    paths = write_set(tmp_path / "bad", rows)
+
+    with pytest.raises(InvalidDataError) as caught:
+        import_files(db_url, paths)
+
+    assert [(p.file, p.row, p.column) for p in caught.value.problems] == [
+        (str(paths["streams"]), None, "city"),
+        (str(paths["interactions"]), None, "session_id"),
+    ]
+    assert "required column is missing" in caught.value.problems[0].reason
+    assert f"{paths['streams']}, column city: required column is missing" in str(caught.value)
+    assert snapshot(db_url) == before
+
+
+def test_bad_parquet_values_are_refused(db_url: str, tmp_path: Path) -> None:
+    import_files(db_url, write_set(tmp_path / "first", good_rows(), "parquet"))
+    before = snapshot(db_url)
+    rows = good_rows()
+    rows["users"][1]["latitude"] = "abc"  # the column becomes text: every value is parsed
+    rows["streams"][0]["latitude"] = float("nan")
+    rows["streams"][1]["creator_followers"] = float("inf")
+    rows["streams"][2]["stream_quality_score"] = -1
+    paths = write_set(tmp_path / "bad", rows, "parquet")
+
+    with pytest.raises(InvalidDataError) as caught:
+        import_files(db_url, paths)
+
+    assert [(p.row, p.line, p.column) for p in caught.value.problems] == [
+        (2, None, "latitude"),
+        (1, None, "latitude"),
+        (2, None, "creator_followers"),
+        (3, None, "stream_quality_score"),
+    ]
+    reasons = [p.reason for p in caught.value.problems]
+    assert reasons[0] == "expected a number, got 'abc'"
+    assert reasons[1].startswith("missing")
+    assert reasons[2] == "expected a finite number, got inf"
+    assert str(caught.value).startswith("invalid input: 4 problems in ")
+    assert snapshot(db_url) == before
+
+
+def test_malformed_csv_and_unknown_extension_are_refused(tmp_path: Path) -> None:
+    paths = write_set(tmp_path, good_rows(), kinds=("users", "streams"))
+    with paths["users"].open("a") as handle:
+        handle.write("u9,Oslo,59.9\n")
+    odd = tmp_path / "streams.xlsx"
+    odd.write_bytes(b"")
+
+    with pytest.raises(InvalidDataError) as caught:
+        read_dataset(paths["users"], odd)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{odd}: unsupported file type 'streams.xlsx': use one of .csv, .csv.gz, .parquet, .pq"
+    ]
+
+    with pytest.raises(InvalidDataError) as caught:
+        read_dataset(paths["users"], paths["streams"])
+    assert [(p.row, p.line) for p in caught.value.problems] == [(4, 5)]
+    assert caught.value.problems[0].reason == "has 3 fields, the header has 11"
+
+
+def test_error_message_is_capped(tmp_path: Path) -> None:
+    rows = good_rows()
+    rows["users"] = [{**USERS[0], "user_id": f"u{i}", "latitude": 100 + i} for i in range(120)]
+    paths = write_set(tmp_path, rows, kinds=("users", "streams"))
+
+    with pytest.raises(InvalidDataError) as caught:
+        read_dataset(paths["users"], paths["streams"])
+
+    assert len(caught.value.problems) == 120
+    message = str(caught.value)
+    assert message.startswith("invalid input: 120 problems in ")
+    assert message.rstrip().endswith("... and 70 more")
+    assert message.count("out of range") == 50
+
+
+# --- skipping invalid rows ---------------------------------------------------------------
+
+
+def test_skip_invalid_loads_good_rows_and_cascades_to_interactions(
+    db_url: str, tmp_path: Path
+) -> None:
+    rows = good_rows()
+    rows["users"][1]["latitude"] = 95  # u2 goes ...
+    rows["streams"][2]["stream_quality_score"] = 11  # ... and so does s3
+    rows["streams"].append({**STREAMS[0], "title": "duplicate"})  # a second s1: dropped
+    rows["interactions"].append({**INTERACTIONS[0], "user_id": "ghost"})
+    rows["interactions"].append({**INTERACTIONS[0], "clicked": False})  # watch time w/o click
+    paths = write_set(tmp_path, rows)
+
+    report = import_files(db_url, paths, skip_invalid=True)
+
+    assert fetch(db_url, "SELECT array_agg(user_id ORDER BY user_id) FROM users")[0][0] == [
+        "u1",
+        "u3",
+    ]
+    assert fetch(db_url, "SELECT array_agg(stream_id ORDER BY stream_id) FROM streams")[0][0] == [
+        "s1",
+        "s2",
+    ]
+    assert fetch(db_url, "SELECT title FROM streams WHERE stream_id = 's1'")[0][0] == (
+        "Speedruns, live"
+    )
+    pairs = fetch(db_url, "SELECT user_id, stream_id FROM interactions ORDER BY 1, 2")
+    assert [tuple(p) for p in pairs] == [("u1", "s1"), ("u1", "s2")]
+    assert report.rows_read == {"users": 3, "streams": 4, "interactions": 6}
+    assert report.rows_kept == {"users": 2, "streams": 2, "interactions": 2}
+    assert [(p.file, p.row, p.column) for p in report.skipped] == [
+        (str(paths["users"]), 2, "latitude"),
+        (str(paths["streams"]), 3, "stream_quality_score"),
+        (str(paths["streams"]), 4, "stream_id"),
+        (str(paths["interactions"]), 3, "user_id"),
+        (str(paths["interactions"]), 4, "stream_id"),
+        (str(paths["interactions"]), 5, "user_id"),
+        (str(paths["interactions"]), 6, "watch_time_minutes"),
+    ]
+    cascade = report.skipped[3]
+    assert cascade.reason == f"user 'u2' was skipped: row 2 (line 3) of {paths['users']} is invalid"
+    assert report.skipped[4].reason == (
+        f"stream 's3' was skipped: row 3 (line 5) of {paths['streams']} is invalid"
+    )
+    assert report.skipped[5].reason.startswith("unknown user_id 'ghost'")
+    text = str(report)
+    assert text.startswith("kept users 2 of 3, streams 2 of 4, interactions 2 of 6; skipped 7")
+    assert all(str(problem) in text for problem in report.skipped)
+
+
+def test_skip_invalid_still_refuses_a_missing_column(tmp_path: Path) -> None:
+    rows = good_rows()
+    _drop_column("users", "latitude")(rows)
+    paths = write_set(tmp_path, rows)
+
+    with pytest.raises(InvalidDataError) as caught:
+        read_dataset(paths["users"], paths["streams"], paths["interactions"], skip_invalid=True)
+
+    assert caught.value.problems == [
+        Problem(
+            str(paths["users"]),
+            None,
+            "latitude",
+            caught.value.problems[0].reason,
+        )
+    ]
