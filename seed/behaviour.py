@@ -1,0 +1,454 @@
+"""The behaviour model: which streams a user is shown, and which of them they click.
+
+Everything here works on whole numpy arrays (one entry per user, stream or
+impression), so ten million impressions cost a few vectorised passes, not ten
+million Python calls. The click model is deliberately *not* the product's ranking
+formula: it decays exponentially with distance, works on the logit scale, has
+interactions and latent per-user taste, so a ranker trained on these clicks has
+something to learn rather than a formula to copy back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from seed.cities import ENGLISH, FloatArray, IntArray, haversine_km
+
+BoolArray = npt.NDArray[np.bool_]
+ArrayLike = npt.ArrayLike
+
+DEVICES = ("mobile", "desktop", "tablet", "tv")
+DEVICE_SHARES = (0.55, 0.30, 0.08, 0.07)
+PAGE_SLOTS = 20  # a front page shows at most 20 streams; position 1 is the top
+WINDOW_DAYS = 30  # impressions fall in the 30 days before `as_of`
+MAX_GAP_SECONDS = 20  # seconds between two impressions of one session, at most
+CHUNK_ROWS = 500_000
+
+# Where a shown stream comes from: the user's own place, their region, or the world.
+SOURCE_SHARES = (0.40, 0.20, 0.40)
+# Within the city/region a stream is picked with weight (1 + avg viewers)^0.5 (local
+# discovery lets small channels through); worldwide with (1 + avg viewers)^0.9.
+LOCAL_POPULARITY_EXPONENT = 0.5
+GLOBAL_POPULARITY_EXPONENT = 0.9
+
+# Share of sessions starting in each local hour 0..23: quiet nights, busy evenings.
+DIURNAL = np.array(
+    [3, 2, 1.5, 1, 1, 1, 1.5, 2, 2.5, 3, 3, 3.5, 4, 4, 4, 4.5, 5, 5.5, 6.5, 7.5, 8, 8, 6.5, 4.5]
+)
+DIURNAL_P = DIURNAL / DIURNAL.sum()
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ClickModel:
+    """Coefficients of the click model, all on the logit scale.
+
+    `logit = intercept
+             + (near_base + near_per_preference * local_preference) * exp(-d_km / distance_scale_km)
+             + (quality + category_quality * category_match) * ln(1 + quality_score)
+             + same_language * [same language]
+             + english_fallback * [stream in English, user not]
+             + category_match * [stream category among the user's preferred]
+             + popularity * ln(1 + avg_viewers)
+             + position * ln(page_position)
+             + partnered * [partnered] + mature * [mature]
+             + device_effect[device] + user_bias + noise`
+
+    with `user_bias ~ N(0, user_sd)` fixed per user and `noise ~ N(0, noise_sd)` per
+    impression; P(click) = sigmoid(logit).
+    """
+
+    intercept: float = -5.7
+    near_base: float = 0.4
+    near_per_preference: float = 2.2
+    distance_scale_km: float = 150.0
+    quality: float = 0.8
+    category_quality: float = 0.3
+    same_language: float = 1.2
+    english_fallback: float = 0.5
+    category_match: float = 0.9
+    popularity: float = 0.15
+    position: float = -0.45
+    partnered: float = 0.1
+    mature: float = -0.2
+    device_effect: tuple[float, ...] = (0.0, 0.15, -0.05, -0.3)  # in DEVICES order
+    user_sd: float = 0.5
+    noise_sd: float = 0.7
+
+
+CLICK_MODEL = ClickModel()
+
+
+def click_logit(
+    *,
+    distance_km: ArrayLike,
+    local_preference: ArrayLike,
+    quality: ArrayLike,
+    same_language: ArrayLike,
+    category_match: ArrayLike,
+    avg_viewers: ArrayLike,
+    page_position: ArrayLike,
+    english_fallback: ArrayLike = False,
+    partnered: ArrayLike = False,
+    mature: ArrayLike = False,
+    device: ArrayLike = 0,
+    user_bias: ArrayLike = 0.0,
+    noise: ArrayLike = 0.0,
+    model: ClickModel = CLICK_MODEL,
+) -> FloatArray:
+    """Log-odds of a click, element-wise over broadcastable arrays (see `ClickModel`).
+
+    Args:
+        distance_km: user-stream great-circle distance.
+        local_preference: the user's `local_preference_strength`, 0..1.
+        quality: the stream's quality score, 0..10.
+        same_language: the stream speaks the user's language.
+        category_match: the stream's category is one of the user's preferred ones.
+        avg_viewers: the stream's average viewer count.
+        page_position: slot on the page, 1 = top.
+        english_fallback: the stream is in English and the user's language is not.
+        partnered: partner-programme stream.
+        mature: adults-only stream.
+        device: index into `DEVICES`.
+        user_bias: the user's latent click propensity.
+        noise: per-impression noise.
+        model: the coefficients.
+
+    Returns:
+        The logit, as float64, shaped like the broadcast inputs.
+    """
+    m = model
+    near = np.exp(-np.asarray(distance_km, dtype=np.float64) / m.distance_scale_km)
+    pref = np.asarray(local_preference, dtype=np.float64)
+    log_quality = np.log1p(np.asarray(quality, dtype=np.float64))
+    cat = np.asarray(category_match, dtype=np.float64)
+    devices = np.asarray(m.device_effect, dtype=np.float64)[np.asarray(device, dtype=np.int64)]
+    logit = (
+        m.intercept
+        + (m.near_base + m.near_per_preference * pref) * near
+        + (m.quality + m.category_quality * cat) * log_quality
+        + m.same_language * np.asarray(same_language, dtype=np.float64)
+        + m.english_fallback * np.asarray(english_fallback, dtype=np.float64)
+        + m.category_match * cat
+        + m.popularity * np.log1p(np.asarray(avg_viewers, dtype=np.float64))
+        + m.position * np.log(np.asarray(page_position, dtype=np.float64))
+        + m.partnered * np.asarray(partnered, dtype=np.float64)
+        + m.mature * np.asarray(mature, dtype=np.float64)
+        + devices
+        + np.asarray(user_bias, dtype=np.float64)
+        + np.asarray(noise, dtype=np.float64)
+    )
+    return np.asarray(logit, dtype=np.float64)
+
+
+def click_probability(**features: Any) -> FloatArray:
+    """P(click) = sigmoid(`click_logit(**features)`); same keyword arguments."""
+    return np.asarray(1.0 / (1.0 + np.exp(-click_logit(**features))), dtype=np.float64)
+
+
+def watch_minutes(
+    rng: np.random.Generator,
+    clicked: BoolArray,
+    quality: FloatArray,
+    category_match: BoolArray,
+    same_language: BoolArray,
+    duration: FloatArray,
+) -> FloatArray:
+    """Minutes watched: 0 without a click, else lognormal and at most the broadcast length.
+
+    Median 6 min, times (1 + quality)^0.4, times e^0.4 for a preferred category and
+    e^0.3 for the user's language; sigma 1.1 (most clicks are brief, a few stay
+    for the whole show).
+    """
+    log_median = (
+        np.log(6.0)
+        + 0.4 * np.log1p(quality)
+        + 0.4 * category_match.astype(np.float64)
+        + 0.3 * same_language.astype(np.float64)
+    )
+    minutes = np.exp(log_median + 1.1 * rng.standard_normal(len(clicked)))
+    minutes = np.round(np.clip(minutes, 0.5, duration), 1)
+    return np.where(clicked, minutes, 0.0)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """What the behaviour model needs about users, one array entry per user."""
+
+    latitude: FloatArray
+    longitude: FloatArray
+    language: IntArray  # codes into PlaceTable.languages; ENGLISH = 0
+    category_mask: IntArray  # bit c set = category c preferred
+    local_preference: FloatArray
+    place: IntArray
+    region: IntArray
+    utc_offset: FloatArray
+    activity: FloatArray  # relative number of sessions
+    bias: FloatArray  # latent click propensity (logit shift), not in the users table
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What the behaviour model needs about streams, one array entry per stream."""
+
+    latitude: FloatArray
+    longitude: FloatArray
+    language: IntArray
+    category: IntArray
+    quality: FloatArray
+    avg_viewers: FloatArray
+    partnered: BoolArray
+    mature: BoolArray
+    duration: FloatArray
+    place: IntArray
+    region: IntArray
+
+
+@dataclass(frozen=True)
+class GroupSampler:
+    """Weighted sampling of one stream within a group (place, region), for many rows at once.
+
+    Streams are sorted by group and their weights summed cumulatively; a draw in
+    group g is a uniform target inside g's slice of the cumulative sum, found with
+    one `searchsorted` for all rows together.
+    """
+
+    order: IntArray
+    cumulative: FloatArray
+    start: FloatArray
+    total: FloatArray
+    first: IntArray
+    last: IntArray
+
+    @classmethod
+    def build(cls, groups: IntArray, weights: FloatArray, n_groups: int) -> GroupSampler:
+        """Index `weights` (all > 0) by `groups` (codes 0..n_groups-1)."""
+        order = np.argsort(groups, kind="stable")
+        cumulative = np.cumsum(weights[order])
+        counts = np.bincount(groups, minlength=n_groups)
+        ends = np.cumsum(counts)
+        first = ends - counts
+        padded = np.concatenate([[0.0], cumulative])
+        start = padded[first]
+        total = padded[ends] - start
+        return cls(order, cumulative, start, total, first, ends - 1)
+
+    def sample(self, uniform: FloatArray, group: IntArray) -> IntArray:
+        """One stream index per row from `group`, or -1 where that group is empty."""
+        target = self.start[group] + uniform * self.total[group]
+        pos = np.searchsorted(self.cumulative, target, side="right")
+        empty = self.last[group] < self.first[group]
+        pos = np.clip(pos, self.first[group], np.maximum(self.last[group], self.first[group]))
+        picked = self.order[np.minimum(pos, len(self.order) - 1)]
+        return np.where(empty, -1, picked).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Which streams the front page shows: own place, own region, or popular worldwide."""
+
+    by_place: GroupSampler
+    by_region: GroupSampler
+    worldwide: GroupSampler
+
+    @classmethod
+    def build(cls, catalogue: Catalogue, n_places: int, n_regions: int) -> Exposure:
+        """Precompute the three samplers from the streams' popularity."""
+        viewers = 1.0 + catalogue.avg_viewers
+        local = viewers**LOCAL_POPULARITY_EXPONENT
+        world = viewers**GLOBAL_POPULARITY_EXPONENT
+        return cls(
+            by_place=GroupSampler.build(catalogue.place, local, n_places),
+            by_region=GroupSampler.build(catalogue.region, local, n_regions),
+            worldwide=GroupSampler.build(np.zeros(len(world), dtype=np.int64), world, 1),
+        )
+
+    def choose(
+        self, rng: np.random.Generator, place: IntArray, region: IntArray
+    ) -> tuple[IntArray, IntArray]:
+        """A stream per row, and which source (0 place, 1 region, 2 worldwide) it came from.
+
+        An empty place falls back to the region, an empty region to the world.
+        """
+        n = len(place)
+        source = rng.choice(3, size=n, p=SOURCE_SHARES)
+        uniform = rng.random(n)
+        stream = np.full(n, -1, dtype=np.int64)
+        # Each row searches only the sampler it needs (searchsorted dominates the cost).
+        rows = np.flatnonzero(source == 0)
+        stream[rows] = self.by_place.sample(uniform[rows], place[rows])
+        rows = np.flatnonzero((source == 1) | ((source == 0) & (stream < 0)))
+        stream[rows] = self.by_region.sample(uniform[rows], region[rows])
+        rows = np.flatnonzero(stream < 0)
+        stream[rows] = self.worldwide.sample(uniform[rows], np.zeros(len(rows), dtype=np.int64))
+        return stream, source.astype(np.int64)
+
+
+def _sessions(rng: np.random.Generator, rows: int) -> tuple[IntArray, IntArray, int]:
+    """Split `rows` impressions into sessions of 1..20 consecutive page slots.
+
+    Returns the session of each row, its page position (1..20), and the session count.
+    Page lengths are geometric (p = 0.1, capped at 20): most people stop scrolling early.
+    """
+    lengths = np.minimum(rng.geometric(0.1, size=rows), PAGE_SLOTS)
+    ends = np.cumsum(lengths)
+    n_sessions = int(np.searchsorted(ends, rows)) + 1
+    lengths = lengths[:n_sessions].copy()
+    lengths[-1] -= int(ends[n_sessions - 1]) - rows
+    session = np.repeat(np.arange(n_sessions), lengths)
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(rows) - starts[session] + 1
+    return session, position, n_sessions
+
+
+def format_ids(prefix: str, numbers: IntArray, width: int) -> pd.Series:
+    """Ids like `user_000042`, built column-wise (`width` digits, more only if needed)."""
+    return prefix + pd.Series(numbers, dtype=np.int64).astype("str").str.zfill(width)
+
+
+def epoch_microseconds(moment: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC, exactly (no float rounding)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def impression_chunk(
+    audience: Audience,
+    catalogue: Catalogue,
+    exposure: Exposure,
+    user_ids: pd.Series,
+    stream_ids: pd.Series,
+    *,
+    rows: int,
+    chunk_index: int,
+    seed: int,
+    as_of: datetime,
+    model: ClickModel = CLICK_MODEL,
+) -> pd.DataFrame:
+    """One chunk of the impression log, from its own RNG (seed, chunk_index).
+
+    Sessions: a user (drawn by activity), a device, a start time in the user's
+    local waking hours within the last 30 days, and a run of page slots 1..n.
+    Each slot shows a stream chosen by `Exposure`; clicks follow `ClickModel`.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 3, chunk_index]))
+    session, position, n_sessions = _sessions(rng, rows)
+
+    activity = np.cumsum(audience.activity)
+    who = np.searchsorted(activity, rng.random(n_sessions) * activity[-1], side="right")
+    who = np.minimum(who, len(activity) - 1)
+    device = rng.choice(len(DEVICES), size=n_sessions, p=DEVICE_SHARES)
+    day = rng.integers(0, WINDOW_DAYS, size=n_sessions)
+    local_hour = rng.choice(24, size=n_sessions, p=DIURNAL_P) + rng.random(n_sessions)
+    utc_seconds = np.round((day * 24 + local_hour - audience.utc_offset[who]) * 3600.0)
+    span = WINDOW_DAYS * 86_400 - PAGE_SLOTS * MAX_GAP_SECONDS
+    start = np.mod(utc_seconds, span).astype(np.int64)
+    gap = rng.integers(2, MAX_GAP_SECONDS + 1, size=n_sessions)
+
+    user = who[session]
+    stream, _ = exposure.choose(rng, audience.place[user], audience.region[user])
+
+    distance = haversine_km(
+        audience.latitude[user],
+        audience.longitude[user],
+        catalogue.latitude[stream],
+        catalogue.longitude[stream],
+    )
+    user_language = audience.language[user]
+    stream_language = catalogue.language[stream]
+    same_language = user_language == stream_language
+    category_match = ((audience.category_mask[user] >> catalogue.category[stream]) & 1).astype(
+        np.bool_
+    )
+    logit = click_logit(
+        distance_km=distance,
+        local_preference=audience.local_preference[user],
+        quality=catalogue.quality[stream],
+        same_language=same_language,
+        english_fallback=(stream_language == ENGLISH) & (user_language != ENGLISH),
+        category_match=category_match,
+        avg_viewers=catalogue.avg_viewers[stream],
+        page_position=position,
+        partnered=catalogue.partnered[stream],
+        mature=catalogue.mature[stream],
+        device=device[session],
+        user_bias=audience.bias[user],
+        noise=rng.normal(0.0, model.noise_sd, size=rows),
+        model=model,
+    )
+    clicked = rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))
+    minutes = watch_minutes(
+        rng,
+        clicked,
+        catalogue.quality[stream],
+        category_match,
+        same_language,
+        catalogue.duration[stream],
+    )
+
+    window_start = epoch_microseconds(as_of) - WINDOW_DAYS * 86_400 * 1_000_000
+    at_us = window_start + (start[session] + (position - 1) * gap[session]) * 1_000_000
+    session_numbers = chunk_index * CHUNK_ROWS + session
+    return pd.DataFrame(
+        {
+            "user_id": user_ids.array.take(user),
+            "stream_id": stream_ids.array.take(stream),
+            "impression_at": pd.to_datetime(at_us, unit="us", utc=True),
+            "clicked": clicked,
+            "watch_time_minutes": minutes,
+            "device_type": pd.Series(
+                pd.Categorical.from_codes(
+                    device[session], categories=pd.Index(DEVICES, dtype="str")
+                )
+            )
+            .astype("str")
+            .array,
+            "page_position": position.astype(np.int64),
+            "session_id": format_ids("session_", session_numbers, 9).array,
+        }
+    )
+
+
+def impression_chunks(
+    audience: Audience,
+    catalogue: Catalogue,
+    user_ids: pd.Series,
+    stream_ids: pd.Series,
+    n_impressions: int,
+    *,
+    n_places: int,
+    n_regions: int,
+    seed: int,
+    as_of: datetime,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """Yield the impression log lazily, `chunk_rows` rows at a time (the last may be short).
+
+    Chunk i always comes from RNG (seed, 3, i), so the log is deterministic whatever
+    consumes it, and only one chunk is ever in memory.
+    """
+    if chunk_rows > CHUNK_ROWS:
+        raise ValueError(f"chunk_rows must be at most {CHUNK_ROWS} (session ids rely on it)")
+    if n_impressions > 0 and (len(user_ids) == 0 or len(stream_ids) == 0):
+        raise ValueError("impressions need at least one user and one stream")
+    exposure = Exposure.build(catalogue, n_places, n_regions) if n_impressions > 0 else None
+    for index, first in enumerate(range(0, n_impressions, chunk_rows)):
+        assert exposure is not None
+        yield impression_chunk(
+            audience,
+            catalogue,
+            exposure,
+            user_ids,
+            stream_ids,
+            rows=min(chunk_rows, n_impressions - first),
+            chunk_index=index,
+            seed=seed,
+            as_of=as_of,
+        )
