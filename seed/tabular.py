@@ -139,8 +139,11 @@ def header(path: Path) -> list[str]:
     Raises:
         InvalidDataError: unknown extension, missing or unreadable file, no header.
     """
+    fmt = file_format(path)
+    if not path.is_file():
+        raise _refuse(path, "no such file")
     try:
-        if file_format(path) == "parquet":
+        if fmt == "parquet":
             names = list(pq.read_schema(path).names)
         else:
             with _open_text(path) as handle, _big_fields():
@@ -186,6 +189,8 @@ def read(path: Path, columns: list[str], texts: set[str]) -> RawTable:
 
 def _short(error: Exception) -> str:
     """The first line of an error, cut short: pyarrow quotes whole rows in its messages."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"it is not UTF-8 text ({error.reason}, byte 0x{error.object[error.start]:02x})"
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return text if len(text) <= 200 else text[:200] + "..."
 

@@ -33,6 +33,9 @@ INT32_MAX = 2**31 - 1
 #: Largest integer a float64 holds exactly; parsing goes through float64, so larger
 #: BIGINT values would be silently rounded. No follower count gets near it.
 EXACT_INT_MAX = 2**53
+#: Longest id accepted. A btree entry must fit in a third of a page (about 2,700
+#: bytes), or PostgreSQL refuses the primary key; 200 characters of UTF-8 always do.
+ID_MAX_LENGTH = 200
 #: Marks a field whose empty cells are refused rather than defaulted.
 REQUIRED = object()
 
@@ -250,7 +253,7 @@ def check_table(
         parsed = PARSERS[PARSER_OF[spec.kind]](raw[spec.name])
         columns[spec.column] = _check_column(spec, raw[spec.name], parsed, findings)
         if spec.kind == "id":
-            first_rows = _check_unique(spec.name, columns[spec.column], findings, where)
+            first_rows = _check_id(spec.name, columns[spec.column], findings, where)
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
     return Checked(frame, findings, first_rows)
 
@@ -337,10 +340,20 @@ def _range_text(spec: Field) -> str:
     return "must be " + " and ".join(parts)
 
 
-def _check_unique(
+def _check_id(
     name: str, ids: pd.Series, findings: Findings, where: Callable[[int], str]
 ) -> pd.Series:
-    """Report every repeat of an id after its first row; return each id's first row."""
+    """Report ids too long to index and every repeat after an id's first row.
+
+    Returns:
+        The 0-based row of each id's first occurrence, indexed by id.
+    """
+    lengths = ids.str.len().to_numpy(dtype="int64")
+    findings.add(
+        lengths > ID_MAX_LENGTH,
+        name,
+        lambda i: f"too long: {lengths[i]} characters (at most {ID_MAX_LENGTH})",
+    )
     present = ids[ids != ""]
     repeat = present.duplicated(keep="first")
     first_rows = pd.Series(

@@ -373,6 +373,54 @@ def test_interaction_columns_may_use_the_database_names(db_url: str, tmp_path: P
     assert counts(db_url)["interactions"] == 4
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_extreme_but_valid_values_are_accepted_by_the_database(
+    db_url: str, tmp_path: Path, fmt: str
+) -> None:
+    """Whatever validation lets through, the schema must take: probe the edges."""
+    rows = good_rows()
+    long_id = "é" * 200  # the longest id allowed, 400 bytes of UTF-8
+    user = rows["users"][0]
+    user.update(
+        user_id=long_id,
+        latitude=-90.0,
+        longitude=180.0,
+        timezone_offset=-12,
+        total_watch_hours=1e308,
+        local_preference_strength=5e-324,
+        preferred_categories=['a "quoted" tag', "back\\slash", "{braces}", "NULL"],
+        registration_date="0001-01-01T00:00:00",
+    )
+    stream = rows["streams"][0]
+    stream.update(
+        latitude=90.0,
+        longitude=-180.0,
+        avg_viewer_count=2**31 - 1,
+        creator_followers=2**53,
+        stream_quality_score=10,
+        tags=["x;y" if fmt == "parquet" else "xy", "🎮"],
+        description="tab\there, CRLF\r\nthere",
+    )
+    for interaction in rows["interactions"]:
+        if interaction["user_id"] == "u1":
+            interaction["user_id"] = long_id
+    rows["interactions"][0].update(
+        impression_timestamp="9999-12-31T23:59:59", page_position=2**31 - 1
+    )
+
+    import_files(db_url, write_set(tmp_path, rows, fmt))
+
+    stored = fetch(db_url, "SELECT * FROM users WHERE user_id = $1", long_id)[0]
+    assert stored["preferred_categories"] == user["preferred_categories"]
+    assert stored["total_watch_hours"] == 1e308
+    assert stored["registration_date"] == datetime(1, 1, 1, tzinfo=UTC)
+    s1 = fetch(db_url, "SELECT * FROM streams WHERE stream_id = 's1'")[0]
+    assert (s1["avg_viewer_count"], s1["creator_followers"]) == (2**31 - 1, 2**53)
+    assert s1["tags"] == stream["tags"]
+    assert s1["description"] == stream["description"]
+    assert fetch(db_url, "SELECT max(page_position) FROM interactions")[0][0] == 2**31 - 1
+
+
 # --- refusals ----------------------------------------------------------------------------
 
 
