@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = {"generate": run_generate, "import": run_import, "explore": run_explore}
     try:
         return jobs[args.job](args, url)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, RuntimeError, asyncpg.PostgresError) as exc:
+        # Missing schema, unreachable database, refused row: one line, no traceback.
         print(f"[seed] error: {exc}", file=sys.stderr)
         return 1
 
