@@ -14,7 +14,7 @@ import gzip
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
@@ -93,31 +93,66 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 @dataclass
 class CsvLines:
-    """Line numbers of a CSV's data rows (header = line 1), found lazily and cached."""
+    """Line numbers of a CSV's data rows (header = line 1), computed once when first asked.
+
+    Attributes:
+        path: the CSV file.
+        rows: how many data rows pyarrow read from it; the scan must agree.
+    """
 
     path: Path
-    _lines: list[int] = field(default_factory=list)
-    _scan: Iterator[tuple[int, list[str]]] | None = None
+    rows: int
+    _lines: np.ndarray | None = None
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         """Line number of each 0-based data row in `positions`."""
-        if len(positions) == 0:
-            return np.zeros(0, dtype=np.int64)
-        self._scan_to(int(np.max(positions)))
-        lines: np.ndarray = np.asarray(self._lines, dtype=np.int64)[positions]
+        lines: np.ndarray = self._all()[positions]
         return lines
 
     def line_of(self, position: int) -> int:
         """Line number of one 0-based data row."""
-        self._scan_to(position)
-        return self._lines[position]
+        return int(self._all()[position])
 
-    def _scan_to(self, position: int) -> None:
-        if self._scan is None:
-            self._scan = _records(self.path)
-        while len(self._lines) <= position:
-            line, _ = next(self._scan)
-            self._lines.append(line)
+    def _all(self) -> np.ndarray:
+        if self._lines is None:
+            lines = _quote_parity_lines(self.path)
+            if len(lines) != self.rows:  # a quote inside an unquoted value: ask the csv module
+                lines = np.fromiter((line for line, _ in _records(self.path)), dtype=np.int64)
+            self._lines = lines
+        return self._lines
+
+
+def _quote_parity_lines(path: Path) -> np.ndarray:
+    """Start line of every data record, found with array operations over the raw bytes.
+
+    A newline ends a record exactly when an even number of quote characters comes
+    before it: quoted values open and close with one quote each, and a quote inside
+    them is doubled. This is about five times faster than the csv module, and is
+    exact for any file that quotes the values holding quotes, as CSV writers do;
+    `CsvLines` checks the record count and falls back to the csv module otherwise.
+    """
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            data = handle.read()
+    else:
+        data = path.read_bytes()
+    raw = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(raw == ord("\n"))
+    quotes = np.flatnonzero(raw == ord('"'))
+    ends_record = np.searchsorted(quotes, newlines) % 2 == 0
+    starts = newlines[ends_record] + 1
+    start_lines = np.flatnonzero(ends_record) + 2  # the line after the k-th newline is k + 2
+    # Blank lines are not records (pyarrow skips them): nothing, "\n" or "\r\n" follows.
+    size = len(raw)
+    first = raw[np.minimum(starts, size - 1)] if size else starts
+    second = raw[np.minimum(starts + 1, size - 1)] if size else starts
+    blank = (
+        (starts >= size)
+        | (first == ord("\n"))
+        | ((first == ord("\r")) & ((starts + 1 >= size) | (second == ord("\n"))))
+    )
+    lines: np.ndarray = start_lines[~blank].astype(np.int64)
+    return lines
 
 
 @dataclass
@@ -182,7 +217,8 @@ def read(path: Path, columns: list[str], texts: set[str]) -> RawTable:
     try:
         if file_format(path) == "parquet":
             return RawTable(_read_parquet(path, columns, texts), None)
-        return RawTable(_read_csv(path, columns), CsvLines(path))
+        frame = _read_csv(path, columns)
+        return RawTable(frame, CsvLines(path, len(frame)))
     except (OSError, UnicodeDecodeError, pa.ArrowException) as error:
         raise _refuse(path, f"cannot read the file: {_short(error)}") from error
 

@@ -199,3 +199,25 @@ def test_missing_file_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(InvalidDataError) as caught:
         read_dataset(tmp_path / "users.csv", write_streams(tmp_path))
     assert [str(p) for p in caught.value.problems] == [f"{tmp_path / 'users.csv'}: no such file"]
+
+
+@pytest.mark.parametrize("stray_quote", [False, True])
+def test_csv_line_numbers_match_the_csv_module(tmp_path: Path, stray_quote: bool) -> None:
+    """The fast quote-parity scan, and its fallback when a value has a bare quote."""
+    title = 'A 5" screen' if stray_quote else '"A ""5"" screen"'
+    row = "s{i},c1,Paris,1,2,fr,gaming,{title},{description},1,1,{quality},true,false,"
+    lines = [STREAM_HEADER]
+    for i, description in enumerate(['"one\ntwo\n\nthree"', "plain", '"x\r\ny"', "", "z"]):
+        quality = 11 if i in (1, 4) else 5
+        lines.append(row.format(i=i, title=title, description=description, quality=quality))
+        if i == 2:
+            lines.append("")  # a blank line between records
+    streams = tmp_path / "streams.csv"
+    streams.write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    users = tmp_path / "users.csv"
+    users.write_text(USER_HEADER + "\n")
+
+    with pytest.raises(InvalidDataError) as caught:
+        read_dataset(users, streams)
+
+    assert [(p.row, p.line) for p in caught.value.problems] == [(2, 6), (5, 11)]
