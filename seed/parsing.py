@@ -236,6 +236,8 @@ def parse_list(column: pd.Series) -> Parsed:
     """
     if isinstance(column.dtype, pd.StringDtype):
         parsed = _distinct_texts(column)
+    elif _is_arrow_list_of_scalars(column):
+        parsed = _distinct_lists(column)
     else:
         parsed = np.empty(len(column), dtype=object)
         for index, value in enumerate(column):
@@ -249,6 +251,51 @@ def parse_list(column: pd.Series) -> Parsed:
         bad,
         "a list: [\"a\",\"b\"], ['a', 'b'], {a,b} or a|b",
     )
+
+
+def _is_arrow_list_of_scalars(column: pd.Series) -> bool:
+    """Is this a parquet list column whose elements convert to text (strings, numbers)?"""
+    if not isinstance(column.dtype, pd.ArrowDtype):
+        return False
+    kind = column.dtype.pyarrow_dtype
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return False
+    element = kind.value_type
+    return bool(
+        pa.types.is_string(element)
+        or pa.types.is_large_string(element)
+        or pa.types.is_integer(element)
+        or pa.types.is_floating(element)
+    )
+
+
+def _distinct_lists(column: pd.Series) -> np.ndarray:
+    """Convert an arrow list column, each distinct list once; None marks bad rows.
+
+    Rows are keyed by their elements joined with NUL, which no good element can
+    contain; rows with a null or NUL-holding element are bad.
+    """
+    array = pa.array(column)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    lists = pc.cast(array, pa.list_(pa.string()))
+    flat = pc.list_flatten(lists)
+    broken = pc.fill_null(pc.match_substring(flat, NUL), True).to_numpy(zero_copy_only=False)
+    bad = np.zeros(len(lists), dtype=bool)
+    bad[pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)[broken]] = True
+    encoded = pc.dictionary_encode(pc.binary_join(lists, NUL))
+    distinct = np.empty(len(encoded.dictionary) + 2, dtype=object)
+    for index, key in enumerate(encoded.dictionary.to_pylist()):
+        distinct[index] = key.split(NUL)
+    distinct[-2] = []  # null and empty lists
+    distinct[-1] = None  # bad rows
+    indices = pc.fill_null(encoded.indices, -2).to_numpy(zero_copy_only=False).copy()
+    # [] and [""] both join to "": tell them apart by length.
+    empty = pc.fill_null(pc.equal(pc.list_value_length(lists), 0), True)
+    indices[empty.to_numpy(zero_copy_only=False)] = -2
+    indices[bad] = -1
+    spread: np.ndarray = distinct[indices]
+    return spread
 
 
 def _distinct_texts(column: pd.Series) -> np.ndarray:

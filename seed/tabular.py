@@ -279,5 +279,14 @@ def _read_parquet(path: Path, columns: list[str], texts: set[str]) -> pd.DataFra
         elif name in texts and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             column = pc.cast(column, pa.string())
         arrays.append(column)
-    frame: pd.DataFrame = pa.table(arrays, names=table.column_names).to_pandas()
+    # Lists stay arrow-backed, so `seed.parsing` can check them without a Python loop.
+    frame: pd.DataFrame = pa.table(arrays, names=table.column_names).to_pandas(
+        types_mapper=_keep_lists
+    )
     return frame
+
+
+def _keep_lists(kind: pa.DataType) -> pd.ArrowDtype | None:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pd.ArrowDtype(kind)
+    return None

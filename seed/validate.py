@@ -164,9 +164,6 @@ class Findings:
         """Rows with a problem in `column` (their parsed value is a placeholder)."""
         return self._columns.get(column, np.zeros(self.rows, dtype=bool))
 
-    def __len__(self) -> int:
-        return sum(len(positions) for positions, _, _ in self._parts)
-
     def add(
         self,
         mask: np.ndarray,

@@ -221,3 +221,22 @@ def test_csv_line_numbers_match_the_csv_module(tmp_path: Path, stray_quote: bool
         read_dataset(users, streams)
 
     assert [(p.row, p.line) for p in caught.value.problems] == [(2, 6), (5, 11)]
+
+
+def test_parquet_list_columns_are_checked_without_a_python_loop() -> None:
+    lists = pa.array(
+        [["a", "b"], None, [], [""], ["a", None], ["x\x00"], ["a", "b"]], pa.list_(pa.string())
+    )
+    parsed = parse_list(pd.Series(pd.arrays.ArrowExtensionArray(lists)))
+    assert parsed.values.tolist() == [["a", "b"], [], [], [""], [], [], ["a", "b"]]
+    assert parsed.bad.tolist() == [False, False, False, False, True, True, False]
+    numbers = pa.array([[1, 2], None], pa.list_(pa.int64()))
+    assert parse_list(pd.Series(pd.arrays.ArrowExtensionArray(numbers))).values.tolist() == [
+        ["1", "2"],
+        [],
+    ]
+    flags = pa.array([[True], None], pa.list_(pa.bool_()))  # not text: refused row by row
+    assert parse_list(pd.Series(pd.arrays.ArrowExtensionArray(flags))).bad.tolist() == [
+        True,
+        False,
+    ]
