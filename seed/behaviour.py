@@ -396,6 +396,9 @@ def impression_chunk(
     window_start = epoch_microseconds(as_of) - WINDOW_DAYS * 86_400 * 1_000_000
     at_us = window_start + (start[session] + (position - 1) * gap[session]) * 1_000_000
     session_numbers = chunk_index * CHUNK_ROWS + session
+    devices = pd.Series(
+        pd.Categorical.from_codes(device[session], categories=pd.Index(DEVICES, dtype="str"))
+    )
     return pd.DataFrame(
         {
             "user_id": user_ids.array.take(user),
@@ -403,13 +406,7 @@ def impression_chunk(
             "impression_at": pd.to_datetime(at_us, unit="us", utc=True),
             "clicked": clicked,
             "watch_time_minutes": minutes,
-            "device_type": pd.Series(
-                pd.Categorical.from_codes(
-                    device[session], categories=pd.Index(DEVICES, dtype="str")
-                )
-            )
-            .astype("str")
-            .array,
+            "device_type": devices.astype("str").array,
             "page_position": position.astype(np.int64),
             "session_id": format_ids("session_", session_numbers, 9).array,
         }
@@ -438,9 +435,10 @@ def impression_chunks(
         raise ValueError(f"chunk_rows must be at most {CHUNK_ROWS} (session ids rely on it)")
     if n_impressions > 0 and (len(user_ids) == 0 or len(stream_ids) == 0):
         raise ValueError("impressions need at least one user and one stream")
-    exposure = Exposure.build(catalogue, n_places, n_regions) if n_impressions > 0 else None
+    if n_impressions == 0:
+        return
+    exposure = Exposure.build(catalogue, n_places, n_regions)
     for index, first in enumerate(range(0, n_impressions, chunk_rows)):
-        assert exposure is not None
         yield impression_chunk(
             audience,
             catalogue,
