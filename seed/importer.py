@@ -36,7 +36,6 @@ from seed.validate import (
     DEFAULT_DURATION_MINUTES,
     FIELDS,
     Checked,
-    Field,
     check_references,
     check_rows,
     check_table,
@@ -130,18 +129,7 @@ def read_dataset(
     if interactions is not None:
         paths["interactions"] = interactions
     sources = _open(paths)
-    checked: dict[str, Checked] = {}
-    for kind, source in sources.items():
-        raw = read(
-            source.path,
-            list(source.columns.values()),
-            texts={name for name, spec in _fields(kind) if spec.kind in ("id", "text")},
-        )
-        source.lines = raw.lines
-        frame = raw.frame.rename(columns={v: k for k, v in source.columns.items()})
-        checked[kind] = check_table(FIELDS[kind], frame, source.where)
-        check_rows(kind, checked[kind])
-
+    checked = {kind: _check(source) for kind, source in sources.items()}
     if "interactions" in checked:
         for column, kind, noun in (
             ("user_id", "users", "user"),
@@ -179,8 +167,20 @@ def read_dataset(
     return dataset, report
 
 
-def _fields(kind: str) -> list[tuple[str, Field]]:
-    return [(spec.name, spec) for spec in FIELDS[kind]]
+def _check(source: _Source) -> Checked:
+    """Read one file's columns and check them on their own (references come later)."""
+    fields = FIELDS[source.kind]
+    texts = {
+        source.columns[spec.name]
+        for spec in fields
+        if spec.kind in ("id", "text") and spec.name in source.columns
+    }
+    raw = read(source.path, list(source.columns.values()), texts)
+    source.lines = raw.lines
+    frame = raw.frame.rename(columns={column: name for name, column in source.columns.items()})
+    checked = check_table(fields, frame, source.where)
+    check_rows(source.kind, checked)
+    return checked
 
 
 def _as_utc(moment: datetime) -> datetime:
