@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m app.db.cluster
 
-.PHONY: help install db db-stop migrate seed run serve test lint format
+.PHONY: help install db db-stop migrate seed run serve test lint bench-load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,3 +38,6 @@ lint: install ## ruff and mypy
 	$(UV) run ruff check app seed ml tests migrations
 	$(UV) run ruff format --check app seed ml tests migrations
 	$(UV) run mypy
+
+bench-load: db ## load benchmark: 1M users + 1M streams + 10M impressions vs bare COPY (scratch db)
+	$(UV) run python -m seed.bench --users 1000000 --streams 1000000 --impressions 10000000

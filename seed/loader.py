@@ -163,20 +163,21 @@ def to_csv_bytes(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
     return buffer.getvalue()
 
 
-def _chunks(frames: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def iter_chunks(frames: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Split frames into pieces of at most `CHUNK_ROWS`, the unit of COPY and progress."""
     if isinstance(frames, pd.DataFrame):
         for start in range(0, len(frames), CHUNK_ROWS):
             yield frames.iloc[start : start + CHUNK_ROWS]
     else:
         for frame in frames:
-            yield from _chunks(frame)
+            yield from iter_chunks(frame)
 
 
 async def _csv_source(
     frames: pd.DataFrame | Iterable[pd.DataFrame], columns: tuple[str, ...], counter: list[int]
 ) -> AsyncIterator[bytes]:
     """Yield CSV chunks, formatting the next one in a thread while COPY sends this one."""
-    iterator = _chunks(frames)
+    iterator = iter_chunks(frames)
 
     def next_chunk() -> tuple[int, bytes] | None:
         frame = next(iterator, None)
@@ -261,6 +262,17 @@ async def _structure_ddl(conn: asyncpg.Connection) -> list[str]:
     return ddl
 
 
+def _describe(statement: str) -> str:
+    """A short progress label for one DDL statement (its target and constraint or index)."""
+    words = statement.replace('"', "").split()
+    if words[:2] == ["ALTER", "TABLE"]:
+        return f"{words[2]}: {words[5]} added"
+    if words[0] == "CREATE":
+        name = words[words.index("INDEX") + 1]
+        return f"{words[words.index('ON') + 1]}: {name} built"
+    return " ".join(words[:4])
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -304,7 +316,10 @@ async def load_async(url: str, dataset: Dataset) -> LoadSummary:
         await conn.execute(f"SET search_path = {STAGING}, public")
         await conn.execute("SET maintenance_work_mem = '1GB'")
         for statement in structure:
+            step_started = time.perf_counter()
             await conn.execute(statement)
+            if (elapsed := time.perf_counter() - step_started) > 1.0:
+                say(f"{_describe(statement)} in {elapsed:.1f}s")
         for table in TABLES:
             await conn.execute(f"ANALYZE {table}")
         await conn.execute("SET search_path = public")
