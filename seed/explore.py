@@ -456,6 +456,38 @@ def _label_cities(fig: Figure, ax: Axes, cities: list[City]) -> int:
     return len(placed)
 
 
+ZOOM_HALF_KM = 120.0
+
+
+def _plot_zoom(ax: Axes, snap: Snapshot, city: City) -> None:
+    """The biggest city up close: how users and streamers spread over the metro area."""
+    half_lat = ZOOM_HALF_KM / 111.2
+    half_lon = half_lat / max(math.cos(math.radians(city.latitude)), 0.05)
+    window = (city.longitude - half_lon, city.longitude + half_lon)
+    ax.set_xlim(*window)
+    ax.set_ylim(city.latitude - half_lat, city.latitude + half_lat)
+    ax.set_aspect(1 / max(math.cos(math.radians(city.latitude)), 0.05))
+    ax.set_facecolor("#f4f7fa")
+    ax.grid(color=COLORS["grid"], linewidth=0.6, alpha=0.7)
+    ax.set_axisbelow(True)
+    ax.set_title(f"{city.name} up close (±{ZOOM_HALF_KM:.0f} km)")
+    ax.set_xlabel("longitude (°)")
+
+    def near(points: np.ndarray) -> np.ndarray:
+        lon, lat = points[:, 0], points[:, 1]
+        keep = (np.abs(lat - city.latitude) <= half_lat) & (lon >= window[0]) & (lon <= window[1])
+        return points[keep]
+
+    live = snap.stream_live
+    layers = (
+        (near(snap.user_points), "users", 2.0, 0.35),
+        (near(snap.stream_points[~live]), "streams", 3.5, 0.8),
+        (near(snap.stream_points[live]), "live", 3.8, 0.9),
+    )
+    for points, color, size, alpha in layers:
+        ax.plot(points[:, 0], points[:, 1], "o", ms=size, alpha=alpha, mew=0, color=COLORS[color])
+
+
 def plot_map(snap: Snapshot, path: Path) -> None:
     """Users, streams and live streams on an equirectangular plot, top cities named."""
     from matplotlib.lines import Line2D
@@ -466,8 +498,9 @@ def plot_map(snap: Snapshot, path: Path) -> None:
     # The figure takes the window's shape, so the map fills it instead of floating
     # in white bands (the 1.6 in are the title, the axis labels and the legend).
     height = float(np.clip(12.5 * (lat_hi - lat_lo) * aspect / (lon_hi - lon_lo) + 1.6, 4, 12))
-    fig = _figure(14, height)
-    ax = fig.add_subplot()
+    fig = _figure(19, height)
+    grid = fig.add_gridspec(1, 2, width_ratios=[3.2, 1])
+    ax = fig.add_subplot(grid[0])
     ax.set_facecolor("#f4f7fa")
     ax.set_xlim(lon_lo, lon_hi)
     ax.set_ylim(lat_lo, lat_hi)
@@ -491,15 +524,17 @@ def plot_map(snap: Snapshot, path: Path) -> None:
     users, streams, live = snap.user_points, snap.stream_points, snap.stream_live
     offline, on_air = streams[~live], streams[live]
     stream_size = _marker_size(len(streams), 6)
+    # Streamers spread wider than their viewers, so at world scale a stream layer on top
+    # would hide every user: users go on top as translucent specks instead.
     layers = (
-        # Users are drawn bigger and underneath: they show as a blue halo around the
-        # orange stream cores where both share a city.
-        (users, "users", 1.6 * _marker_size(len(users), 6), _marker_alpha(len(users))),
         (offline, "streams", stream_size, _marker_alpha(len(offline))),
         (on_air, "live", stream_size + 0.4, _marker_alpha(len(on_air))),
+        (users, "users", 0.8 * _marker_size(len(users), 6), 0.5 * _marker_alpha(len(users))),
     )
     for points, color, size, alpha in layers:
         ax.plot(points[:, 0], points[:, 1], "o", ms=size, alpha=alpha, mew=0, color=COLORS[color])
+    if snap.cities:
+        _plot_zoom(fig.add_subplot(grid[1]), snap, snap.cities[0])
     drawn = (
         f"users ({len(users):,} of {snap.users:,} drawn)",
         f"offline streams ({len(offline):,} of {snap.streams - snap.live:,} drawn)",
