@@ -15,12 +15,14 @@ Command line (used by the Makefile)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +151,29 @@ class LocalCluster:
             for path in [self.root, *self.root.rglob("*")]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def _make_root(self) -> None:
+        """Create the cluster directory where the server's user can reach it.
+
+        As root, the server runs as `postgres`, which cannot enter a checkout under
+        a private home (`/root` is mode 700). Then the data lives in a directory of
+        its own under the system's temporary area and `root` becomes a symlink to
+        it, so the cluster is still found at `.pgdata/`.
+        """
+        if self.root.exists():
+            return
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        owner = self._owner()
+        parent = str(self.root.parent.resolve())
+        # `test -x` as the server's user fails unless every directory on the way opens.
+        if owner and self._run("test", "-x", parent, check=False).returncode != 0:
+            tag = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+            target = Path(tempfile.gettempdir()) / f"hometown-pgdata-{tag}"
+            target.mkdir(mode=0o700, exist_ok=True)
+            self.root.symlink_to(target, target_is_directory=True)
+            log(f"{parent} is closed to {owner}: the cluster's files live in {target}")
+            return
+        self.root.mkdir()
+
     def running(self) -> bool:
         """Whether `pg_ctl status` says the server of this directory is up."""
         if not (self.datadir / "PG_VERSION").exists():
@@ -168,7 +193,7 @@ class LocalCluster:
         """Initialise (once) and start the cluster; create the database. Idempotent."""
         bindir = pg_bindir()
         ensure_postgis(bindir)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._make_root()
         datadir = self.datadir.resolve()
         if not (datadir / "PG_VERSION").exists():
             log(f"initialising a private cluster in {self.datadir}")
