@@ -54,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
         help="the dataset's 'now' (ISO 8601 or 'now'); fixed by default so runs repeat exactly",
     )
     gen.add_argument(
+        "--live-share",
+        type=float,
+        default=None,
+        help="share of streams live at --as-of (default 0.2; 1 makes every stream live)",
+    )
+    gen.add_argument(
         "--if-empty", action="store_true", help="do nothing when the database already has data"
     )
 
@@ -97,6 +103,7 @@ def run_generate(args: argparse.Namespace, url: str) -> int:
         args.impressions,
         seed=args.seed,
         as_of=args.as_of or DEFAULT_AS_OF,
+        **({"live_share": args.live_share} if args.live_share is not None else {}),
     )
     summary = load(url, dataset)
     print(f"[seed] done in {time.perf_counter() - started:.1f}s: {summary}", file=sys.stderr)

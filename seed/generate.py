@@ -322,7 +322,10 @@ def make_streams(
     # More streams are live where it is evening at `as_of`, and fewer where it is night.
     local_hour = (as_of.hour + as_of.minute / 60.0 + PLACES.utc_offset[place]) % 24.0
     diurnal = DIURNAL_P[local_hour.astype(np.int64)]
-    live_p = np.minimum(live_share * diurnal / diurnal.mean(), 1.0) if n else diurnal
+    if live_share >= 1.0:  # benchmarks ask for every stream live
+        live_p = np.ones(n)
+    else:
+        live_p = np.minimum(live_share * diurnal / diurnal.mean(), 1.0) if n else diurnal
     live = rng.random(n) < live_p
     current = np.where(live, np.round(viewers * np.exp(0.35 * rng.standard_normal(n))), 0).astype(
         np.int64
@@ -421,7 +424,7 @@ def generate(
         seed: RNG seed (>= 0).
         as_of: the "now" of the dataset: live streams started before it,
             impressions fall in the 30 days before it. Must be timezone-aware.
-        live_share: expected share of streams live at `as_of`.
+        live_share: expected share of streams live at `as_of` (1.0: every stream).
         chunk_rows: impressions per chunk (at most the default, 500,000); chunk i
             does not depend on the total when full, so a longer log extends a shorter one.
 

@@ -296,6 +296,7 @@ def test_stream_shares_and_live_state(data: Dataset) -> None:
 def test_live_share_is_adjustable() -> None:
     streams = generate(10, 5_000, 0, live_share=0.5).streams
     assert streams["is_live"].mean() == pytest.approx(0.5, abs=0.04)
+    assert generate(10, 2_000, 0, live_share=1.0).streams["is_live"].all()
 
 
 # --- impressions and clicks ------------------------------------------------------------
