@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.recommend.weights import Weights
+
 #: The private development database: the local cluster that `make db` starts, and the
 #: port docker-compose publishes its `db` service on. One URL serves both paths.
 DEFAULT_DATABASE_URL = "postgresql://hometown:hometown@127.0.0.1:54329/hometown"
@@ -34,7 +36,7 @@ def normalise_database_url(url: str) -> str:
 class Settings(BaseSettings):
     """Everything the service and its tools read from the environment."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter="__")
 
     database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
     host: str = Field(default="127.0.0.1", validation_alias="HOST")
@@ -44,6 +46,13 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, validation_alias="DB_POOL_SIZE")
     db_connect_timeout_s: float = Field(default=2.0, gt=0, validation_alias="DB_CONNECT_TIMEOUT")
+    #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/recommend/weights.py).
+    weights: Weights = Field(default_factory=Weights, validation_alias="WEIGHTS")
+    #: Signed-out viewers: how much they favour nearby streams when they do not say.
+    default_local_preference: float = Field(
+        default=0.5, ge=0, le=1, validation_alias="DEFAULT_LOCAL_PREFERENCE"
+    )
+    stats_cache_s: float = Field(default=5.0, ge=0, validation_alias="STATS_CACHE_SECONDS")
 
     @field_validator("database_url")
     @classmethod

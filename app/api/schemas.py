@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
 
 
 @dataclass
@@ -23,3 +27,105 @@ class HealthResponse:
     status: str
     version: str
     database: DatabaseStatus
+
+
+# --- HOMETOWN -----------------------------------------------------------------------
+
+Id = Annotated[str, Meta(min_length=1, max_length=200)]
+Code = Annotated[str, Meta(min_length=1, max_length=64)]
+Codes = Annotated[list[Code], Meta(max_length=100)]
+
+
+class HometownRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Who to recommend for, how many, how far, and which streams qualify.
+
+    Give either `user_id` (a known viewer) or `latitude` + `longitude` (a signed-out
+    viewer, who may add `language`, `preferred_categories` and
+    `local_preference_strength`; unset, they mean "no language", "no preferences"
+    and the `DEFAULT_LOCAL_PREFERENCE` setting, 0.5).
+    """
+
+    user_id: Id | None = None
+    latitude: Annotated[float, Meta(ge=-90, le=90)] | None = None
+    longitude: Annotated[float, Meta(ge=-180, le=180)] | None = None
+    language: Code | None = None
+    preferred_categories: Codes | None = None
+    local_preference_strength: Annotated[float, Meta(ge=0, le=1)] | None = None
+    max_results: Annotated[int, Meta(ge=1, le=100)] = 20
+    radius_km: Annotated[float, Meta(gt=0, le=20000)] = 250.0
+    languages: Codes | None = None
+    category_ids: Codes | None = None
+    include_mature: bool = True
+    explain: bool = False
+
+    def __post_init__(self) -> None:
+        """Cross-field rules msgspec cannot express; raised as a 400 naming the fields."""
+        located = (self.latitude is not None, self.longitude is not None)
+        if self.user_id is not None:
+            extras = [
+                name
+                for name in (
+                    "latitude",
+                    "longitude",
+                    "language",
+                    "preferred_categories",
+                    "local_preference_strength",
+                )
+                if getattr(self, name) is not None
+            ]
+            if extras:
+                raise ValueError(
+                    f"give either `user_id` or a location, not both (got {', '.join(extras)})"
+                )
+        elif located == (False, False):
+            raise ValueError("give `user_id`, or `latitude` and `longitude`")
+        elif located != (True, True):
+            missing = "longitude" if located[0] else "latitude"
+            raise ValueError(
+                f"`{missing}` is required with `{'latitude' if located[0] else 'longitude'}`"
+            )
+
+
+class ScoreComponents(msgspec.Struct):
+    """The score taken apart (with `explain`): score = proximity + base_weight·base + ml."""
+
+    proximity: float
+    quality: float
+    language: float
+    category: float
+    popularity: float
+    base: float
+    ml: float
+
+
+class RecommendedStream(msgspec.Struct, omit_defaults=True):
+    """One recommended live stream, in ranking order."""
+
+    stream_id: str
+    city: str
+    score: float
+    distance_km: float
+    proximity_boost: float
+    ring: int
+    title: str
+    language: str
+    category_id: str
+    current_viewer_count: int
+    components: ScoreComponents | None = None
+
+
+class Ring(msgspec.Struct):
+    """One distance band searched: ring 0 is `radius_km`, each wider one ×4, up to the globe."""
+
+    index: int
+    min_km: float
+    max_km: float
+    streams: int
+
+
+class HometownResponse(msgspec.Struct):
+    """Ranked live streams: ring 0 first (best first, ties by `stream_id`), then wider rings."""
+
+    request_id: str
+    streams: list[RecommendedStream]
+    rings: list[Ring]
