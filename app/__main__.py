@@ -11,7 +11,13 @@ from app.settings import get_settings
 def main() -> None:
     """Run uvicorn with the app built from the environment's settings."""
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=settings.access_log,
+    )
 
 
 if __name__ == "__main__":

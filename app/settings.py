@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     default_local_preference: float = Field(
         default=0.5, ge=0, le=1, validation_alias="DEFAULT_LOCAL_PREFERENCE"
     )
+    access_log: bool = Field(default=True, validation_alias="ACCESS_LOG")
     stats_cache_s: float = Field(default=5.0, ge=0, validation_alias="STATS_CACHE_SECONDS")
 
     @field_validator("database_url")
