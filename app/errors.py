@@ -25,6 +25,16 @@ class RecoError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class UserNotFound(RecoError):
+    """The request names a user the database does not have."""
+
+    status_code = 404
+
+    def __init__(self, user_id: str) -> None:
+        shown = user_id if len(user_id) <= 80 else user_id[:77] + "..."
+        super().__init__(f"unknown user_id {shown!r}")
+
+
 class DatabaseUnavailable(RecoError):
     """The database did not answer in time; the client may retry shortly."""
 

@@ -10,20 +10,17 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
 
 TABLES = ("users", "streams", "interactions")
 EXACT_COUNT_MAX_PAGES = 1000  # below ~8 MB a count(*) costs well under a millisecond
 
-SIZES_SQL = text(
-    """
+SIZES_SQL = """
     SELECT c.relname AS name, c.reltuples AS estimate, c.relpages AS pages
     FROM pg_class c
     WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
-      AND c.relname IN ('users', 'streams', 'interactions')
-    """
-)
+      AND c.relname = ANY($1::text[])
+"""
 
 
 @dataclass(frozen=True)
@@ -35,22 +32,21 @@ class DatabaseHealth:
     rows_estimated: bool
 
 
-async def check_database(engine: AsyncEngine, timeout_s: float) -> DatabaseHealth:
+async def check_database(pool: asyncpg.Pool, timeout_s: float) -> DatabaseHealth:
     """Ask the database for its PostGIS version and table sizes, within `timeout_s`."""
-    return await asyncio.wait_for(_query(engine), timeout=timeout_s)
+    return await asyncio.wait_for(_query(pool, timeout_s), timeout=timeout_s)
 
 
-async def _query(engine: AsyncEngine) -> DatabaseHealth:
-    async with engine.connect() as conn:
-        version = await conn.scalar(text("SELECT postgis_lib_version()"))
-        sizes = (await conn.execute(SIZES_SQL)).mappings().all()
+async def _query(pool: asyncpg.Pool, timeout_s: float) -> DatabaseHealth:
+    async with pool.acquire(timeout=timeout_s) as conn:
+        version = await conn.fetchval("SELECT postgis_lib_version()")
         rows: dict[str, int] = {}
         estimated = False
-        for size in sizes:
+        for size in await conn.fetch(SIZES_SQL, list(TABLES)):
             name = str(size["name"])
             if size["pages"] < EXACT_COUNT_MAX_PAGES:
-                # Table names come from the fixed TABLES list above, never from input.
-                rows[name] = int(await conn.scalar(text(f"SELECT count(*) FROM {name}")) or 0)
+                # `name` is one of TABLES (the query filters on them), never input.
+                rows[name] = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))
             else:
                 rows[name] = max(int(size["estimate"]), 0)
                 estimated = True

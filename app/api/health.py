@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncpg
 from litestar import Response, get
 from litestar.datastructures import State
-from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
 from app.api.schemas import DatabaseStatus, HealthResponse
+from app.db.pool import CONNECTION_ERRORS
 from app.health import check_database
 
 
@@ -19,8 +20,8 @@ async def health(state: State) -> Response[HealthResponse]:
     not migrated, so a load balancer and a person both see what is wrong.
     """
     try:
-        db = await check_database(state.engine, state.settings.db_connect_timeout_s)
-    except (OSError, SQLAlchemyError, TimeoutError, LookupError) as exc:
+        db = await check_database(state.pool, state.settings.db_connect_timeout_s)
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError, LookupError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         body = HealthResponse(
             status="unavailable",

@@ -129,3 +129,33 @@ class HometownResponse(msgspec.Struct):
     request_id: str
     streams: list[RecommendedStream]
     rings: list[Ring]
+
+
+class CityStats(msgspec.Struct):
+    """Live streams in one city right now."""
+
+    city: str
+    live_streams: int
+    viewers: int
+
+
+class Algorithm(msgspec.Struct):
+    """How HOMETOWN ranks, with the weights in force."""
+
+    name: str
+    distance_model: str
+    formula: str
+    widening_factor: float
+    weights: dict[str, float]
+
+
+class StatsResponse(msgspec.Struct):
+    """Totals the scenario draws on, the top 10 cities by live streams, and the algorithm."""
+
+    users: int
+    streams: int
+    live_streams: int
+    cities: int
+    live_cities: int
+    top_cities: list[CityStats]
+    algorithm: Algorithm

@@ -29,9 +29,12 @@ from sqlalchemy import (
     MetaData,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.recommend.tiers import STATIC_SCORE_SQL, TIERS
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -110,6 +113,22 @@ class Stream(Base):
         CheckConstraint("is_live OR live_since IS NULL", name="live_since_only_when_live"),
         CheckConstraint("stream_id <> ''", name="stream_id_nonempty"),
         Index("ix_streams_location", "location", postgresql_using="gist"),
+        Index(
+            "ix_streams_live_location",
+            "location",
+            postgresql_using="gist",
+            postgresql_where=text("is_live"),
+        ),
+        *(
+            Index(
+                tier.index,
+                "location",
+                postgresql_using="gist",
+                postgresql_where=text(tier.predicate),
+            )
+            for tier in TIERS
+            if tier.index
+        ),
         {"comment": "Channels with their static profile and live state (one row each)."},
     )
 
@@ -150,6 +169,14 @@ class Stream(Base):
     )
     live_since: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True, comment="Start of the current broadcast."
+    )
+    static_score: Mapped[float] = mapped_column(
+        Float,
+        Computed(STATIC_SCORE_SQL, persisted=True),
+        comment=(
+            "Generated: stream_quality_score + min(avg_viewer_count / 1000, 2), the"
+            " user-independent part of the score; orders the exact search's tiers."
+        ),
     )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True),

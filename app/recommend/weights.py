@@ -15,6 +15,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+FORMULA = (
+    "score = proximity_weight·(1/(1 + distance_km))·(1 + local_preference_strength)"
+    " + base_weight·(quality_weight·stream_quality_score + language_bonus·[same language]"
+    " + category_bonus·[preferred category] + min(avg_viewer_count/popularity_divisor,"
+    " popularity_cap)) + ml_weight·ml_probability"
+)
+
 
 class Weights(BaseModel):
     """Non-negative weights (the exact search's bounds rely on that)."""

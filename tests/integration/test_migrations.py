@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 from alembic import command
 
+from app.recommend.tiers import TIERS
 from tests.conftest import alembic_config, fetch, run_sql
 
 USER = (
@@ -57,7 +58,12 @@ def test_migrations_run_down_and_up_again(migrated_url: str) -> None:
     indexes = fetch(
         migrated_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'streams' ORDER BY 1"
     )
-    assert [row["indexname"] for row in indexes] == ["ix_streams_location", "pk_streams"]
+    assert [row["indexname"] for row in indexes] == [
+        "ix_streams_live_location",
+        *(f"ix_streams_live_tier_{n}" for n in range(1, 7)),
+        "ix_streams_location",
+        "pk_streams",
+    ]
     kinds = fetch(
         migrated_url,
         "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute"
@@ -146,3 +152,28 @@ def test_constraints_refuse_bad_rows(
     with pytest.raises(asyncpg.IntegrityConstraintViolationError) as info:
         run_sql(db_url, template.format(**row))
     assert info.value.constraint_name == constraint
+
+
+def test_tier_indexes_match_the_search_tiers(migrated_url: str) -> None:
+    """The partial indexes of migration 0003 are the ones app/recommend/tiers.py queries."""
+    rows = fetch(
+        migrated_url,
+        "SELECT c.relname AS indexname, pg_get_expr(i.indpred, i.indrelid) AS predicate"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = 'streams'::regclass AND c.relname LIKE 'ix_streams_live_tier_%'",
+    )
+    found = {row["indexname"]: row["predicate"] for row in rows}
+    for tier in TIERS:
+        if tier.index is None:
+            continue
+        assert f">= ({tier.low!r})" in found[tier.index]
+        assert f"< ({tier.high!r})" in found[tier.index]
+    assert len(found) == sum(1 for tier in TIERS if tier.index)
+
+
+def test_static_score_is_generated(db_url: str) -> None:
+    run_sql(db_url, USER.format(**USER_OK))
+    run_sql(db_url, STREAM.format(**{**STREAM_OK, "quality": 7.25, "avg": 1500}))
+    run_sql(db_url, STREAM.format(**{**STREAM_OK, "stream_id": "'s9'", "avg": 9000}))
+    rows = fetch(db_url, "SELECT stream_id, static_score FROM streams ORDER BY stream_id")
+    assert [(r["stream_id"], r["static_score"]) for r in rows] == [("s1", 8.75), ("s9", 7.0)]

@@ -1,0 +1,65 @@
+"""HTTP for the HOMETOWN scenario: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK
+
+from app.api.schemas import (
+    Algorithm,
+    CityStats,
+    HometownRequest,
+    HometownResponse,
+    StatsResponse,
+)
+from app.db.pool import connection
+from app.recommend import service
+from app.recommend.weights import FORMULA
+
+ALGORITHM = "hometown-exact-threshold"
+
+
+class HometownController(Controller):
+    """`/v1/scenarios/hometown`: live streams near the viewer, best first."""
+
+    path = "/v1/scenarios/hometown"
+    tags = ("hometown",)
+
+    @post("/", status_code=HTTP_200_OK, summary="Recommend live streams near a viewer")
+    async def recommend(self, state: State, data: JSONBody[HometownRequest]) -> HometownResponse:
+        """Exact top `max_results` live streams by the seed score, widening when needed.
+
+        Unknown `user_id`: 404. Bad input: 400 naming the field.
+        """
+        settings = state.settings
+        async with connection(state.pool, settings.db_connect_timeout_s) as conn:
+            return await service.recommend(
+                conn,
+                data,
+                settings.weights,
+                default_local_preference=settings.default_local_preference,
+            )
+
+    @get("/stats", summary="What the scenario draws on")
+    async def stats(self, state: State) -> StatsResponse:
+        """Users, streams, live streams, cities, the top 10 cities, the algorithm and weights."""
+        settings = state.settings
+        async with connection(state.pool, settings.db_connect_timeout_s) as conn:
+            totals = await state.stats_cache.get(conn)
+        return StatsResponse(
+            users=totals.users,
+            streams=totals.streams,
+            live_streams=totals.live_streams,
+            cities=totals.cities,
+            live_cities=totals.live_cities,
+            top_cities=[CityStats(c.city, c.live_streams, c.viewers) for c in totals.top_cities],
+            algorithm=Algorithm(
+                name=ALGORITHM,
+                distance_model="sphere (radius 6371008.77 m) for filter, order and distance_km",
+                formula=FORMULA,
+                widening_factor=service.WIDENING_FACTOR,
+                weights=settings.weights.model_dump(),
+            ),
+        )

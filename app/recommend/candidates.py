@@ -1,0 +1,150 @@
+"""All geo SQL of the HOMETOWN search: the two sorted accesses over live streams.
+
+Distance model: the sphere, everywhere. The KNN operator `<->` on geography
+measures on the sphere (radius 6,371,008.77 m), so filtering
+(`ST_DWithin(..., false)`), ordering (`<->`) and the reported distance
+(`ST_Distance(..., false)`) use it too, and a stream is inside a radius exactly
+when its reported distance says so. The spheroid would differ by up to 0.5%.
+
+A ring is `inner < distance <= outer` (ring 0 has no inner edge, so a stream at
+distance 0 belongs to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+
+from app.recommend.scoring import Candidates
+from app.recommend.tiers import TIERS, Tier
+
+#: Half the sphere's circumference: no two points are farther apart.
+EARTH_RADIUS_M = 6_371_008.771415
+HALF_CIRCUMFERENCE_M = np.pi * EARTH_RADIUS_M
+
+_POINT = "ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography"
+_COLUMNS = f"""
+    stream_id, city, title, language, category_id, stream_quality_score,
+    avg_viewer_count, current_viewer_count, ST_Distance(location, {_POINT}, false) AS distance_m
+"""
+# $3 outer radius, $4 inner radius (< 0: none), $5 languages, $6 categories, $7 mature ok.
+_RING_AND_FILTERS = f"""
+    AND ST_DWithin(location, {_POINT}, $3, false)
+    AND ($4 < 0 OR NOT ST_DWithin(location, {_POINT}, $4, false))
+    AND ($5::text[] IS NULL OR language = ANY($5::text[]))
+    AND ($6::text[] IS NULL OR category_id = ANY($6::text[]))
+    AND ($7 OR NOT mature_content)
+"""
+
+#: Nearest-first: the live streams of a ring in distance order, $8 at most.
+NEAREST_SQL = f"""
+SELECT {_COLUMNS}
+FROM streams
+WHERE is_live {_RING_AND_FILTERS}
+ORDER BY location <-> {_POINT}
+LIMIT $8
+"""
+
+
+def tier_sql(tier: Tier) -> str:
+    """All live streams of a ring in one static-score tier (its partial index serves it)."""
+    return f"SELECT {_COLUMNS} FROM streams WHERE {tier.predicate} {_RING_AND_FILTERS}"
+
+
+TIER_SQL = {tier: tier_sql(tier) for tier in TIERS}
+
+USER_SQL = """
+SELECT user_id, latitude, longitude, language, preferred_categories, local_preference_strength
+FROM users WHERE user_id = $1
+"""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which live streams qualify; None means no restriction."""
+
+    languages: Sequence[str] | None = None
+    category_ids: Sequence[str] | None = None
+    include_mature: bool = True
+
+
+@dataclass(frozen=True)
+class Ring:
+    """A distance band in metres: `inner < d <= outer` (inner < 0: from the viewer)."""
+
+    inner_m: float
+    outer_m: float
+
+
+@dataclass
+class Rows:
+    """Candidate rows as read, with the display columns kept beside the scored ones."""
+
+    candidates: Candidates
+    city: np.ndarray
+    title: np.ndarray
+    current_viewers: np.ndarray
+
+
+def to_rows(records: Sequence[asyncpg.Record]) -> Rows:
+    """Turn fetched records into parallel arrays (one pass, then numpy from there on)."""
+    columns = list(zip(*records, strict=True)) if records else [()] * 9
+    (ids, city, title, language, category, quality, viewers, current, distance) = columns
+    return Rows(
+        candidates=Candidates(
+            stream_id=np.array(ids, dtype=object),
+            distance_m=np.array(distance, dtype=np.float64),
+            quality=np.array(quality, dtype=np.float64),
+            avg_viewers=np.array(viewers, dtype=np.float64),
+            language=np.array(language, dtype=object),
+            category_id=np.array(category, dtype=object),
+        ),
+        city=np.array(city, dtype=object),
+        title=np.array(title, dtype=object),
+        current_viewers=np.array(current, dtype=np.int64),
+    )
+
+
+def _arguments(
+    longitude: float, latitude: float, ring: Ring, filters: Filters
+) -> tuple[object, ...]:
+    return (
+        longitude,
+        latitude,
+        ring.outer_m,
+        ring.inner_m,
+        list(filters.languages) if filters.languages is not None else None,
+        list(filters.category_ids) if filters.category_ids is not None else None,
+        filters.include_mature,
+    )
+
+
+async def fetch_nearest(
+    conn: asyncpg.Connection,
+    *,
+    longitude: float,
+    latitude: float,
+    ring: Ring,
+    filters: Filters,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The `limit` nearest qualifying live streams of `ring`, nearest first."""
+    args = _arguments(longitude, latitude, ring, filters)
+    return list(await conn.fetch(NEAREST_SQL, *args, limit))
+
+
+async def fetch_tier(
+    conn: asyncpg.Connection,
+    *,
+    longitude: float,
+    latitude: float,
+    ring: Ring,
+    filters: Filters,
+    tier: Tier,
+) -> list[asyncpg.Record]:
+    """Every qualifying live stream of `ring` whose static score lies in `tier`."""
+    args = _arguments(longitude, latitude, ring, filters)
+    return list(await conn.fetch(TIER_SQL[tier], *args))
