@@ -59,9 +59,11 @@ class _Reader:
         self.records: list[asyncpg.Record] = []
         self.ids: set[str] = set()
 
-    def add(self, records: list[asyncpg.Record]) -> None:
+    def add(self, records: list[asyncpg.Record], outer_m: float) -> None:
+        """Keep the new rows that lie inside the ring's outer edge."""
         for record in records:
-            if record[0] not in self.ids:
+            # One membership test for rows from either query: the reported distance.
+            if record["distance_m"] <= outer_m and record[0] not in self.ids:
                 self.ids.add(record[0])
                 self.records.append(record)
 
@@ -114,19 +116,28 @@ async def top_in_ring(
     while True:
         nearest = await fetch_nearest(conn, **point, ring=ring, filters=filters, limit=limit)
         queries += 1
-        reader.add(nearest)
-        if len(nearest) < limit:
+        reader.add(nearest, ring.outer_m)
+        if len(nearest) < limit or nearest[-1]["distance_m"] > ring.outer_m:
             break  # the ring is exhausted: every stream of it has been read
         nearest_m = float(nearest[-1]["distance_m"])
         if proven(evaluate()[1]):
             break
-        if tiers:
+        # Tiers next, as long as they cost less than the nearest-first step just
+        # taken: in a sparse ring each tier returns a handful of rows and several
+        # of them prove the answer long before nearest-first would reach the edge.
+        budget = len(nearest)
+        done = False
+        while tiers and budget > 0 and not done:
             tier = tiers.pop(0)
-            reader.add(await fetch_tier(conn, **point, ring=ring, filters=filters, tier=tier))
+            tiered = await fetch_tier(conn, **point, ring=ring, filters=filters, tier=tier)
             queries += 1
+            reader.add(tiered, ring.outer_m)
+            budget -= max(len(tiered), 1)
             static_below = tier.low
-            if tier.index is None or proven(evaluate()[1]):
-                break  # the bottom tier completes the ring; or the bound is beaten
+            # The bottom tier completes the ring; otherwise stop once the bound is beaten.
+            done = tier.index is None or proven(evaluate()[1])
+        if done:
+            break
         limit *= 4
 
     rows, scores = evaluate()
