@@ -1,0 +1,123 @@
+"""The API under test, as its own process: start, wait for health, read peak RSS, stop.
+
+The server runs as `python -m app` with the benchmark's own interpreter (not through
+`uv run`), so the child's pid is the Python server itself and /proc/<pid>/status
+reports the server's memory, not a wrapper's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.db.cluster import free_port
+from bench.log import say
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Server:
+    """A running `python -m app` child process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        """Where it answers (loopback only)."""
+        return f"http://{HOST}:{self.port}"
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM (peak resident set) of the server process, from /proc."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        cmdline = Path(f"/proc/{self.process.pid}/cmdline").read_bytes().split(b"\0")
+        if b"app" not in cmdline or "python" not in Path(os.fsdecode(cmdline[0])).name:
+            raise RuntimeError(f"pid {self.process.pid} is not the Python server: {cmdline!r}")
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                value, unit = line.split()[1:3]
+                assert unit == "kB"
+                return int(value) * 1024
+        raise RuntimeError("VmHWM missing from /proc status")
+
+    def stop(self) -> None:
+        """SIGTERM, wait; SIGKILL only if it ignores that for too long."""
+        if self.process.poll() is not None:
+            return
+        say("stopping the server")
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            say(f"server ignored SIGTERM for {STOP_TIMEOUT_S:.0f}s: killing it")
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def start(database_url: str) -> Server:
+    """Start the API on a free loopback port and wait until `GET /` answers 200."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "HOST": HOST,
+        "PORT": str(port),
+        "ACCESS_LOG": "false",
+    }
+    say(f"starting the server: python -m app on {HOST}:{port}")
+    # Its log goes to stderr with our progress: stdout is the report.
+    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=sys.stderr)
+    server = Server(process=process, port=port)
+    try:
+        wait_healthy(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_healthy(server: Server) -> None:
+    """Poll `GET /` until 200, the process dies, or START_TIMEOUT_S passes."""
+    started = time.monotonic()
+    deadline = started + START_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.process.returncode} at start-up")
+        try:
+            with urllib.request.urlopen(server.base_url + "/", timeout=2) as response:
+                if response.status == 200:
+                    say(f"server healthy after {time.monotonic() - started:.1f}s")
+                    return
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"the server did not answer 200 on / within {START_TIMEOUT_S:.0f}s: {last}")
+
+
+def probe(server: Server, path: str, body: bytes | None) -> tuple[int, bytes]:
+    """One request before the load, so a broken route fails loudly instead of as errors."""
+    request = urllib.request.Request(
+        server.base_url + path,
+        data=body,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
