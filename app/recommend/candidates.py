@@ -53,6 +53,20 @@ LIMIT $8
 """
 
 
+#: The same rows without the KNN index, for the rare point where it fails (see below).
+NEAREST_FALLBACK_SQL = f"""
+SELECT {_COLUMNS}
+FROM streams
+WHERE is_live AND ST_DWithin(location, {_POINT}, $3, false) {_FILTERS}
+ORDER BY ST_Distance(location, {_POINT}, false)
+LIMIT $8
+"""
+#: PostGIS 3.3's geography KNN can compute an index distance a rounding error
+#: above the exact one for points that coincide across the antimeridian or at a
+#: pole (lon -180 against 180); PostgreSQL then aborts the ordered scan with this.
+KNN_ROUNDING_ERROR = "index returned tuples in wrong order"
+
+
 def tier_sql(tier: Tier) -> str:
     """All live streams of a ring in one static-score tier (its partial index serves it)."""
     return (
@@ -144,7 +158,14 @@ async def fetch_nearest(
     and knows from the first one that the ring is exhausted.
     """
     args = _arguments(longitude, latitude, ring, filters)
-    return list(await conn.fetch(NEAREST_SQL, *args, limit))
+    try:
+        return list(await conn.fetch(NEAREST_SQL, *args, limit))
+    except asyncpg.InternalServerError as exc:
+        if KNN_ROUNDING_ERROR not in str(exc):
+            raise
+    # Read the ring (not beyond it) through the plain spatial index and sort: the
+    # caller's contract holds, since fewer than `limit` rows still means exhausted.
+    return list(await conn.fetch(NEAREST_FALLBACK_SQL, *args, limit))
 
 
 async def fetch_tier(
