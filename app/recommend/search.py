@@ -34,6 +34,8 @@ from app.recommend.weights import Weights
 
 #: Streams read nearest-first in the first step (then ×4 per step).
 FIRST_STEP = 64
+#: Tier rows worth reading per nearest-first row while a tier floor can prove the answer.
+TIER_BUDGET = 8
 #: Slack on the bound, far above float rounding, far below any real score gap.
 BOUND_SLACK = 1e-9
 
@@ -53,19 +55,35 @@ class RingTop:
 
 
 class _Reader:
-    """The rows read so far, without duplicates (both lists can return a stream)."""
+    """The rows read so far, without duplicates, each scored once on arrival.
 
-    def __init__(self) -> None:
+    Both lists can return the same stream. Scores of rows already read never
+    change, so each batch is scored when it arrives and the stopping test only
+    looks at the k-th best of the running totals.
+    """
+
+    def __init__(self, score_rows: Callable[[Rows], FloatArray]) -> None:
         self.records: list[asyncpg.Record] = []
         self.ids: set[str] = set()
+        self.scores: list[FloatArray] = []
+        self.score_rows = score_rows
 
     def add(self, records: list[asyncpg.Record], outer_m: float) -> None:
-        """Keep the new rows that lie inside the ring's outer edge."""
-        for record in records:
-            # One membership test for rows from either query: the reported distance.
-            if record["distance_m"] <= outer_m and record[0] not in self.ids:
-                self.ids.add(record[0])
-                self.records.append(record)
+        """Keep (and score) the new rows that lie inside the ring's outer edge."""
+        # One membership test for rows from either query: the reported distance.
+        fresh = [r for r in records if r["distance_m"] <= outer_m and r[0] not in self.ids]
+        if fresh:
+            self.ids.update(r[0] for r in fresh)
+            self.records.extend(fresh)
+            self.scores.append(self.score_rows(to_rows(fresh)))
+
+    def kth_best(self, k: int) -> float | None:
+        """The k-th best score read so far (None while fewer than k rows are in hand)."""
+        total = sum(len(batch) for batch in self.scores)
+        if total < k:
+            return None
+        every = np.concatenate(self.scores)
+        return float(np.partition(every, total - k)[total - k])
 
 
 async def top_in_ring(
@@ -79,7 +97,12 @@ async def top_in_ring(
 ) -> RingTop:
     """The exact top `k` live streams of `ring` by score, ties by `stream_id`."""
     point = {"longitude": viewer.longitude, "latitude": viewer.latitude}
-    reader = _Reader()
+
+    def evaluate(rows: Rows) -> Scores:
+        ml = probability(viewer, rows) if probability else None
+        return score(viewer, rows.candidates, weights, ml)
+
+    reader = _Reader(lambda rows: evaluate(rows).score)
     tiers = list(TIERS)
     static_below = STATIC_MAX + 1.0  # every stream is below this until a tier is read
     nearest_m = max(ring.inner_m, 0.0)
@@ -93,53 +116,63 @@ async def top_in_ring(
         or not viewer.preferred_categories.isdisjoint(filters.category_ids)
     )
 
-    def evaluate() -> tuple[Rows, Scores]:
-        rows = to_rows(reader.records)
-        ml = probability(viewer, rows) if probability else None
-        return rows, score(viewer, rows.candidates, weights, ml)
-
-    def proven(scores: Scores) -> bool:
-        if len(scores.score) < k:
-            return False
-        kth = np.partition(scores.score, len(scores.score) - k)[len(scores.score) - k]
-        bound = score_bound(
+    def bound(static_ceiling: float) -> float:
+        return score_bound(
             viewer,
             weights,
             min_distance_m=nearest_m,
-            static_below=static_below,
+            static_below=static_ceiling,
             bonus_language=bonus_language,
             bonus_category=bonus_category,
             ml_max=1.0 if probability else 0.0,
         )
-        return bool(kth > bound + BOUND_SLACK)
 
+    def proven() -> bool:
+        kth = reader.kth_best(k)
+        return kth is not None and kth > bound(static_below) + BOUND_SLACK
+
+    def tier_would_prove() -> bool:
+        """Whether some remaining tier's floor would beat the bound at this distance.
+
+        Reading tiers never lowers the k-th best, so this stays true as they come in.
+        """
+        kth = reader.kth_best(k)
+        return kth is not None and any(kth > bound(t.low) + BOUND_SLACK for t in tiers)
+
+    nearest_rows = tier_rows = 0
     while True:
         nearest = await fetch_nearest(conn, **point, ring=ring, filters=filters, limit=limit)
         queries += 1
+        nearest_rows = len(nearest)
         reader.add(nearest, ring.outer_m)
         if len(nearest) < limit or nearest[-1]["distance_m"] > ring.outer_m:
             break  # the ring is exhausted: every stream of it has been read
         nearest_m = float(nearest[-1]["distance_m"])
-        if proven(evaluate()[1]):
+        if proven():
             break
-        # Tiers next, as long as they cost less than the nearest-first step just
-        # taken: in a sparse ring each tier returns a handful of rows and several
-        # of them prove the answer long before nearest-first would reach the edge.
-        budget = len(nearest)
+        # Then tiers, best first. Read on while a floor within reach would prove the
+        # answer at this distance and the tiers cost no more than TIER_BUDGET times
+        # the nearest-first rows; or, with no such floor in sight, while they cost
+        # less than those rows (each tier can raise the k-th best). In a dense city
+        # two or three tiers settle it; in a sparse ring many tiny ones do.
         done = False
-        while tiers and budget > 0 and not done:
+        while tiers and not done:
+            worth = tier_would_prove() and tier_rows <= TIER_BUDGET * nearest_rows
+            if not worth and tier_rows >= nearest_rows:
+                break
             tier = tiers.pop(0)
             tiered = await fetch_tier(conn, **point, ring=ring, filters=filters, tier=tier)
             queries += 1
+            tier_rows += len(tiered)
             reader.add(tiered, ring.outer_m)
-            budget -= max(len(tiered), 1)
             static_below = tier.low
             # The bottom tier completes the ring; otherwise stop once the bound is beaten.
-            done = tier.index is None or proven(evaluate()[1])
+            done = tier.index is None or proven()
         if done:
             break
         limit *= 4
 
-    rows, scores = evaluate()
+    rows = to_rows(reader.records)
+    scores = evaluate(rows)
     order = top_k(scores.score, rows.candidates.stream_id, k)
     return RingTop(rows, scores, order, read=len(reader.records), queries=queries)

@@ -43,7 +43,8 @@ class Tier:
         return f"is_live AND static_score >= {self.low!r} AND static_score < {self.high!r}"
 
 
-_BOUNDS = (11.5, 10.5, 9.5, 8.0, 6.0, 4.0)
+#: Fine near the top, where a dense city's best streams crowd; coarse below.
+_BOUNDS = (11.5, 11.0, 10.5, 10.0, 9.5, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0)
 TIERS: tuple[Tier, ...] = (
     *(
         Tier(low, high, f"ix_streams_live_tier_{n}")

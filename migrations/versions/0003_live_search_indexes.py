@@ -24,7 +24,19 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 STATIC_SCORE_SQL = "stream_quality_score + LEAST(avg_viewer_count::double precision / 1000.0, 2.0)"
-TIERS = ((11.5, 13.0), (10.5, 11.5), (9.5, 10.5), (8.0, 9.5), (6.0, 8.0), (4.0, 6.0))
+TIERS = (
+    (11.5, 13.0),
+    (11.0, 11.5),
+    (10.5, 11.0),
+    (10.0, 10.5),
+    (9.5, 10.0),
+    (9.0, 9.5),
+    (8.0, 9.0),
+    (7.0, 8.0),
+    (6.0, 7.0),
+    (5.0, 6.0),
+    (4.0, 5.0),
+)
 
 
 def upgrade() -> None:

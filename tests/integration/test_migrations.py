@@ -60,7 +60,7 @@ def test_migrations_run_down_and_up_again(migrated_url: str) -> None:
     )
     assert [row["indexname"] for row in indexes] == [
         "ix_streams_live_location",
-        *(f"ix_streams_live_tier_{n}" for n in range(1, 7)),
+        *sorted(f"ix_streams_live_tier_{n}" for n in range(1, 12)),
         "ix_streams_location",
         "pk_streams",
     ]
