@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,8 +29,9 @@ import asyncpg
 
 from app.settings import Settings
 from bench import database, pgbench, server, wrk
+from bench.cpu import CpuMeter, CpuSplit, postmaster_pid
 from bench.log import say
-from bench.report import Report, machine
+from bench.report import Report, code_version, machine
 
 HOMETOWN_PATH = "/v1/scenarios/hometown"
 
@@ -72,61 +74,89 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def measure(args: argparse.Namespace, url: str) -> Report:
-    """Everything between a seeded database and the report; the caller cleans up."""
-    wrk_path = wrk.ensure_wrk()
-    pgbench_path = pgbench.find_pgbench()
-    counts = database.ensure_data(
-        url, users=args.users, streams=args.streams, seed_value=args.seed, keep=args.keep_db
-    )
-    api = server.start(url)
-    try:
-        if args.target == "hometown":
-            path, users = HOMETOWN_PATH, args.users
-            body: bytes | None = json.dumps({"user_id": "user_000000"}).encode()
-        else:
-            path, users, body = "/", None, None
-        status, answer = server.probe(api, path, body)
-        if not 200 <= status < 300:
-            raise RuntimeError(f"probe {path} answered {status}: {answer[:500]!r}")
-        say(f"probe {path}: {status}, {len(answer)} bytes")
-        script = wrk.lua_script(path=path, users=users, seed=args.seed)
-        http = []
-        for level in args.concurrency:
-            say(f"http: warm-up {args.warmup}s at concurrency {level}")
-            wrk.run(wrk_path, api.base_url, script, concurrency=level, duration_s=args.warmup)
-            say(f"http: measuring {args.duration}s at concurrency {level}")
-            result = wrk.run(
-                wrk_path, api.base_url, script, concurrency=level, duration_s=args.duration
-            )
-            say(
-                f"http c={level}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-                f"p99 {result.p99_ms:.2f} ms, errors {result.errors}"
-            )
-            http.append(result)
-        peak_rss = api.peak_rss_bytes()
-    finally:
-        api.stop()
+def drive_http(
+    args: argparse.Namespace, api: server.Server, wrk_path: str, meter: CpuMeter
+) -> tuple[list[wrk.WrkResult], dict[int, CpuSplit]]:
+    """Probe once, then wrk at each concurrency: a warm-up, then the measured window."""
+    if args.target == "hometown":
+        path, users = HOMETOWN_PATH, args.users
+        body: bytes | None = json.dumps({"user_id": "user_000000"}).encode()
+    else:
+        path, users, body = "/", None, None
+    status, answer = server.probe(api, path, body)
+    if not 200 <= status < 300:
+        raise RuntimeError(f"probe {path} answered {status}: {answer[:500]!r}")
+    say(f"probe {path}: {status}, {len(answer)} bytes")
+    script = wrk.lua_script(path=path, users=users, seed=args.seed)
+    results, cpu = [], {}
+    for level in args.concurrency:
+        say(f"http: warm-up {args.warmup}s at concurrency {level}")
+        wrk.run(wrk_path, api.base_url, script, concurrency=level, duration_s=args.warmup)
+        say(f"http: measuring {args.duration}s at concurrency {level}")
+        meter.start()
+        result = wrk.run(
+            wrk_path, api.base_url, script, concurrency=level, duration_s=args.duration
+        )
+        cpu[level] = meter.split(result.requests)
+        say(
+            f"http c={level}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms, errors {result.errors}"
+        )
+        results.append(result)
+    return results, cpu
 
+
+def drive_sql(
+    args: argparse.Namespace, url: str, pgbench_path: str, meter: CpuMeter
+) -> tuple[dict[int, pgbench.PgbenchResult], dict[int, CpuSplit]]:
+    """Run pgbench at each concurrency: a warm-up, then the measured window."""
     text = pgbench.script(args.users)
-    sql = {}
+    results, cpu = {}, {}
     for level in args.concurrency:
         say(f"sql: warm-up {args.warmup}s at {level} clients")
         pgbench.run(pgbench_path, url, text, clients=level, duration_s=args.warmup)
         say(f"sql: measuring {args.duration}s at {level} clients")
-        result_sql = pgbench.run(pgbench_path, url, text, clients=level, duration_s=args.duration)
+        meter.start()
+        result = pgbench.run(pgbench_path, url, text, clients=level, duration_s=args.duration)
+        cpu[level] = meter.split(result.transactions)
         say(
-            f"sql c={level}: {result_sql.tps:,.0f} tps, p50 {result_sql.p50_ms:.2f} ms, "
-            f"p99 {result_sql.p99_ms:.2f} ms"
+            f"sql c={level}: {result.tps:,.0f} tps, p50 {result.p50_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms"
         )
-        sql[level] = result_sql
+        results[level] = result
+    return results, cpu
+
+
+def measure(
+    args: argparse.Namespace, server_url: str, url: str, dataset: database.Dataset, *, reuse: bool
+) -> Report:
+    """Everything between a migrated database and the report; the caller cleans up."""
+    wrk_path = wrk.ensure_wrk()
+    pgbench_path = pgbench.find_pgbench()
+    counts = database.ensure_data(server_url, url, dataset, reuse=reuse)
+    postmaster = postmaster_pid(url)
+    if postmaster is None:
+        say("the database runs elsewhere: its CPU is left out of the split")
+    load_at_start = os.getloadavg()[0]
+    api = server.start(url)
+    try:
+        meter = CpuMeter(postmaster, server_pid=api.process.pid)
+        http, http_cpu = drive_http(args, api, wrk_path, meter)
+        peak_rss = api.peak_rss_bytes()
+    finally:
+        api.stop()
+    # The server is stopped: pgbench has the database (and the cores) to itself.
+    sql, sql_cpu = drive_sql(args, url, pgbench_path, CpuMeter(postmaster))
     return Report(
-        machine=machine(url),
+        machine=machine(url, load_at_start),
+        code=code_version(),
         counts=counts,
         target=f"POST {HOMETOWN_PATH}" if args.target == "hometown" else "GET /",
         duration_s=args.duration,
         http=http,
+        http_cpu=http_cpu,
         sql=sql,
+        sql_cpu=sql_cpu,
         sql_limit=pgbench.FIRST_LIMIT,
         peak_rss_bytes=peak_rss,
     )
@@ -145,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     server_url = Settings().database_url
     url = database.api_scratch_url(server_url)
     try:
-        database.prepare(server_url, url, keep=args.keep_db)
-        report = measure(args, url)
+        dataset = database.Dataset(users=args.users, streams=args.streams, seed=args.seed)
+        reuse = database.prepare(server_url, url, dataset, keep=args.keep_db)
+        report = measure(args, server_url, url, dataset, reuse=reuse)
     except (RuntimeError, OSError, subprocess.SubprocessError, asyncpg.PostgresError) as exc:
         say(f"error: {exc}")
         return 1

@@ -3,23 +3,33 @@
 It sits next to the database in DATABASE_URL on the same server, so the real
 dataset is never touched. The helpers come from the load benchmark (seed/bench.py)
 so both benchmarks name and migrate their scratch databases the same way.
+
+`--keep-db` reuses a database only when it was built from the same migrations, the
+same generator code and the same arguments: a fingerprint of those is stored as the
+database's COMMENT after seeding. Alembic alone cannot tell, since a migration that
+is edited in place keeps its revision id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
 from bench.log import say
 from seed.bench import _admin, migrate, scratch_url
 
-#: Generating and loading 1M users + 1M streams takes ~40 s here; allow for a slow box.
+#: Generating and loading 1M users + 1M streams takes ~45 s here; allow for a slow box.
 SEED_TIMEOUT_S = 900.0
+#: What a kept database was built from: the schema and the data generator.
+REPO = Path(__file__).resolve().parent.parent
+FINGERPRINTED = ("migrations/versions/*.py", "seed/*.py")
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,24 @@ class Counts:
     users: int
     streams: int
     live: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What to seed: `python -m seed generate` arguments (impressions 0, all live)."""
+
+    users: int
+    streams: int
+    seed: int
+
+    def fingerprint(self) -> str:
+        """Hash of the arguments and of every file the schema and the rows come from."""
+        digest = hashlib.sha256(f"{self.users}/{self.streams}/{self.seed}".encode())
+        for pattern in FINGERPRINTED:
+            for path in sorted(REPO.glob(pattern)):
+                digest.update(path.relative_to(REPO).as_posix().encode())
+                digest.update(path.read_bytes())
+        return "bench " + digest.hexdigest()[:16]
 
 
 def api_scratch_url(server_url: str) -> str:
@@ -41,26 +69,37 @@ def database_name(url: str) -> str:
     return url.rpartition("/")[2].split("?")[0]
 
 
-async def _exists(server_url: str, name: str) -> bool:
+async def _comment(server_url: str, name: str) -> tuple[bool, str | None]:
+    """Whether the database exists, and its COMMENT."""
     conn = await asyncpg.connect(server_url)
     try:
-        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+        row = await conn.fetchrow(
+            "SELECT shobj_description(oid, 'pg_database') AS comment"
+            " FROM pg_database WHERE datname = $1",
+            name,
+        )
     finally:
         await conn.close()
+    return row is not None, None if row is None else row["comment"]
 
 
-def prepare(server_url: str, url: str, *, keep: bool) -> None:
-    """Create (or, with `keep`, reuse) the scratch database and migrate it to head."""
+def prepare(server_url: str, url: str, dataset: Dataset, *, keep: bool) -> bool:
+    """Create the scratch database and migrate it; True when a kept one can be reused.
+
+    A leftover database is dropped unless `keep` is set and its fingerprint matches.
+    """
     name = database_name(url)
-    exists = asyncio.run(_exists(server_url, name))
-    if exists and not keep:
-        say(f"dropping a leftover {name}")
-        asyncio.run(_admin(server_url, f'DROP DATABASE "{name}"'))
-        exists = False
-    if not exists:
+    exists, comment = asyncio.run(_comment(server_url, name))
+    reusable = exists and keep and comment == dataset.fingerprint()
+    if exists and not reusable:
+        why = "built from other code or arguments" if keep else "left over"
+        say(f"dropping {name} ({why})")
+        asyncio.run(_admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+    if not reusable:
         say(f"creating {name}")
         asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     migrate(url)
+    return reusable
 
 
 def drop(server_url: str, url: str) -> None:
@@ -89,7 +128,7 @@ def counts(url: str) -> Counts:
     return asyncio.run(_counts(url))
 
 
-def seed(url: str, *, users: int, streams: int, seed: int) -> None:
+def seed(url: str, dataset: Dataset) -> None:
     """Load the dataset with `python -m seed generate`, every stream live.
 
     It runs as a child process with DATABASE_URL pointing at the scratch database
@@ -102,11 +141,11 @@ def seed(url: str, *, users: int, streams: int, seed: int) -> None:
         "-m",
         "seed",
         "generate",
-        f"--users={users}",
-        f"--streams={streams}",
+        f"--users={dataset.users}",
+        f"--streams={dataset.streams}",
         "--impressions=0",
         "--live-share=1",
-        f"--seed={seed}",
+        f"--seed={dataset.seed}",
     ]
     say(f"seeding: {' '.join(command[1:])}")
     env = {**os.environ, "DATABASE_URL": url}
@@ -117,15 +156,17 @@ def seed(url: str, *, users: int, streams: int, seed: int) -> None:
         raise RuntimeError(f"seeding failed (exit {result.returncode})")
 
 
-def ensure_data(url: str, *, users: int, streams: int, seed_value: int, keep: bool) -> Counts:
-    """Seed unless (with `keep`) the database already holds exactly the requested data."""
-    if keep:
-        have = counts(url)
-        if have == Counts(users=users, streams=streams, live=streams):
-            say(f"reusing the kept database: {users:,} users, {streams:,} live streams")
-            return have
-    seed(url, users=users, streams=streams, seed=seed_value)
+def ensure_data(server_url: str, url: str, dataset: Dataset, *, reuse: bool) -> Counts:
+    """Seed unless `reuse` and the database already holds exactly the requested rows."""
+    wanted = Counts(users=dataset.users, streams=dataset.streams, live=dataset.streams)
+    if reuse and counts(url) == wanted:
+        say(f"reusing the kept database: {dataset.users:,} users, {dataset.streams:,} live")
+        return wanted
+    seed(url, dataset)
     have = counts(url)
-    if have != Counts(users=users, streams=streams, live=streams):
-        raise RuntimeError(f"seeded database holds {have}, expected {users} users/{streams} live")
+    if have != wanted:
+        raise RuntimeError(f"the seeded database holds {have}, expected {wanted}")
+    # Fingerprint and name are ours (hex digits; the name comes from DATABASE_URL).
+    name = database_name(url)
+    asyncio.run(_admin(server_url, f"COMMENT ON DATABASE \"{name}\" IS '{dataset.fingerprint()}'"))
     return have

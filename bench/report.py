@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import asyncpg
 
+from bench.cpu import CpuSplit
 from bench.database import Counts
 from bench.pgbench import PgbenchResult
 from bench.wrk import WrkResult
@@ -25,6 +27,8 @@ class Machine:
     python: str
     postgres: str
     postgis: str
+    #: 1-minute load average when measuring began: other jobs on a shared box show here.
+    load_at_start: float
 
 
 async def _versions(url: str) -> tuple[str, str]:
@@ -37,7 +41,7 @@ async def _versions(url: str) -> tuple[str, str]:
     return str(server).split()[0], str(postgis)
 
 
-def machine(url: str) -> Machine:
+def machine(url: str, load_at_start: float) -> Machine:
     """Cores, memory, the server's Python (ours: it runs with our interpreter), versions."""
     mem_kib = 0
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -50,7 +54,30 @@ def machine(url: str) -> Machine:
         python=f"{platform.python_implementation()} {platform.python_version()}",
         postgres=server,
         postgis=postgis,
+        load_at_start=load_at_start,
     )
+
+
+def code_version() -> str:
+    """The commit measured, flagged when app/ or migrations/ differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "app", "migrations", "seed"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{head} with uncommitted changes" if dirty else head
 
 
 @dataclass(frozen=True)
@@ -58,11 +85,14 @@ class Report:
     """Everything one run measured."""
 
     machine: Machine
+    code: str
     counts: Counts
     target: str
     duration_s: int
     http: list[WrkResult]
+    http_cpu: dict[int, CpuSplit]
     sql: dict[int, PgbenchResult]
+    sql_cpu: dict[int, CpuSplit]
     sql_limit: int
     peak_rss_bytes: int
 
@@ -73,8 +103,9 @@ class Report:
             f"### {date.today().isoformat()}: {c.users:,} users, {c.streams:,} streams",
             "",
             f"Machine: {m.cores} cores, {m.ram_gib:.0f} GiB, {m.python}, "
-            f"PostgreSQL {m.postgres} + PostGIS {m.postgis}.",
-            f"Data: {c.users:,} users, {c.streams:,} streams, {c.live:,} live.",
+            f"PostgreSQL {m.postgres} + PostGIS {m.postgis}; "
+            f"1-minute load average when measuring began: {m.load_at_start:.2f}.",
+            f"Code: {self.code}. Data: {c.users:,} users, {c.streams:,} streams, {c.live:,} live.",
             f"Target: `{self.target}`, {self.duration_s} s per level after a warm-up; "
             "bare SQL: pgbench, one transaction = the service's `USER_SQL` + `NEAREST_SQL` "
             f"(ring 0, LIMIT {self.sql_limit}) for a random user.",
@@ -95,5 +126,37 @@ class Report:
                 f"| {h.concurrency} | {h.rps:,.0f} | {h.p50_ms:.2f} | {h.p95_ms:.2f} "
                 f"| {h.p99_ms:.2f} | {h.errors} | {sql_cells} |"
             )
-        lines += ["", f"Server peak RSS (VmHWM): {self.peak_rss_bytes / 1024**2:.0f} MiB."]
+        lines += ["", f"Server peak RSS (VmHWM): {self.peak_rss_bytes / 1024**2:.0f} MiB.", ""]
+        lines += self._cpu_table()
         return "\n".join(lines)
+
+    def _cpu_table(self) -> list[str]:
+        """CPU ms per request by process, and the req/s the cores allow at that cost."""
+        cores = self.machine.cores
+
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
+        lines = [
+            "CPU per request (per transaction for pgbench), ms; ceiling = cores × 1000 / total:",
+            "",
+            "| concurrency | server | PostgreSQL | wrk | total | ceiling req/s "
+            "| SQL: PostgreSQL | pgbench | total | ceiling tps |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for h in self.http:
+            c, s = self.http_cpu.get(h.concurrency), self.sql_cpu.get(h.concurrency)
+            http_cells = (
+                f"{ms(c.server_ms)} | {ms(c.database_ms)} | {ms(c.generator_ms)} | "
+                f"{ms(c.total_ms)} | {cores * 1000 / c.total_ms:,.0f}"
+                if c and c.total_ms > 0
+                else "- | - | - | - | -"
+            )
+            sql_cells = (
+                f"{ms(s.database_ms)} | {ms(s.generator_ms)} | {ms(s.total_ms)} | "
+                f"{cores * 1000 / s.total_ms:,.0f}"
+                if s and s.total_ms > 0
+                else "- | - | - | -"
+            )
+            lines.append(f"| {h.concurrency} | {http_cells} | {sql_cells} |")
+        return lines
