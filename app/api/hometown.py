@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
+from app.api.body import strict_json
 from app.api.schemas import (
     Algorithm,
     CityStats,
@@ -27,7 +28,12 @@ class HometownController(Controller):
     path = "/v1/scenarios/hometown"
     tags = ("hometown",)
 
-    @post("/", status_code=HTTP_200_OK, summary="Recommend live streams near a viewer")
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        summary="Recommend live streams near a viewer",
+        before_request=strict_json(HometownRequest),
+    )
     async def recommend(self, state: State, data: JSONBody[HometownRequest]) -> HometownResponse:
         """Exact top `max_results` live streams by the seed score, widening when needed.
 

@@ -31,8 +31,11 @@ class HealthResponse:
 
 # --- HOMETOWN -----------------------------------------------------------------------
 
-Id = Annotated[str, Meta(min_length=1, max_length=200)]
-Code = Annotated[str, Meta(min_length=1, max_length=64)]
+#: No NUL and no lone surrogate: PostgreSQL text can hold neither, so such an id
+#: could never match and would only fail deep in the driver.
+_TEXT = r"^[^\x00\ud800-\udfff]*$"
+Id = Annotated[str, Meta(min_length=1, max_length=200, pattern=_TEXT)]
+Code = Annotated[str, Meta(min_length=1, max_length=64, pattern=_TEXT)]
 Codes = Annotated[list[Code], Meta(max_length=100)]
 
 

@@ -119,6 +119,8 @@ class Stream(Base):
             postgresql_using="gist",
             postgresql_where=text("is_live"),
         ),
+        Index("ix_streams_live_language", "language", postgresql_where=text("is_live")),
+        Index("ix_streams_live_category_id", "category_id", postgresql_where=text("is_live")),
         *(
             Index(
                 tier.index,

@@ -77,6 +77,41 @@ def tier_sql(tier: Tier) -> str:
 
 TIER_SQL = {tier: tier_sql(tier) for tier in TIERS}
 
+
+def _qualifying(filters: Filters, first: int) -> tuple[str, list[object]]:
+    """The filters as SQL with parameters numbered from `first`, and their values.
+
+    Only the filters that are set appear, so each combination is its own prepared
+    statement and the planner sees plain `= ANY($n)` conditions, which the partial
+    btree indexes of migration 0004 serve (an `$n IS NULL OR ...` would hide them).
+    """
+    args: list[object] = [filters.include_mature]
+    parts = ["is_live", f"(${first} OR NOT mature_content)"]
+    if filters.languages is not None:
+        args.append(list(filters.languages))
+        parts.append(f"language = ANY(${first + len(args) - 1}::text[])")
+    if filters.category_ids is not None:
+        args.append(list(filters.category_ids))
+        parts.append(f"category_id = ANY(${first + len(args) - 1}::text[])")
+    return " AND ".join(parts), args
+
+
+async def count_qualifying(conn: asyncpg.Connection, filters: Filters, at_most: int) -> int:
+    """How many live streams pass the filters, counting no further than `at_most`."""
+    condition, args = _qualifying(filters, 1)
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM streams WHERE {condition} LIMIT ${len(args) + 1}) q"
+    return int(await conn.fetchval(sql, *args, at_most))
+
+
+async def fetch_qualifying(
+    conn: asyncpg.Connection, *, longitude: float, latitude: float, filters: Filters
+) -> list[asyncpg.Record]:
+    """Every live stream that passes the filters, with its distance (for small sets)."""
+    condition, args = _qualifying(filters, 3)
+    sql = f"SELECT {_COLUMNS} FROM streams WHERE {condition}"
+    return list(await conn.fetch(sql, longitude, latitude, *args))
+
+
 USER_SQL = """
 SELECT user_id, latitude, longitude, language, preferred_categories, local_preference_strength
 FROM users WHERE user_id = $1

@@ -176,3 +176,28 @@ async def top_in_ring(
     scores = evaluate(rows)
     order = top_k(scores.score, rows.candidates.stream_id, k)
     return RingTop(rows, scores, order, read=len(reader.records), queries=queries)
+
+
+def top_in_rows(
+    viewer: Viewer,
+    records: list[asyncpg.Record],
+    ring: Ring,
+    weights: Weights,
+    k: int,
+    probability: Probability | None = None,
+) -> RingTop:
+    """The exact top `k` of `ring` among rows already in hand (the small-set path).
+
+    Ring membership is the same test the search applies to rows it reads:
+    beyond the inner edge, within the outer one, by the reported distance.
+    """
+    inside = (
+        [r for r in records if ring.inner_m < r["distance_m"] <= ring.outer_m]
+        if ring.inner_m >= 0
+        else [r for r in records if r["distance_m"] <= ring.outer_m]
+    )
+    rows = to_rows(inside)
+    ml = probability(viewer, rows) if probability else None
+    scores = score(viewer, rows.candidates, weights, ml)
+    order = top_k(scores.score, rows.candidates.stream_id, k)
+    return RingTop(rows, scores, order, read=len(inside), queries=0)

@@ -26,12 +26,16 @@ from app.recommend.candidates import (
     USER_SQL,
     Filters,
     Ring,
+    count_qualifying,
+    fetch_qualifying,
 )
 from app.recommend.scoring import Viewer
-from app.recommend.search import Probability, RingTop, top_in_ring
+from app.recommend.search import Probability, RingTop, top_in_ring, top_in_rows
 from app.recommend.weights import Weights
 
 WIDENING_FACTOR = 4.0
+#: At most this many qualifying live streams are ranked by reading them all.
+SMALL_SET = 5_000
 #: The last ring reaches past the antipode by this much, so float rounding of a
 #: distance near half the circumference never leaves a stream outside every ring.
 GLOBE_SLACK_M = 1000.0
@@ -86,11 +90,22 @@ async def recommend(
     """Rank live streams for the request: exact top `max_results`, widening if needed."""
     viewer = await resolve_viewer(conn, request, default_local_preference)
     filters = Filters(request.languages, request.category_ids, request.include_mature)
+    # A filter few live streams pass would make nearest-first step over most of the
+    # world to find them; when they are few, read them all once and rank in numpy.
+    few = None
+    filtered = filters.languages is not None or filters.category_ids is not None
+    if filtered and await count_qualifying(conn, filters, SMALL_SET + 1) <= SMALL_SET:
+        few = await fetch_qualifying(
+            conn, longitude=viewer.longitude, latitude=viewer.latitude, filters=filters
+        )
     streams: list[RecommendedStream] = []
     searched: list[RingReport] = []
     for index, ring in enumerate(rings(request.radius_km)):
         wanted = request.max_results - len(streams)
-        top = await top_in_ring(conn, viewer, ring, filters, weights, wanted, probability)
+        if few is not None:
+            top = top_in_rows(viewer, few, ring, weights, wanted, probability)
+        else:
+            top = await top_in_ring(conn, viewer, ring, filters, weights, wanted, probability)
         found = _streams(top, index, explain=request.explain)
         streams.extend(found)
         searched.append(

@@ -46,6 +46,8 @@ def test_load_writes_every_row_and_keeps_the_schema(db_url: str) -> None:
         ("interactions", "ix_interactions_stream_id"),
         ("interactions", "ix_interactions_user_id_impression_at"),
         ("interactions", "pk_interactions"),
+        ("streams", "ix_streams_live_category_id"),
+        ("streams", "ix_streams_live_language"),
         ("streams", "ix_streams_live_location"),
         *sorted(("streams", f"ix_streams_live_tier_{n}") for n in range(1, 12)),
         ("streams", "ix_streams_location"),

@@ -59,6 +59,8 @@ def test_migrations_run_down_and_up_again(migrated_url: str) -> None:
         migrated_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'streams' ORDER BY 1"
     )
     assert [row["indexname"] for row in indexes] == [
+        "ix_streams_live_category_id",
+        "ix_streams_live_language",
         "ix_streams_live_location",
         *sorted(f"ix_streams_live_tier_{n}" for n in range(1, 12)),
         "ix_streams_location",

@@ -1,0 +1,54 @@
+"""Strict JSON bodies: the type a field declares is the type it must have.
+
+Litestar converts request bodies leniently (`"48.8"` passes as a float, `1` as
+a bool) and lets a few malformed bodies through to a 500 (invalid UTF-8, nesting
+deep enough to exhaust the decoder's recursion). A `before_request` hook decodes
+the raw body strictly first and turns every failure into a 400 that names the
+field, or a 415 for a body that does not say it is JSON. A body that passes is
+one Litestar's own conversion reads the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.exceptions import ClientException, ValidationException
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def strict_json(model: type[Any]) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """A `before_request` hook that refuses any body `model` would not decode strictly."""
+    decoder = msgspec.json.Decoder(model, strict=True)
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        if not _is_json(request.headers.get("content-type", "")):
+            raise ClientException(
+                "send the body as JSON with `Content-Type: application/json`",
+                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
+        body = await request.body()
+        try:
+            decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise ValidationException(
+                f"Validation failed for {request.method} {request.url.path}",
+                extra=[{"message": str(exc), "key": "data", "source": "body"}],
+            ) from exc
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ValidationException(
+                f"the request body is not valid JSON: {reason}",
+                extra=[{"message": reason, "key": "data", "source": "body"}],
+            ) from exc
+
+    return check
