@@ -51,18 +51,32 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _backend_pid(url: str) -> int:
+async def _postmaster_pid(url: str) -> int | None:
     conn = await asyncpg.connect(url)
     try:
-        return int(await conn.fetchval("SELECT pg_backend_pid()"))
+        # Read the backend's parent while it is connected: it exits right after.
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        fields = _stat(backend) if _is_postgres(backend) else None
     finally:
         await conn.close()
+    return int(fields[1]) if fields and _is_postgres(int(fields[1])) else None
+
+
+def _is_postgres(pid: int) -> bool:
+    """Whether `pid` is a PostgreSQL process on this machine.
+
+    A server in a container or on another host has pid numbers of its own, which
+    may name any process here.
+    """
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
+    except OSError:
+        return False
 
 
 def postmaster_pid(url: str) -> int | None:
     """The PostgreSQL server's main process, when it runs on this machine."""
-    fields = _stat(asyncio.run(_backend_pid(url)))
-    return int(fields[1]) if fields else None
+    return asyncio.run(_postmaster_pid(url))
 
 
 def cluster_cpu_s(postmaster: int) -> float:
@@ -85,9 +99,11 @@ class CpuSplit:
     generator_ms: float
 
     @property
-    def total_ms(self) -> float:
-        """What one request costs the box (without the database when unknown)."""
-        return self.server_ms + (self.database_ms or 0.0) + self.generator_ms
+    def total_ms(self) -> float | None:
+        """What one request costs the box; unknown when the database's share is."""
+        if self.database_ms is None:
+            return None
+        return self.server_ms + self.database_ms + self.generator_ms
 
 
 @dataclass

@@ -80,6 +80,11 @@ def code_version() -> str:
     return f"{head} with uncommitted changes" if dirty else head
 
 
+def _ceiling(cores: int, total_ms: float | None) -> str:
+    """Requests per second the cores allow when each costs `total_ms` of CPU."""
+    return "-" if not total_ms else f"{cores * 1000 / total_ms:,.0f}"
+
+
 @dataclass(frozen=True)
 class Report:
     """Everything one run measured."""
@@ -146,17 +151,13 @@ class Report:
         ]
         for h in self.http:
             c, s = self.http_cpu.get(h.concurrency), self.sql_cpu.get(h.concurrency)
-            http_cells = (
-                f"{ms(c.server_ms)} | {ms(c.database_ms)} | {ms(c.generator_ms)} | "
-                f"{ms(c.total_ms)} | {cores * 1000 / c.total_ms:,.0f}"
-                if c and c.total_ms > 0
-                else "- | - | - | - | -"
-            )
-            sql_cells = (
-                f"{ms(s.database_ms)} | {ms(s.generator_ms)} | {ms(s.total_ms)} | "
-                f"{cores * 1000 / s.total_ms:,.0f}"
-                if s and s.total_ms > 0
-                else "- | - | - | -"
-            )
-            lines.append(f"| {h.concurrency} | {http_cells} | {sql_cells} |")
+            http_cells = ["-"] * 5
+            if c:
+                http_cells = [ms(c.server_ms), ms(c.database_ms), ms(c.generator_ms)]
+                http_cells += [ms(c.total_ms), _ceiling(cores, c.total_ms)]
+            sql_cells = ["-"] * 4
+            if s:
+                sql_cells = [ms(s.database_ms), ms(s.generator_ms), ms(s.total_ms)]
+                sql_cells += [_ceiling(cores, s.total_ms)]
+            lines.append(f"| {h.concurrency} | {' | '.join(http_cells + sql_cells)} |")
         return lines
