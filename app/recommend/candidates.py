@@ -32,7 +32,7 @@ _COLUMNS = f"""
 """
 # $3 outer radius, $4 inner radius (< 0: none), $5 languages, $6 categories, $7 mature ok.
 _FILTERS = f"""
-    AND ($4 < 0 OR NOT ST_DWithin(location, {_POINT}, $4, false))
+    AND ($4::float8 < 0 OR NOT ST_DWithin(location, {_POINT}, $4::float8, false))
     AND ($5::text[] IS NULL OR language = ANY($5::text[]))
     AND ($6::text[] IS NULL OR category_id = ANY($6::text[]))
     AND ($7 OR NOT mature_content)
@@ -76,6 +76,11 @@ def tier_sql(tier: Tier) -> str:
 
 
 TIER_SQL = {tier: tier_sql(tier) for tier in TIERS}
+
+
+def tiers_sql(tiers: Sequence[Tier]) -> str:
+    """Several tiers in one round trip: each part still uses its own partial index."""
+    return "\nUNION ALL\n".join(TIER_SQL[tier] for tier in tiers)
 
 
 def _qualifying(filters: Filters, first: int) -> tuple[str, list[object]]:
@@ -203,15 +208,15 @@ async def fetch_nearest(
     return list(await conn.fetch(NEAREST_FALLBACK_SQL, *args, limit))
 
 
-async def fetch_tier(
+async def fetch_tiers(
     conn: asyncpg.Connection,
     *,
     longitude: float,
     latitude: float,
     ring: Ring,
     filters: Filters,
-    tier: Tier,
+    tiers: Sequence[Tier],
 ) -> list[asyncpg.Record]:
-    """Every qualifying live stream of `ring` whose static score lies in `tier`."""
+    """Every qualifying live stream of `ring` whose static score lies in one of `tiers`."""
     args = _arguments(longitude, latitude, ring, filters)
-    return list(await conn.fetch(TIER_SQL[tier], *args))
+    return list(await conn.fetch(tiers_sql(tiers), *args))

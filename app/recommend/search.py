@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from app.recommend.candidates import Filters, Ring, Rows, fetch_nearest, fetch_tier, to_rows
+from app.recommend.candidates import Filters, Ring, Rows, fetch_nearest, fetch_tiers, to_rows
 from app.recommend.scoring import FloatArray, Scores, Viewer, score, score_bound, top_k
 from app.recommend.tiers import STATIC_MAX, TIERS
 from app.recommend.weights import Weights
@@ -131,15 +131,22 @@ async def top_in_ring(
         kth = reader.kth_best(k)
         return kth is not None and kth > bound(static_below) + BOUND_SLACK
 
-    def tier_would_prove() -> bool:
-        """Whether some remaining tier's floor would beat the bound at this distance.
+    def tiers_to_proof() -> int | None:
+        """How many remaining tiers must be read before their floor beats the bound.
 
-        Reading tiers never lowers the k-th best, so this stays true as they come in.
+        None if no floor in reach would, at the current nearest-first distance.
+        Reading tiers never lowers the k-th best, so the count only shrinks.
         """
         kth = reader.kth_best(k)
-        return kth is not None and any(kth > bound(t.low) + BOUND_SLACK for t in tiers)
+        if kth is None:
+            return None
+        for count, tier in enumerate(tiers, 1):
+            if kth > bound(tier.low) + BOUND_SLACK:
+                return count
+        return None
 
     nearest_rows = tier_rows = 0
+    batch = 1
     while True:
         nearest = await fetch_nearest(conn, **point, ring=ring, filters=filters, limit=limit)
         queries += 1
@@ -150,24 +157,30 @@ async def top_in_ring(
         nearest_m = float(nearest[-1]["distance_m"])
         if proven():
             break
-        # Then tiers, best first. Read on while a floor within reach would prove the
-        # answer at this distance and the tiers cost no more than TIER_BUDGET times
-        # the nearest-first rows; or, with no such floor in sight, while they cost
-        # less than those rows (each tier can raise the k-th best). In a dense city
-        # two or three tiers settle it; in a sparse ring many tiny ones do.
+        # Then tiers, best first, in batches of 1, 2, 4... per round trip. While a
+        # floor within reach would prove the answer at this distance, read towards it
+        # as long as tiers cost no more than TIER_BUDGET times the nearest-first
+        # rows; otherwise only while they cost less than those rows (each tier can
+        # raise the k-th best). In a dense city a tier or two settle it; in a sparse
+        # ring a few batches of tiny tiers do, long before nearest-first would.
         done = False
         while tiers and not done:
-            worth = tier_would_prove() and tier_rows <= TIER_BUDGET * nearest_rows
-            if not worth and tier_rows >= nearest_rows:
+            needed = tiers_to_proof()
+            if needed is not None and tier_rows <= TIER_BUDGET * nearest_rows:
+                take = min(needed, batch)
+            elif tier_rows < nearest_rows:
+                take = batch
+            else:
                 break
-            tier = tiers.pop(0)
-            tiered = await fetch_tier(conn, **point, ring=ring, filters=filters, tier=tier)
+            batch *= 2
+            chosen, tiers = tiers[:take], tiers[take:]
+            tiered = await fetch_tiers(conn, **point, ring=ring, filters=filters, tiers=chosen)
             queries += 1
             tier_rows += len(tiered)
             reader.add(tiered, ring.outer_m)
-            static_below = tier.low
+            static_below = chosen[-1].low
             # The bottom tier completes the ring; otherwise stop once the bound is beaten.
-            done = tier.index is None or proven()
+            done = chosen[-1].index is None or proven()
         if done:
             break
         limit *= 4

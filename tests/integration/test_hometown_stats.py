@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from litestar.testing import TestClient
 
 from app.main import create_app
@@ -44,3 +45,24 @@ def test_rings_widen_by_four_up_to_the_antipode() -> None:
     assert [r.inner_m for r in found[1:]] == [r.outer_m for r in found[:-1]]
     assert found[-1].outer_m > 20_015_086  # past half the circumference: the whole globe
     assert len(rings(20000)) == 2
+
+
+def test_a_fractional_ring_edge_is_not_truncated(db_url: str) -> None:
+    """Ring edges travel as float8: a stream 1234.3 m away with radius 1.2345 km sits
+    in ring 0 only (an int4 edge of 1234 m once put it in rings 0 and 1)."""
+    streams = frames.streams(3)
+    metres_per_degree = 6_371_008.771415 * 3.141592653589793 / 180
+    streams.loc[:, "longitude"] = 0.0
+    streams.loc[:, "latitude"] = [1234.3 / metres_per_degree, 0.2, 0.3]
+    load(db_url, Dataset(frames.users(1), streams))
+    with TestClient(create_app(Settings(DATABASE_URL=db_url))) as client:
+        body = client.post(
+            "/v1/scenarios/hometown",
+            json={"latitude": 0.0, "longitude": 0.0, "radius_km": 1.2345, "max_results": 3},
+        ).json()
+    ids = [s["stream_id"] for s in body["streams"]]
+    assert ids.count("stream_000000") == 1
+    assert body["streams"][0]["stream_id"] == "stream_000000"
+    assert body["streams"][0]["ring"] == 0
+    assert body["streams"][0]["distance_km"] == pytest.approx(1.2343, abs=1e-6)
+    assert len(ids) == 3 == len(set(ids))
