@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m app.db.cluster
 
-.PHONY: help install db db-stop migrate seed run serve test lint bench-load
+.PHONY: help install db db-stop migrate seed run serve test lint bench-load bench-api
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,9 +35,12 @@ test: install ## README command 2: the whole suite against a real PostGIS
 	$(UV) run pytest
 
 lint: install ## ruff and mypy
-	$(UV) run ruff check app seed ml tests migrations
-	$(UV) run ruff format --check app seed ml tests migrations
+	$(UV) run ruff check app seed ml tests migrations bench
+	$(UV) run ruff format --check app seed ml tests migrations bench
 	$(UV) run mypy
 
 bench-load: db ## load benchmark: 1M users + 1M streams + 10M impressions vs bare COPY (scratch db)
 	$(UV) run python -m seed.bench --users 1000000 --streams 1000000 --impressions 10000000
+
+bench-api: db ## HTTP benchmark: POST /v1/scenarios/hometown (wrk) vs pgbench, 1M users + 1M live streams (scratch db)
+	$(UV) run python -m bench --users 1000000 --streams 1000000
