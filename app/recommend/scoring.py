@@ -80,7 +80,10 @@ def score(
     )
     language = weights.language_bonus * same_language.astype(np.float64)
     if viewer.preferred_categories:
-        liked = np.isin(candidates.category_id, list(viewer.preferred_categories))
+        # A set lookup per row: np.isin's sorting costs more than it saves at this size.
+        liked = np.fromiter(
+            (c in viewer.preferred_categories for c in candidates.category_id), bool, count=n
+        )
     else:
         liked = np.zeros(n, dtype=bool)
     category = weights.category_bonus * liked.astype(np.float64)

@@ -185,9 +185,13 @@ async def top_in_ring(
             break
         limit *= 4
 
-    rows = to_rows(reader.records)
+    # Rank on the running totals, then take apart (for the response) only the k kept.
+    totals = np.concatenate(reader.scores) if reader.scores else np.empty(0)
+    ids = np.array([record[0] for record in reader.records], dtype=object)
+    best = [reader.records[i] for i in top_k(totals, ids, k)]
+    rows = to_rows(best)
     scores = evaluate(rows)
-    order = top_k(scores.score, rows.candidates.stream_id, k)
+    order = np.arange(len(best))
     return RingTop(rows, scores, order, read=len(reader.records), queries=queries)
 
 
