@@ -26,10 +26,20 @@ EARTH_RADIUS_M = 6_371_008.771415
 HALF_CIRCUMFERENCE_M = np.pi * EARTH_RADIUS_M
 
 _POINT = "ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography"
-_COLUMNS = f"""
+
+
+def _columns(part: int) -> str:
+    """The candidate columns, and `part`: which access produced the row.
+
+    0 is nearest-first, 1 a tier; the first step sends both in one round trip.
+    """
+    return f"""
     stream_id, city, title, language, category_id, stream_quality_score,
-    avg_viewer_count, current_viewer_count, ST_Distance(location, {_POINT}, false) AS distance_m
+    avg_viewer_count, current_viewer_count, ST_Distance(location, {_POINT}, false) AS distance_m,
+    {part} AS part
 """
+
+
 # $3 outer radius, $4 inner radius (< 0: none), $5 languages, $6 categories, $7 mature ok.
 _FILTERS = f"""
     AND ($4::float8 < 0 OR NOT ST_DWithin(location, {_POINT}, $4::float8, false))
@@ -45,7 +55,7 @@ _FILTERS = f"""
 #: `$8` rows (under 1 ms). The caller drops rows beyond the outer edge; `$3` is
 #: unused here, so both queries take the same arguments.
 NEAREST_SQL = f"""
-SELECT {_COLUMNS}
+SELECT {_columns(0)}
 FROM streams
 WHERE is_live AND $3::float8 IS NOT NULL {_FILTERS}
 ORDER BY location <-> {_POINT}
@@ -55,7 +65,7 @@ LIMIT $8
 
 #: The same rows without the KNN index, for the rare point where it fails (see below).
 NEAREST_FALLBACK_SQL = f"""
-SELECT {_COLUMNS}
+SELECT {_columns(0)}
 FROM streams
 WHERE is_live AND ST_DWithin(location, {_POINT}, $3, false) {_FILTERS}
 ORDER BY ST_Distance(location, {_POINT}, false)
@@ -70,12 +80,49 @@ KNN_ROUNDING_ERROR = "index returned tuples in wrong order"
 def tier_sql(tier: Tier) -> str:
     """All live streams of a ring in one static-score tier (its partial index serves it)."""
     return (
-        f"SELECT {_COLUMNS} FROM streams WHERE {tier.predicate}"
+        f"SELECT {_columns(1)} FROM streams WHERE {tier.predicate}"
         f" AND ST_DWithin(location, {_POINT}, $3, false) {_FILTERS}"
     )
 
 
 TIER_SQL = {tier: tier_sql(tier) for tier in TIERS}
+
+
+#: The first step of a ring in one round trip: nearest-first rows (part 0), then
+#: the best tier (part 1), which a dense ring always needs and a sparse one keeps small.
+FIRST_STEP_SQL = f"({NEAREST_SQL})\nUNION ALL\n({TIER_SQL[TIERS[0]]})"
+
+
+async def fetch_first_step(
+    conn: asyncpg.Connection,
+    *,
+    longitude: float,
+    latitude: float,
+    ring: Ring,
+    filters: Filters,
+    limit: int,
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """Nearest-first rows and the best tier's rows of `ring`, in one round trip."""
+    args = _arguments(longitude, latitude, ring, filters)
+    try:
+        records = await conn.fetch(FIRST_STEP_SQL, *args, limit)
+    except asyncpg.InternalServerError as exc:
+        if KNN_ROUNDING_ERROR not in str(exc):
+            raise
+        nearest = await fetch_nearest(
+            conn, longitude=longitude, latitude=latitude, ring=ring, filters=filters, limit=limit
+        )
+        best = await fetch_tiers(
+            conn,
+            longitude=longitude,
+            latitude=latitude,
+            ring=ring,
+            filters=filters,
+            tiers=TIERS[:1],
+        )
+        return nearest, best
+    # `part` comes last, so every other column keeps its place and name.
+    return [r for r in records if r["part"] == 0], [r for r in records if r["part"] == 1]
 
 
 def tiers_sql(tiers: Sequence[Tier]) -> str:
@@ -113,7 +160,7 @@ async def fetch_qualifying(
 ) -> list[asyncpg.Record]:
     """Every live stream that passes the filters, with its distance (for small sets)."""
     condition, args = _qualifying(filters, 3)
-    sql = f"SELECT {_COLUMNS} FROM streams WHERE {condition}"
+    sql = f"SELECT {_columns(1)} FROM streams WHERE {condition}"
     return list(await conn.fetch(sql, longitude, latitude, *args))
 
 
@@ -152,7 +199,8 @@ class Rows:
 
 def to_rows(records: Sequence[asyncpg.Record]) -> Rows:
     """Turn fetched records into parallel arrays (one pass, then numpy from there on)."""
-    columns = list(zip(*records, strict=True)) if records else [()] * 9
+    # The first nine columns (the tenth, `part`, only routes rows).
+    columns = list(zip(*records, strict=True))[:9] if records else [()] * 9
     (ids, city, title, language, category, quality, viewers, current, distance) = columns
     return Rows(
         candidates=Candidates(

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from app.recommend.candidates import Filters, Ring, Rows, fetch_nearest, fetch_tiers, to_rows
+from app.recommend.candidates import (
+    Filters,
+    Ring,
+    Rows,
+    fetch_first_step,
+    fetch_nearest,
+    fetch_tiers,
+    to_rows,
+)
 from app.recommend.scoring import FloatArray, Scores, Viewer, score, score_bound, top_k
 from app.recommend.tiers import STATIC_MAX, TIERS
 from app.recommend.weights import Weights
@@ -148,7 +156,15 @@ async def top_in_ring(
     nearest_rows = tier_rows = 0
     batch = 1
     while True:
-        nearest = await fetch_nearest(conn, **point, ring=ring, filters=filters, limit=limit)
+        if queries == 0:
+            nearest, first_tier = await fetch_first_step(
+                conn, **point, ring=ring, filters=filters, limit=limit
+            )
+            tiers, static_below = tiers[1:], tiers[0].low
+            reader.add(first_tier, ring.outer_m)
+            tier_rows = len(first_tier)
+        else:
+            nearest = await fetch_nearest(conn, **point, ring=ring, filters=filters, limit=limit)
         queries += 1
         nearest_rows = len(nearest)
         reader.add(nearest, ring.outer_m)
