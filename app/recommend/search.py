@@ -173,22 +173,23 @@ async def top_in_ring(
         nearest_m = float(nearest[-1]["distance_m"])
         if proven():
             break
-        # Then tiers, best first, in batches of 1, 2, 4... per round trip. While a
-        # floor within reach would prove the answer at this distance, read towards it
-        # as long as tiers cost no more than TIER_BUDGET times the nearest-first
-        # rows; otherwise only while they cost less than those rows (each tier can
-        # raise the k-th best). In a dense city a tier or two settle it; in a sparse
-        # ring a few batches of tiny tiers do, long before nearest-first would.
+        # Then tiers, best first. While a floor within reach would prove the answer
+        # at this distance, read every tier down to it in one round trip, as long as
+        # tiers cost no more than TIER_BUDGET times the nearest-first rows (at 1M
+        # streams nearly every request then ends after one such read). Otherwise read
+        # batches of 1, 2, 4... tiers only while they cost less than those rows
+        # (each can raise the k-th best). In a sparse ring a few batches of tiny
+        # tiers settle it long before nearest-first would.
         done = False
         while tiers and not done:
             needed = tiers_to_proof()
             if needed is not None and tier_rows <= TIER_BUDGET * nearest_rows:
-                take = min(needed, batch)
+                take = needed
             elif tier_rows < nearest_rows:
                 take = batch
+                batch *= 2
             else:
                 break
-            batch *= 2
             chosen, tiers = tiers[:take], tiers[take:]
             tiered = await fetch_tiers(conn, **point, ring=ring, filters=filters, tiers=chosen)
             queries += 1
