@@ -44,6 +44,8 @@ from app.recommend.weights import Weights
 FIRST_STEP = 64
 #: Tier rows worth reading per nearest-first row while a tier floor can prove the answer.
 TIER_BUDGET = 8
+#: Tiers in the first tier read after the first step (then ×2 per read).
+FIRST_TIER_BATCH = 2
 #: Slack on the bound, far above float rounding, far below any real score gap.
 BOUND_SLACK = 1e-9
 
@@ -154,7 +156,7 @@ async def top_in_ring(
         return None
 
     nearest_rows = tier_rows = 0
-    batch = 1
+    batch = FIRST_TIER_BATCH
     while True:
         if queries == 0:
             nearest, first_tier = await fetch_first_step(
@@ -173,23 +175,24 @@ async def top_in_ring(
         nearest_m = float(nearest[-1]["distance_m"])
         if proven():
             break
-        # Then tiers, best first. While a floor within reach would prove the answer
-        # at this distance, read every tier down to it in one round trip, as long as
-        # tiers cost no more than TIER_BUDGET times the nearest-first rows (at 1M
-        # streams nearly every request then ends after one such read). Otherwise read
-        # batches of 1, 2, 4... tiers only while they cost less than those rows
-        # (each can raise the k-th best). In a sparse ring a few batches of tiny
-        # tiers settle it long before nearest-first would.
+        # Then tiers, best first, in batches of 2, 4, 8... per round trip. While a
+        # floor within reach would prove the answer at this distance, read towards it
+        # as long as tiers cost no more than TIER_BUDGET times the nearest-first
+        # rows; otherwise only while they cost less than those rows (each tier can
+        # raise the k-th best). In a dense city one batch of two settles nearly every
+        # request at 1M streams; in a sparse ring a few batches of tiny tiers do,
+        # long before nearest-first would. (Reading all tiers down to the proving
+        # floor at once instead read up to 10,000 rows where one batch would do.)
         done = False
         while tiers and not done:
             needed = tiers_to_proof()
             if needed is not None and tier_rows <= TIER_BUDGET * nearest_rows:
-                take = needed
+                take = min(needed, batch)
             elif tier_rows < nearest_rows:
                 take = batch
-                batch *= 2
             else:
                 break
+            batch *= 2
             chosen, tiers = tiers[:take], tiers[take:]
             tiered = await fetch_tiers(conn, **point, ring=ring, filters=filters, tiers=chosen)
             queries += 1
