@@ -28,7 +28,7 @@ from app.recommend.search import FIRST_STEP
 
 #: The request the load sends: a known user and every default (radius, k, filters).
 DEFAULT_REQUEST = HometownRequest(user_id="user_000000")
-#: The first nearest-first step's LIMIT, as app.recommend.search.top_in_ring sets it.
+#: The first nearest-first step's LIMIT, as app.recommend.search.candidates_in_ring sets it.
 FIRST_LIMIT = max(FIRST_STEP, 4 * DEFAULT_REQUEST.max_results)
 
 #: `user_` + the index, zero-padded to six digits and wider past that (lpad alone

@@ -196,6 +196,23 @@ class Rows:
     title: np.ndarray
     current_viewers: np.ndarray
 
+    def part(self, start: int, stop: int) -> Rows:
+        """Rows `start` to `stop` (views, not copies): one ring's share of a request's rows."""
+        c = self.candidates
+        return Rows(
+            candidates=Candidates(
+                stream_id=c.stream_id[start:stop],
+                distance_m=c.distance_m[start:stop],
+                quality=c.quality[start:stop],
+                avg_viewers=c.avg_viewers[start:stop],
+                language=c.language[start:stop],
+                category_id=c.category_id[start:stop],
+            ),
+            city=self.city[start:stop],
+            title=self.title[start:stop],
+            current_viewers=self.current_viewers[start:stop],
+        )
+
 
 def to_rows(records: Sequence[asyncpg.Record]) -> Rows:
     """Turn fetched records into parallel arrays (one pass, then numpy from there on)."""

@@ -49,8 +49,24 @@ FIRST_TIER_BATCH = 2
 #: Slack on the bound, far above float rounding, far below any real score gap.
 BOUND_SLACK = 1e-9
 
-#: Optional ML term: probabilities for the rows read (the ML issue plugs in here).
+#: The ML term: P(click) for each row, called once per request with every candidate
+#: that could still make the list (see `could_make_it`).
 Probability = Callable[[Viewer, Rows], FloatArray]
+
+
+@dataclass
+class RingCandidates:
+    """The rows of one ring that could still make its top k, and what it took to find them.
+
+    `lower` is each row's score without the ML term: a lower bound on its score
+    when the term is on (probabilities are never negative), the score itself when
+    it is off.
+    """
+
+    records: list[asyncpg.Record]
+    lower: FloatArray
+    read: int
+    queries: int
 
 
 @dataclass
@@ -96,23 +112,27 @@ class _Reader:
         return float(np.partition(every, total - k)[total - k])
 
 
-async def top_in_ring(
+async def candidates_in_ring(
     conn: asyncpg.Connection,
     viewer: Viewer,
     ring: Ring,
     filters: Filters,
     weights: Weights,
     k: int,
-    probability: Probability | None = None,
-) -> RingTop:
-    """The exact top `k` live streams of `ring` by score, ties by `stream_id`."""
+    *,
+    ml_max: float = 0.0,
+) -> RingCandidates:
+    """Every live stream of `ring` that could be in its exact top `k`, ties by `stream_id`.
+
+    The search runs on scores without the ML term. With `ml_max` > 0 (the largest
+    probability the model can give), unseen streams are bounded with the term at
+    that maximum while read ones count without it, so when the search stops no
+    unseen stream can beat the k-th best read, whatever the model says; and a read
+    row is kept only if its score with the term at its maximum still reaches that
+    k-th best. The caller then needs the model once, for the rows kept.
+    """
     point = {"longitude": viewer.longitude, "latitude": viewer.latitude}
-
-    def evaluate(rows: Rows) -> Scores:
-        ml = probability(viewer, rows) if probability else None
-        return score(viewer, rows.candidates, weights, ml)
-
-    reader = _Reader(lambda rows: evaluate(rows).score)
+    reader = _Reader(lambda rows: score(viewer, rows.candidates, weights).score)
     tiers = list(TIERS)
     static_below = STATIC_MAX + 1.0  # every stream is below this until a tier is read
     nearest_m = max(ring.inner_m, 0.0)
@@ -134,7 +154,7 @@ async def top_in_ring(
             static_below=static_ceiling,
             bonus_language=bonus_language,
             bonus_category=bonus_category,
-            ml_max=1.0 if probability else 0.0,
+            ml_max=ml_max,
         )
 
     def proven() -> bool:
@@ -205,25 +225,20 @@ async def top_in_ring(
             break
         limit *= 4
 
-    # Rank on the running totals, then take apart (for the response) only the k kept.
-    totals = np.concatenate(reader.scores) if reader.scores else np.empty(0)
-    ids = np.array([record[0] for record in reader.records], dtype=object)
-    best = [reader.records[i] for i in top_k(totals, ids, k)]
-    rows = to_rows(best)
-    scores = evaluate(rows)
-    order = np.arange(len(best))
-    return RingTop(rows, scores, order, read=len(reader.records), queries=queries)
+    lower = np.concatenate(reader.scores) if reader.scores else np.empty(0)
+    return could_make_it(reader.records, lower, k, weights.ml_weight * ml_max, queries=queries)
 
 
-def top_in_rows(
+def candidates_in_rows(
     viewer: Viewer,
     records: list[asyncpg.Record],
     ring: Ring,
     weights: Weights,
     k: int,
-    probability: Probability | None = None,
-) -> RingTop:
-    """The exact top `k` of `ring` among rows already in hand (the small-set path).
+    *,
+    ml_max: float = 0.0,
+) -> RingCandidates:
+    """`candidates_in_ring` among rows already in hand (the small-set path).
 
     Ring membership is the same test the search applies to rows it reads:
     beyond the inner edge, within the outer one, by the reported distance.
@@ -233,8 +248,37 @@ def top_in_rows(
         if ring.inner_m >= 0
         else [r for r in records if r["distance_m"] <= ring.outer_m]
     )
-    rows = to_rows(inside)
-    ml = probability(viewer, rows) if probability else None
-    scores = score(viewer, rows.candidates, weights, ml)
+    lower = score(viewer, to_rows(inside).candidates, weights).score
+    return could_make_it(inside, lower, k, weights.ml_weight * ml_max, queries=0)
+
+
+def could_make_it(
+    records: list[asyncpg.Record], lower: FloatArray, k: int, ml_room: float, *, queries: int
+) -> RingCandidates:
+    """The rows whose score could still reach the k-th best lower bound.
+
+    A row's final score lies between `lower` and `lower + ml_room`, so one whose
+    upper end stays below the k-th best `lower` can never make the top k. Ties
+    with that k-th best are kept: the id may break them in the row's favour.
+    """
+    read = len(records)
+    if read > k:
+        kth = float(np.partition(lower, read - k)[read - k])
+        keep = np.flatnonzero(lower + ml_room >= kth - BOUND_SLACK)
+        records = [records[i] for i in keep]
+        lower = lower[keep]
+    return RingCandidates(records, lower, read=read, queries=queries)
+
+
+def rank(
+    viewer: Viewer,
+    found: RingCandidates,
+    rows: Rows,
+    weights: Weights,
+    k: int,
+    ml_probability: FloatArray | None = None,
+) -> RingTop:
+    """The exact top `k` of a ring's candidates (`rows` are `found.records` as arrays)."""
+    scores = score(viewer, rows.candidates, weights, ml_probability)
     order = top_k(scores.score, rows.candidates.stream_id, k)
-    return RingTop(rows, scores, order, read=len(inside), queries=0)
+    return RingTop(rows, scores, order, read=found.read, queries=found.queries)

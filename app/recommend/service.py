@@ -28,9 +28,17 @@ from app.recommend.candidates import (
     Ring,
     count_qualifying,
     fetch_qualifying,
+    to_rows,
 )
 from app.recommend.scoring import Viewer
-from app.recommend.search import Probability, RingTop, top_in_ring, top_in_rows
+from app.recommend.search import (
+    Probability,
+    RingCandidates,
+    RingTop,
+    candidates_in_ring,
+    candidates_in_rows,
+    rank,
+)
 from app.recommend.weights import Weights
 
 WIDENING_FACTOR = 4.0
@@ -98,26 +106,46 @@ async def recommend(
         few = await fetch_qualifying(
             conn, longitude=viewer.longitude, latitude=viewer.latitude, filters=filters
         )
+    # First decide, ring by ring, which streams could make the list (scores without
+    # the ML term; its maximum bounds what is unseen), then ask the model once for
+    # all of them, then rank each ring exactly. How many a ring contributes never
+    # depends on the model: a ring that cannot fill the list was read to the end.
+    ml_max = 1.0 if probability else 0.0
+    plan: list[tuple[Ring, RingCandidates, int]] = []
+    taken = 0
+    for ring in rings(request.radius_km):
+        wanted = request.max_results - taken
+        if few is not None:
+            found = candidates_in_rows(viewer, few, ring, weights, wanted, ml_max=ml_max)
+        else:
+            found = await candidates_in_ring(
+                conn, viewer, ring, filters, weights, wanted, ml_max=ml_max
+            )
+        plan.append((ring, found, wanted))
+        taken += min(wanted, len(found.records))
+        if taken >= request.max_results:
+            break
+    rows = to_rows([record for _, found, _ in plan for record in found.records])
+    ml = probability(viewer, rows) if probability else None
+
     streams: list[RecommendedStream] = []
     searched: list[RingReport] = []
-    for index, ring in enumerate(rings(request.radius_km)):
-        wanted = request.max_results - len(streams)
-        if few is not None:
-            top = top_in_rows(viewer, few, ring, weights, wanted, probability)
-        else:
-            top = await top_in_ring(conn, viewer, ring, filters, weights, wanted, probability)
-        found = _streams(top, index, explain=request.explain)
-        streams.extend(found)
+    start = 0
+    for index, (ring, found, wanted) in enumerate(plan):
+        stop = start + len(found.records)
+        part = None if ml is None else ml[start:stop]
+        top = rank(viewer, found, rows.part(start, stop), weights, wanted, part)
+        start = stop
+        ranked = _streams(top, index, explain=request.explain)
+        streams.extend(ranked)
         searched.append(
             RingReport(
                 index=index,
                 min_km=max(ring.inner_m, 0.0) / 1000.0,
                 max_km=min(ring.outer_m, HALF_CIRCUMFERENCE_M) / 1000.0,
-                streams=len(found),
+                streams=len(ranked),
             )
         )
-        if len(streams) >= request.max_results:
-            break
     return HometownResponse(request_id=uuid.uuid4().hex, streams=streams, rings=searched)
 
 

@@ -12,18 +12,26 @@ The first tests check the oracle itself, by hand and against PostGIS's own spher
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
 from litestar.testing import TestClient
 
+from app.api.schemas import HometownRequest
 from app.main import create_app
+from app.recommend import service
+from app.recommend.candidates import Rows
+from app.recommend.scoring import Viewer
 from app.settings import Settings
 from seed.generate import generate
 from seed.loader import Dataset, load
@@ -826,3 +834,65 @@ def test_static_score_edges_are_found_from_afar(world: World) -> None:
     best = [f"edge_{k:02d}" for k, (q, v) in enumerate(TIER_EDGES) if q + min(v / 1000, 2) > 11]
     assert len(best) == 4 and set(best) <= set(expectation.ids)
     assert set(best) <= {s["stream_id"] for s in body["streams"]}
+
+
+# --- an ML term: the bound and the single model call ------------------------------------
+
+
+def _stand_in_probability(stream_ids: Sequence[str]) -> np.ndarray:
+    """A fixed P(click) per stream from its id, 0 and 1 included: reorders lists hard."""
+    return np.array([zlib.crc32(str(i).encode()) % 1001 / 1000.0 for i in stream_ids])
+
+
+def _recommend_with_ml(world: World, request: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """The service's answer with the stand-in model, and how often it asked the model."""
+    calls: list[int] = []
+
+    def probability(viewer: Viewer, rows: Rows) -> np.ndarray:
+        calls.append(len(rows.candidates))
+        return _stand_in_probability(rows.candidates.stream_id)
+
+    async def run() -> dict[str, Any]:
+        conn = await asyncpg.connect(world.url)
+        try:
+            response = await service.recommend(
+                conn,
+                msgspec.convert(dict(request), HometownRequest),
+                Settings(DATABASE_URL=world.url).weights,
+                default_local_preference=oracle.DEFAULT_LOCAL_PREFERENCE,
+                probability=probability,
+            )
+        finally:
+            await conn.close()
+        return msgspec.to_builtins(response)  # type: ignore[no-any-return]
+
+    return asyncio.run(run()), len(calls)
+
+
+def test_ml_term_keeps_the_answer_exact_with_one_model_call(world: World) -> None:
+    """Scores with `0.5 · p(click)` equal a brute force; the model is asked once per request."""
+
+    def oracle_ml(streams: pd.DataFrame, viewer: oracle.Viewer) -> np.ndarray:
+        return _stand_in_probability(streams["stream_id"].tolist())
+
+    requests: list[dict[str, Any]] = [{"user_id": u} for u in _sample_users(world, 60, salt=77)]
+    requests += [
+        {"user_id": u, "max_results": m, "radius_km": r}
+        for u in _sample_users(world, 4, salt=78) + EDGE_USERS[:3]
+        for m, r in ((1, 10), (20, 1500), (100, 250))
+    ]
+    requests += [{"user_id": u, **f} for u in _sample_users(world, 2, salt=79) for f in FILTERS]
+    requests += [
+        {"latitude": lat, "longitude": lon, "max_results": 30} for lat, lon in PLACES.values()
+    ]
+    problems = []
+    for request in requests:
+        expectation = oracle.expect(world.users, world.streams, request, ml_probability=oracle_ml)
+        if expectation.boundary_ids:
+            continue
+        body, calls = _recommend_with_ml(world, request)
+        assert calls == 1, f"{json.dumps(request)}: the model was asked {calls} times"
+        found = oracle.check(expectation, body, world.streams)
+        if found:
+            problems.append(f"{json.dumps(request)}:\n    " + "\n    ".join(found[:8]))
+    assert not problems, f"{len(problems)} of {len(requests)} disagree:\n" + "\n".join(problems[:5])

@@ -26,7 +26,7 @@ When no scores are near-equal the check is plain equality of the id lists.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,7 +210,16 @@ def resolve_viewer(
     )
 
 
-def score_streams(streams: pd.DataFrame, viewer: Viewer, weights: Weights) -> pd.DataFrame:
+#: An ML term for the oracle: P(click) for each row of a streams frame, for one viewer.
+MlProbability = Callable[[pd.DataFrame, Viewer], np.ndarray]
+
+
+def score_streams(
+    streams: pd.DataFrame,
+    viewer: Viewer,
+    weights: Weights,
+    ml_probability: MlProbability | None = None,
+) -> pd.DataFrame:
     """Every stream of `streams` with its distance, boost, score components and score."""
     w = weights
     distance = great_circle_km(
@@ -232,7 +241,11 @@ def score_streams(streams: pd.DataFrame, viewer: Viewer, weights: Weights) -> pd
     )
     base = quality + language + category + popularity
     proximity = w.proximity_weight * boost * (1.0 + viewer.local_preference_strength)
-    ml = np.zeros(len(streams))
+    ml = (
+        np.asarray(ml_probability(streams, viewer), dtype=np.float64)
+        if ml_probability is not None
+        else np.zeros(len(streams))
+    )
     return streams.assign(
         distance_km=distance,
         proximity_boost=boost,
@@ -242,7 +255,7 @@ def score_streams(streams: pd.DataFrame, viewer: Viewer, weights: Weights) -> pd
         c_category=category,
         c_popularity=popularity,
         c_base=base,
-        c_ml=ml,
+        c_ml=w.ml_weight * ml,
         score=proximity + w.base_weight * base + w.ml_weight * ml,
     )
 
@@ -265,6 +278,7 @@ def expect(
     request: Mapping[str, Any],
     weights: Weights | None = None,
     default_local_preference: float = DEFAULT_LOCAL_PREFERENCE,
+    ml_probability: MlProbability | None = None,
 ) -> Expectation:
     """The exact answer to a valid request, by brute force over all of `streams`.
 
@@ -274,6 +288,7 @@ def expect(
         request: the request body as JSON-ready data.
         weights: score weights (the contract's defaults when None).
         default_local_preference: a signed-out viewer's strength when unset.
+        ml_probability: the ML term's P(click) per stream (0 for all when None).
 
     Raises:
         UnknownUser: `user_id` is not in `users`.
@@ -283,7 +298,7 @@ def expect(
     max_results = int(request.get("max_results", DEFAULT_MAX_RESULTS))
     radius_km = float(request.get("radius_km", DEFAULT_RADIUS_KM))
 
-    scored = score_streams(candidates(streams, request), viewer, weights)
+    scored = score_streams(candidates(streams, request), viewer, weights, ml_probability)
     scored = scored.assign(ring=ring_of(scored["distance_km"].to_numpy(), radius_km))
     bounds = ring_bounds(radius_km)
     inner = np.array([hi for _, hi in bounds[:-1]])
