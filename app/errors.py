@@ -41,6 +41,12 @@ class DatabaseUnavailable(RecoError):
     status_code = 503
 
 
+class ModelUnavailable(RecoError):
+    """No usable click model is loaded; the message says why and how to train one."""
+
+    status_code = 503
+
+
 def reco_error_handler(request: Request[object, object, State], exc: RecoError) -> Response[object]:
     """Render a `RecoError` as `{"status_code", "detail"}` JSON, like Litestar's own errors."""
     if exc.status_code >= 500:

@@ -11,9 +11,10 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from app import __version__
 from app.api.health import health
-from app.api.hometown import HometownController
+from app.api.hometown import HometownController, HometownMlController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS
+from app.recommend.clicks import click_model
 from app.recommend.stats import StatsCache
 from app.settings import Settings, get_settings
 
@@ -26,8 +27,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return Litestar(
-        route_handlers=[health, HometownController],
-        lifespan=[database],
+        route_handlers=[health, HometownController, HometownMlController],
+        lifespan=[database, click_model],
         state=State({"settings": settings, "stats_cache": StatsCache(settings.stats_cache_s)}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

@@ -7,9 +7,10 @@ from litestar import Response, get
 from litestar.datastructures import State
 
 from app import __version__
-from app.api.schemas import DatabaseStatus, HealthResponse
+from app.api.schemas import DatabaseStatus, HealthResponse, ModelStatus
 from app.db.pool import CONNECTION_ERRORS
 from app.health import check_database
+from app.recommend.clicks import ModelSlot
 
 
 @get("/", summary="Health", tags=["health"])
@@ -27,6 +28,7 @@ async def health(state: State) -> Response[HealthResponse]:
             status="unavailable",
             version=__version__,
             database=DatabaseStatus(reachable=False, error=reason[:300]),
+            model=_model_status(state.model),
         )
         return Response(body, status_code=503, headers={"Retry-After": "5"})
     status = DatabaseStatus(
@@ -35,4 +37,25 @@ async def health(state: State) -> Response[HealthResponse]:
         rows=db.rows,
         rows_estimated=db.rows_estimated,
     )
-    return Response(HealthResponse(status="ok", version=__version__, database=status))
+    return Response(
+        HealthResponse(
+            status="ok", version=__version__, database=status, model=_model_status(state.model)
+        )
+    )
+
+
+def _model_status(slot: ModelSlot) -> ModelStatus:
+    if slot.model is None:
+        return ModelStatus(loaded=False, path=str(slot.path), error=slot.error)
+    meta = slot.model.metadata
+    rows = meta.get("training_rows")
+    return ModelStatus(
+        loaded=True,
+        path=str(slot.path),
+        kind=meta.get("model_kind"),
+        created_at=meta.get("created_at"),
+        training_rows=int(rows) if rows is not None else None,
+        sha256=meta.get("sha256"),
+        loaded_at=slot.loaded_at.isoformat() if slot.loaded_at else None,
+        error=slot.error,  # a failed reload while an older model serves
+    )

@@ -16,7 +16,9 @@ from app.api.schemas import (
     StatsResponse,
 )
 from app.db.pool import connection
+from app.errors import ModelUnavailable
 from app.recommend import service
+from app.recommend.clicks import ModelSlot, probability_of
 from app.recommend.weights import FORMULA
 
 ALGORITHM = "hometown-exact-threshold"
@@ -69,3 +71,36 @@ class HometownController(Controller):
                 weights=settings.weights.model_dump(),
             ),
         )
+
+
+class HometownMlController(Controller):
+    """`/v1/scenarios/hometown-ml`: the same list with the click model's term added."""
+
+    path = "/v1/scenarios/hometown-ml"
+    tags = ("hometown",)
+
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        summary="Recommend live streams near a viewer, with the click model",
+        before_request=strict_json(HometownRequest),
+    )
+    async def recommend(self, state: State, data: JSONBody[HometownRequest]) -> HometownResponse:
+        """Exact top `max_results` by the seed score plus `0.5 · P(click)`.
+
+        Same request, response and exactness as `/v1/scenarios/hometown`. Without a
+        usable click model: 503, saying why and how to train one.
+        """
+        slot: ModelSlot = state.model
+        model = slot.model
+        if model is None:
+            raise ModelUnavailable(slot.error or "no click model is loaded")
+        settings = state.settings
+        async with connection(state.pool, settings.db_connect_timeout_s) as conn:
+            return await service.recommend(
+                conn,
+                data,
+                settings.weights,
+                default_local_preference=settings.default_local_preference,
+                probability=probability_of(model),
+            )

@@ -21,12 +21,31 @@ class DatabaseStatus:
 
 
 @dataclass
+class ModelStatus:
+    """The click model behind `/v1/scenarios/hometown-ml`: loaded or why not."""
+
+    loaded: bool
+    path: str
+    kind: str | None = None
+    created_at: str | None = None
+    training_rows: int | None = None
+    sha256: str | None = None
+    loaded_at: str | None = None
+    error: str | None = None
+
+
+@dataclass
 class HealthResponse:
-    """`GET /`: overall status ("ok" or "unavailable"), app version, database status."""
+    """`GET /`: overall status ("ok" or "unavailable"), app version, database status.
+
+    The status follows the database only: without a click model `/hometown` still
+    works, so the service is up; `model` says whether `/hometown-ml` can answer.
+    """
 
     status: str
     version: str
     database: DatabaseStatus
+    model: ModelStatus | None = None
 
 
 # --- HOMETOWN -----------------------------------------------------------------------

@@ -165,7 +165,8 @@ async def fetch_qualifying(
 
 
 USER_SQL = """
-SELECT user_id, latitude, longitude, language, preferred_categories, local_preference_strength
+SELECT user_id, latitude, longitude, language, preferred_categories, local_preference_strength,
+       city, total_watch_hours
 FROM users WHERE user_id = $1
 """
 

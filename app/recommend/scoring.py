@@ -30,6 +30,9 @@ class Viewer:
     preferred_categories: frozenset[str]
     local_preference_strength: float
     user_id: str | None = None
+    #: Only the click model reads these; a signed-out viewer has no city and no history.
+    city: str | None = None
+    total_watch_hours: float = 0.0
 
 
 @dataclass(frozen=True)

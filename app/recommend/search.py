@@ -21,7 +21,7 @@ few streams; together they stop early in both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -50,8 +50,8 @@ FIRST_TIER_BATCH = 2
 BOUND_SLACK = 1e-9
 
 #: The ML term: P(click) for each row, called once per request with every candidate
-#: that could still make the list (see `could_make_it`).
-Probability = Callable[[Viewer, Rows], FloatArray]
+#: that could still make the list (see `could_make_it`). It may read the database.
+Probability = Callable[[asyncpg.Connection, Viewer, Rows], Awaitable[FloatArray]]
 
 
 @dataclass

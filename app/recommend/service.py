@@ -75,6 +75,8 @@ async def resolve_viewer(
             preferred_categories=frozenset(row["preferred_categories"] or ()),
             local_preference_strength=row["local_preference_strength"],
             user_id=row["user_id"],
+            city=row["city"],
+            total_watch_hours=row["total_watch_hours"],
         )
     assert request.latitude is not None and request.longitude is not None  # schema rule
     strength = request.local_preference_strength
@@ -126,7 +128,7 @@ async def recommend(
         if taken >= request.max_results:
             break
     rows = to_rows([record for _, found, _ in plan for record in found.records])
-    ml = probability(viewer, rows) if probability else None
+    ml = await probability(conn, viewer, rows) if probability else None
 
     streams: list[RecommendedStream] = []
     searched: list[RingReport] = []

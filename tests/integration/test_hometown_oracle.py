@@ -848,7 +848,7 @@ def _recommend_with_ml(world: World, request: Mapping[str, Any]) -> tuple[dict[s
     """The service's answer with the stand-in model, and how often it asked the model."""
     calls: list[int] = []
 
-    def probability(viewer: Viewer, rows: Rows) -> np.ndarray:
+    async def probability(conn: asyncpg.Connection, viewer: Viewer, rows: Rows) -> np.ndarray:
         calls.append(len(rows.candidates))
         return _stand_in_probability(rows.candidates.stream_id)
 
