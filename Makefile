@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m app.db.cluster
 
-.PHONY: help install db db-stop migrate seed run serve test lint bench-load bench-api
+.PHONY: help install db db-stop migrate seed model run serve test lint bench-load bench-api
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,14 @@ migrate: db ## alembic upgrade head
 seed: migrate ## load the default synthetic dataset if the database is empty
 	$(UV) run python -m seed generate --if-empty
 
-run: seed ## README command 1: install, database, migrate, seed, serve on :8000
+# MODEL_PATH's default lives in app/settings.py; ask it rather than repeat it here.
+HAS_MODEL := $(UV) run python -c "import sys; from app.settings import get_settings; sys.exit(not get_settings().model_path.exists())"
+
+model: seed ## train the click model on the database unless MODEL_PATH already holds one
+	@if $(HAS_MODEL); then echo "[model] a click model exists; retrain with: uv run python -m ml train"; \
+	else $(UV) run python -m ml train; fi
+
+run: model ## README command 1: install, database, migrate, seed, train the model, serve on :8000
 	$(UV) run python -m app
 
 serve: ## serve the API without the set-up steps
