@@ -1,5 +1,7 @@
-"""Offline click-model training and evaluation (`python -m ml train|evaluate`).
+"""Offline click-model training (`python -m ml train`) and the code it shares with serving.
 
-The app never imports this package; this package imports the app's feature code,
-so training and serving build the same feature vectors.
+`ml.features` builds the feature vector for training and for the service alike,
+and `ml.artifact` saves and loads the model; the service imports those two, so a
+feature cannot mean one thing offline and another online. The rest (dataset,
+split, train) runs only offline.
 """
