@@ -22,6 +22,9 @@ formula, which is the part the click model changes.
 - `basic`: `app.recommend.scoring.score` without the ML term, ordered by `top_k`
   (descending score, ties by ascending stream_id): the `/hometown` order.
 - `ml`: the same with `ml_probability` = P(click): the `/hometown-ml` order.
+- `click_model_only`: P(click) alone, descending, ties by stream_id. No endpoint
+  ranks this way; it is a diagnostic that shows how much the model knows, apart
+  from how little `0.5 · P(click)` can move a HOMETOWN score of 1 to 15.
 - `most_viewers`: `avg_viewer_count` descending, ties by stream_id.
 - `random_in_radius`: the candidates within `radius_km` (250 by default, the
   API's default radius; distance on the sphere, `<=` as `ST_DWithin`) first, in a
@@ -88,7 +91,7 @@ DEFAULT_TEST_SHARE = 0.2
 #: The API's default radius (`HometownRequest.radius_km`).
 DEFAULT_RADIUS_KM = 250.0
 KS = (5, 10)
-RANKERS = ("basic", "ml", "most_viewers", "random_in_radius", "random")
+RANKERS = ("basic", "ml", "click_model_only", "most_viewers", "random_in_radius", "random")
 METRICS = tuple(
     [f"{m}@{k}" for m in ("ndcg", "precision", "recall", "hit_rate") for k in KS] + ["map", "mrr"]
 )
@@ -286,6 +289,7 @@ def orders(
     return {
         "basic": top_k(basic, ids, n),
         "ml": top_k(with_ml, ids, n),
+        "click_model_only": rank(probability, ids),
         "most_viewers": rank(candidates.avg_viewers, ids),
         "random_in_radius": in_radius,
         "random": shuffled,
@@ -404,6 +408,8 @@ def evaluate(options: Options, model: ClickModel) -> Evaluation:
 DESCRIPTIONS = {
     "basic": "HOMETOWN score without the ML term (scoring.score + top_k): /hometown's order",
     "ml": "HOMETOWN score + ml_weight·P(click) (scoring.score + top_k): /hometown-ml's order",
+    "click_model_only": "P(click) alone, descending, ties by stream_id (a diagnostic: no"
+    " endpoint ranks this way)",
     "most_viewers": "avg_viewer_count descending, ties by stream_id",
     "random_in_radius": "candidates within {radius_km:g} km (sphere, <=) first in seeded random"
     " order, then the rest in seeded random order",
