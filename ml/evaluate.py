@@ -72,8 +72,10 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from app.recommend import clicks
 from app.recommend.candidates import Rows, to_rows
 from app.recommend.scoring import Viewer, score, top_k
+from app.recommend.service import viewer_from_row
 from app.recommend.weights import Weights
 from ml import artifact
 from ml.artifact import ClickModel
@@ -184,17 +186,8 @@ class Evaluation:
 
 
 def viewer_from(record: asyncpg.Record) -> Viewer:
-    """The Viewer `service.resolve_viewer` builds from a `USER_SQL` row."""
-    return Viewer(
-        latitude=record["latitude"],
-        longitude=record["longitude"],
-        language=record["language"],
-        preferred_categories=frozenset(record["preferred_categories"] or ()),
-        local_preference_strength=record["local_preference_strength"],
-        user_id=record["user_id"],
-        city=record["city"],
-        total_watch_hours=record["total_watch_hours"],
-    )
+    """The Viewer `service.resolve_viewer` builds from a `USER_SQL` row (its own function)."""
+    return viewer_from_row(record)
 
 
 async def held_out_user_ids(conn: asyncpg.Connection, test_share: float) -> list[str]:
@@ -233,20 +226,10 @@ async def fetch_candidates(
 
 
 def pairs_for(user: UserCandidates) -> Pairs:
-    """The Pairs `probability_of` builds for this viewer and these rows."""
-    viewer, rows = user.viewer, user.rows
-    return Pairs.for_viewer(
-        distance_km=rows.candidates.distance_m / 1000.0,
-        user_city=viewer.city,
-        user_language=viewer.language,
-        user_preferred_categories=viewer.preferred_categories,
-        user_local_preference=viewer.local_preference_strength,
-        user_total_watch_hours=viewer.total_watch_hours,
-        stream_city=rows.city,
-        stream_language=rows.candidates.language,
-        stream_category_id=rows.candidates.category_id,
-        stream_quality_score=rows.candidates.quality,
-        stream_avg_viewers=rows.candidates.avg_viewers,
+    """The Pairs `probability_of` builds for this viewer and these rows (its own function)."""
+    return clicks.pairs_for(
+        user.viewer,
+        user.rows,
         creator_followers=user.creator_followers,
         is_partnered=user.is_partnered,
         mature_content=user.mature_content,

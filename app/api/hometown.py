@@ -19,6 +19,7 @@ from app.db.pool import connection
 from app.errors import ModelUnavailable
 from app.recommend import service
 from app.recommend.clicks import ModelSlot, probability_of
+from app.recommend.search import Probability
 from app.recommend.weights import FORMULA
 
 ALGORITHM = "hometown-exact-threshold"
@@ -41,14 +42,7 @@ class HometownController(Controller):
 
         Unknown `user_id`: 404. Bad input: 400 naming the field.
         """
-        settings = state.settings
-        async with connection(state.pool, settings.db_connect_timeout_s) as conn:
-            return await service.recommend(
-                conn,
-                data,
-                settings.weights,
-                default_local_preference=settings.default_local_preference,
-            )
+        return await _recommend(state, data)
 
     @get("/stats", summary="What the scenario draws on")
     async def stats(self, state: State) -> StatsResponse:
@@ -95,12 +89,19 @@ class HometownMlController(Controller):
         model = slot.model
         if model is None:
             raise ModelUnavailable(slot.error or "no click model is loaded")
-        settings = state.settings
-        async with connection(state.pool, settings.db_connect_timeout_s) as conn:
-            return await service.recommend(
-                conn,
-                data,
-                settings.weights,
-                default_local_preference=settings.default_local_preference,
-                probability=probability_of(model),
-            )
+        return await _recommend(state, data, probability_of(model))
+
+
+async def _recommend(
+    state: State, data: HometownRequest, probability: Probability | None = None
+) -> HometownResponse:
+    """Both endpoints: a pooled connection, the settings' weights, the service."""
+    settings = state.settings
+    async with connection(state.pool, settings.db_connect_timeout_s) as conn:
+        return await service.recommend(
+            conn,
+            data,
+            settings.weights,
+            default_local_preference=settings.default_local_preference,
+            probability=probability,
+        )

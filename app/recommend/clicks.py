@@ -24,6 +24,7 @@ from pathlib import Path
 
 import asyncpg
 import numpy as np
+import numpy.typing as npt
 from litestar import Litestar
 
 from app.recommend.candidates import Rows
@@ -82,18 +83,9 @@ def probability_of(model: ClickModel) -> Probability:
         # A stream can vanish between the search and this read only if a reload
         # swapped the tables in between; it then counts as a small, unpartnered one.
         extra = [found.get(i) for i in ids]
-        pairs = Pairs.for_viewer(
-            distance_km=rows.candidates.distance_m / 1000.0,
-            user_city=viewer.city,
-            user_language=viewer.language,
-            user_preferred_categories=viewer.preferred_categories,
-            user_local_preference=viewer.local_preference_strength,
-            user_total_watch_hours=viewer.total_watch_hours,
-            stream_city=rows.city,
-            stream_language=rows.candidates.language,
-            stream_category_id=rows.candidates.category_id,
-            stream_quality_score=rows.candidates.quality,
-            stream_avg_viewers=rows.candidates.avg_viewers,
+        pairs = pairs_for(
+            viewer,
+            rows,
             creator_followers=[r["creator_followers"] if r else 0 for r in extra],
             is_partnered=[r["is_partnered"] if r else False for r in extra],
             mature_content=[r["mature_content"] if r else False for r in extra],
@@ -101,6 +93,33 @@ def probability_of(model: ClickModel) -> Probability:
         return model.probability(feature_matrix(pairs))
 
     return probability
+
+
+def pairs_for(
+    viewer: Viewer,
+    rows: Rows,
+    *,
+    creator_followers: npt.ArrayLike,
+    is_partnered: npt.ArrayLike,
+    mature_content: npt.ArrayLike,
+) -> Pairs:
+    """The model's input for one viewer and the candidate rows (the evaluation uses it too)."""
+    return Pairs.for_viewer(
+        distance_km=rows.candidates.distance_m / 1000.0,
+        user_city=viewer.city,
+        user_language=viewer.language,
+        user_preferred_categories=viewer.preferred_categories,
+        user_local_preference=viewer.local_preference_strength,
+        user_total_watch_hours=viewer.total_watch_hours,
+        stream_city=rows.city,
+        stream_language=rows.candidates.language,
+        stream_category_id=rows.candidates.category_id,
+        stream_quality_score=rows.candidates.quality,
+        stream_avg_viewers=rows.candidates.avg_viewers,
+        creator_followers=creator_followers,
+        is_partnered=is_partnered,
+        mature_content=mature_content,
+    )
 
 
 @asynccontextmanager

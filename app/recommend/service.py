@@ -60,6 +60,20 @@ def rings(radius_km: float) -> list[Ring]:
     return found
 
 
+def viewer_from_row(row: asyncpg.Record) -> Viewer:
+    """A stored user as the ranking sees them (a row with `USER_SQL`'s columns)."""
+    return Viewer(
+        latitude=row["latitude"],
+        longitude=row["longitude"],
+        language=row["language"],
+        preferred_categories=frozenset(row["preferred_categories"] or ()),
+        local_preference_strength=row["local_preference_strength"],
+        user_id=row["user_id"],
+        city=row["city"],
+        total_watch_hours=row["total_watch_hours"],
+    )
+
+
 async def resolve_viewer(
     conn: asyncpg.Connection, request: HometownRequest, default_local_preference: float
 ) -> Viewer:
@@ -68,16 +82,7 @@ async def resolve_viewer(
         row = await conn.fetchrow(USER_SQL, request.user_id)
         if row is None:
             raise UserNotFound(request.user_id)
-        return Viewer(
-            latitude=row["latitude"],
-            longitude=row["longitude"],
-            language=row["language"],
-            preferred_categories=frozenset(row["preferred_categories"] or ()),
-            local_preference_strength=row["local_preference_strength"],
-            user_id=row["user_id"],
-            city=row["city"],
-            total_watch_hours=row["total_watch_hours"],
-        )
+        return viewer_from_row(row)
     assert request.latitude is not None and request.longitude is not None  # schema rule
     strength = request.local_preference_strength
     return Viewer(
