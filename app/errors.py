@@ -41,6 +41,28 @@ class DatabaseUnavailable(RecoError):
     status_code = 503
 
 
+class Unauthorized(RecoError):
+    """A write without the right `X-API-Key`."""
+
+    status_code = 401
+
+
+class WritesDisabled(RecoError):
+    """The server has no API key configured, so it accepts no writes at all."""
+
+    status_code = 503
+
+
+class StreamNotFound(RecoError):
+    """A single-stream update names a stream the database does not have."""
+
+    status_code = 404
+
+    def __init__(self, stream_id: str) -> None:
+        shown = stream_id if len(stream_id) <= 80 else stream_id[:77] + "..."
+        super().__init__(f"unknown stream_id {shown!r}")
+
+
 class ModelUnavailable(RecoError):
     """No usable click model is loaded; the message says why and how to train one."""
 

@@ -12,6 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from app import __version__
 from app.api.health import health
 from app.api.hometown import HometownController, HometownMlController
+from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS
 from app.recommend.clicks import click_model
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return Litestar(
-        route_handlers=[health, HometownController, HometownMlController],
+        route_handlers=[health, HometownController, HometownMlController, StreamsController],
         lifespan=[database, click_model],
         state=State({"settings": settings, "stats_cache": StatsCache(settings.stats_cache_s)}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

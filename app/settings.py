@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.recommend.weights import Weights
@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(default=True, validation_alias="ACCESS_LOG")
     stats_cache_s: float = Field(default=5.0, ge=0, validation_alias="STATS_CACHE_SECONDS")
+    #: The key every write endpoint wants in `X-API-Key`; unset, writes are refused.
+    #: A SecretStr, so it never shows in a repr, a log line or an error.
+    api_key: SecretStr | None = Field(default=None, min_length=16, validation_alias="API_KEY")
 
     @field_validator("database_url")
     @classmethod

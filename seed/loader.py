@@ -211,6 +211,13 @@ async def _copy_table(
             " INCLUDING CONSTRAINTS INCLUDING COMMENTS INCLUDING GENERATED"
             " INCLUDING IDENTITY INCLUDING STORAGE)"
         )
+        # LIKE leaves out storage parameters; streams keeps free room per page for
+        # cheap live-status updates (migration 0005), so copy them over.
+        options = await conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE oid = $1::regclass", f"public.{table}"
+        )
+        if options:
+            await conn.execute(f"ALTER TABLE {STAGING}.{table} SET ({', '.join(options)})")
         await conn.copy_to_table(
             table,
             schema_name=STAGING,

@@ -26,11 +26,18 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-def strict_json(model: type[Any]) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    """A `before_request` hook that refuses any body `model` would not decode strictly."""
+def strict_json(
+    model: type[Any], *, optional: bool = False
+) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """A `before_request` hook that refuses any body `model` would not decode strictly.
+
+    With `optional`, an empty body passes (the handler then uses its defaults).
+    """
     decoder = msgspec.json.Decoder(model, strict=True)
 
     async def check(request: Request[Any, Any, Any]) -> None:
+        if optional and not await request.body():
+            return
         if not _is_json(request.headers.get("content-type", "")):
             raise ClientException(
                 "send the body as JSON with `Content-Type: application/json`",

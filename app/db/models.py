@@ -131,7 +131,10 @@ class Stream(Base):
             for tier in TIERS
             if tier.index
         ),
-        {"comment": "Channels with their static profile and live state (one row each)."},
+        {
+            "comment": "Channels with their static profile and live state (one row each).",
+            "postgresql_with": {"fillfactor": 85},
+        },
     )
 
     stream_id: Mapped[str] = mapped_column(
@@ -171,6 +174,11 @@ class Stream(Base):
     )
     live_since: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True, comment="Start of the current broadcast."
+    )
+    status_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True),
+        nullable=True,
+        comment="event time of the last applied live-status update (older ones are ignored)",
     )
     static_score: Mapped[float] = mapped_column(
         Float,

@@ -1,0 +1,1 @@
+"""Live availability: streams going live and offline, viewer counts, new channels."""
