@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,16 @@ class Server:
             self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
-def start(database_url: str) -> Server:
-    """Start the API on a free loopback port and wait until `GET /` answers 200."""
+def start(database_url: str, extra_env: Mapping[str, str] | None = None) -> Server:
+    """Start the API on a free loopback port and wait until `GET /` answers 200.
+
+    `extra_env` adds settings for this server only (e.g. `API_KEY`), so a secret
+    need not be put into our own environment or onto a command line.
+    """
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "DATABASE_URL": database_url,
         "HOST": HOST,
         "PORT": str(port),

@@ -514,6 +514,8 @@ class Simulation:
         self._mono0 = time.monotonic_ns()
         self._wall0_us = time.time_ns() // 1000
         self.stamper = Stamper(len(streams), start_us=self._wall0_us)
+        #: seconds spent in `run()`, over every call (a caller may run it in phases)
+        self.elapsed_s = 0.0
 
     def wall_us(self) -> int:
         """The wall clock in microseconds, advanced by the monotonic clock (no jumps)."""
@@ -641,8 +643,9 @@ class Simulation:
                     task.cancel()
                 await asyncio.gather(reporter, *senders, return_exceptions=True)
         t = self.tally
+        self.elapsed_s += time.monotonic() - started
         return SimulationResult(
-            duration_s=time.monotonic() - started,
+            duration_s=self.elapsed_s,
             sent=t.sent,
             batches=t.batches,
             applied=t.applied,
