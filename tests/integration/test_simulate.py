@@ -265,3 +265,18 @@ def test_a_wrong_key_is_an_http_error_not_a_crash(db_url: str, api: server.Serve
     assert result.applied == 0
     assert result.failed_batches == result.http_errors > 0  # a 401 is not retried
     assert "401" in result.examples[0]
+
+
+def test_mixed_benchmark_reads_the_plan_and_the_table_counters(
+    db_url: str, api: server.Server
+) -> None:
+    """bench.mixed's database probes, on the small data set (the run itself is too long)."""
+    from bench.mixed import explain, table_stats
+
+    plan = explain(db_url, "user_000000")
+    assert "ix_streams_live_location" in plan.text
+    assert plan.buffers > 0
+    assert plan.execution_ms > 0
+    stats = table_stats(db_url)
+    assert stats.dead_tuples >= 0
+    assert stats.hot_updates <= stats.updates
