@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m app.db.cluster
 
-.PHONY: help install db db-stop migrate seed model run serve test lint bench-load bench-api
+.PHONY: help install db db-stop migrate seed model run serve test lint bench-load bench-api bench-mixed
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,3 +51,6 @@ bench-load: db ## load benchmark: 1M users + 1M streams + 10M impressions vs bar
 
 bench-api: db ## HTTP benchmark: POST /v1/scenarios/hometown (wrk) vs pgbench, 1M users + 1M live streams (scratch db)
 	$(UV) run python -m bench --users 1000000 --streams 1000000
+
+bench-mixed: db ## live-status writes (2,500/s) while serving recommendations, 1M streams ~100k live (scratch db)
+	$(UV) run python -m bench.mixed --users 1000000 --streams 1000000
