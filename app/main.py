@@ -12,6 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from app import __version__
 from app.api.health import health
 from app.api.hometown import HometownController, HometownMlController
+from app.api.rate_limit import RateLimiter
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS
@@ -30,8 +31,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[health, HometownController, HometownMlController, StreamsController],
         lifespan=[database, click_model],
-        state=State({"settings": settings, "stats_cache": StatsCache(settings.stats_cache_s)}),
+        state=State(
+            {
+                "settings": settings,
+                "stats_cache": StatsCache(settings.stats_cache_s),
+                "rate_limiter": _rate_limiter(settings),
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Hometown",
             version=__version__,
@@ -40,3 +48,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
         ),
     )
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The per-client limiter for the recommendation endpoints, when the settings ask for one."""
+    if settings.rate_limit_per_second <= 0:
+        return None
+    return RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

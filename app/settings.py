@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.recommend.weights import Weights
@@ -57,11 +58,29 @@ class Settings(BaseSettings):
     #: The key every write endpoint wants in `X-API-Key`; unset, writes are refused.
     #: A SecretStr, so it never shows in a repr, a log line or an error.
     api_key: SecretStr | None = Field(default=None, min_length=16, validation_alias="API_KEY")
+    #: `production` refuses to start without an API key (writes would be impossible,
+    #: or worse, someone would switch the check off to make them work).
+    environment: Literal["development", "production"] = Field(
+        default="development", validation_alias="ENVIRONMENT"
+    )
+    #: Per-client rate limit on the recommendation endpoints; 0 switches it off.
+    rate_limit_per_second: float = Field(
+        default=0.0, ge=0, validation_alias="RATE_LIMIT_PER_SECOND"
+    )
+    rate_limit_burst: int = Field(default=20, ge=1, validation_alias="RATE_LIMIT_BURST")
+    #: Largest request body accepted (413 above it): a full 5,000-update batch is ~0.7 MB.
+    max_body_bytes: int = Field(default=2_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
 
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _production_needs_a_key(self) -> Settings:
+        if self.environment == "production" and self.api_key is None:
+            raise ValueError("ENVIRONMENT=production needs API_KEY (16 characters or more)")
+        return self
 
     @property
     def sqlalchemy_url(self) -> str:

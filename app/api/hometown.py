@@ -8,6 +8,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from app.api.body import strict_json
+from app.api.rate_limit import rate_limited
 from app.api.schemas import (
     Algorithm,
     CityStats,
@@ -30,6 +31,7 @@ class HometownController(Controller):
 
     path = "/v1/scenarios/hometown"
     tags = ("hometown",)
+    guards = (rate_limited,)
 
     @post(
         "/",
@@ -72,6 +74,7 @@ class HometownMlController(Controller):
 
     path = "/v1/scenarios/hometown-ml"
     tags = ("hometown",)
+    guards = (rate_limited,)
 
     @post(
         "/",
