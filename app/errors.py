@@ -41,6 +41,14 @@ class DatabaseUnavailable(RecoError):
     status_code = 503
 
 
+class DatabaseBusy(DatabaseUnavailable):
+    """Every pooled connection stayed busy for the whole acquire timeout."""
+
+
+class DatabaseTimeout(DatabaseUnavailable):
+    """A query ran past the statement (or lock) timeout and was cancelled."""
+
+
 class Unauthorized(RecoError):
     """A write without the right `X-API-Key`."""
 

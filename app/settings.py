@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, validation_alias="DB_POOL_SIZE")
     db_connect_timeout_s: float = Field(default=2.0, gt=0, validation_alias="DB_CONNECT_TIMEOUT")
+    #: How long a request waits for a free pooled connection before a 503 (queueing
+    #: when all `DB_POOL_SIZE` are busy, plus connecting when none is open yet).
+    db_pool_acquire_timeout_s: float = Field(
+        default=2.0, gt=0, validation_alias="DB_POOL_ACQUIRE_TIMEOUT"
+    )
+    #: Milliseconds any one statement may run (PostgreSQL's `statement_timeout`);
+    #: past it the query is cancelled and the request answers 503. Never off.
+    db_statement_timeout_ms: int = Field(
+        default=2000, gt=0, validation_alias="DB_STATEMENT_TIMEOUT"
+    )
+    #: Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
+    shutdown_timeout_s: float = Field(
+        default=15.0, gt=0, validation_alias="GRACEFUL_SHUTDOWN_TIMEOUT"
+    )
     #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/recommend/weights.py).
     weights: Weights = Field(default_factory=Weights, validation_alias="WEIGHTS")
     #: Signed-out viewers: how much they favour nearby streams when they do not say.
