@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m app.db.cluster
 
-.PHONY: help install db db-stop migrate seed model run serve test lint bench-load bench-api bench-mixed
+.PHONY: help install db db-stop migrate seed model run serve test lint bench-load bench-api bench-mixed soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,3 +54,6 @@ bench-api: db ## HTTP benchmark: POST /v1/scenarios/hometown (wrk) vs pgbench, 1
 
 bench-mixed: db ## live-status writes (2,500/s) while serving recommendations, 1M streams ~100k live (scratch db)
 	$(UV) run python -m bench.mixed --users 1000000 --streams 1000000
+
+soak: db ## ten minutes at 70% of capacity, reads and live-status writes mixed (scratch db)
+	$(UV) run python -m bench.soak --users 1000000 --streams 1000000

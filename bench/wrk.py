@@ -122,18 +122,27 @@ def ensure_wrk() -> str:
     return found
 
 
-def lua_script(*, path: str, users: int | None, seed: int) -> str:
-    """The script's text: POST random `user_id` bodies to `path`, or GET it when no users."""
+def lua_script(
+    *, path: str, users: int | None, seed: int, delay_ms: float | None = None
+) -> str:
+    """The script's text: POST random `user_id` bodies to `path`, or GET it when no users.
+
+    With `delay_ms`, each connection waits that long before its next request, which
+    paces a closed-loop generator down to a chosen rate (the soak test uses it).
+    """
     if users is None:
         method, request = "GET", GET_REQUEST % {"path": path}
     else:
         method, request = "POST", POST_REQUEST % {"path": path, "users": users}
-    return LUA_TEMPLATE % {
+    script = LUA_TEMPLATE % {
         "seed": seed,
         "method": method,
         "request": request,
         "prefix": RESULT_PREFIX,
     }
+    if delay_ms is not None:
+        script += f"\nfunction delay()\n  return {max(round(delay_ms), 0)}\nend\n"
+    return script
 
 
 def threads_for(concurrency: int) -> int:
