@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from app import __version__
-from app.api.health import health
+from app.api.health import health, live, ready
 from app.api.hometown import HometownController, HometownMlController
+from app.api.metrics import metrics
 from app.api.rate_limit import RateLimiter
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS
+from app.observability.logs import configure_logging
+from app.observability.metrics import Metrics
+from app.observability.middleware import Observability
 from app.recommend.clicks import click_model
 from app.recommend.stats import StatsCache
 from app.settings import Settings, get_settings
@@ -27,17 +29,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
     Tests pass their own settings; nothing here opens a connection until start-up.
     """
     settings = settings or get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return Litestar(
-        route_handlers=[health, HometownController, HometownMlController, StreamsController],
+    configure_logging(settings.log_format)
+    state = State(
+        {
+            "settings": settings,
+            "stats_cache": StatsCache(settings.stats_cache_s),
+            "rate_limiter": _rate_limiter(settings),
+        }
+    )
+    state.metrics = Metrics(state)
+    app = Litestar(
+        route_handlers=[
+            health,
+            live,
+            ready,
+            metrics,
+            HometownController,
+            HometownMlController,
+            StreamsController,
+        ],
         lifespan=[database, click_model],
-        state=State(
-            {
-                "settings": settings,
-                "stats_cache": StatsCache(settings.stats_cache_s),
-                "rate_limiter": _rate_limiter(settings),
-            }
-        ),
+        state=state,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -48,6 +60,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
         ),
     )
+    # Outermost, around routing and the exception middleware, so that 404s from
+    # routing and every error response carry the request id and are timed too.
+    app.asgi_handler = Observability(
+        app.asgi_handler, state.metrics, log_access=settings.access_log
+    )
+    return app
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter | None:

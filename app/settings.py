@@ -67,7 +67,10 @@ class Settings(BaseSettings):
     default_local_preference: float = Field(
         default=0.5, ge=0, le=1, validation_alias="DEFAULT_LOCAL_PREFERENCE"
     )
+    #: Our own per-request access line (uvicorn's is always off: ours has the request id).
     access_log: bool = Field(default=True, validation_alias="ACCESS_LOG")
+    #: `json`: one JSON object per line on stderr; `text`: one readable line.
+    log_format: Literal["json", "text"] = Field(default="json", validation_alias="LOG_FORMAT")
     stats_cache_s: float = Field(default=5.0, ge=0, validation_alias="STATS_CACHE_SECONDS")
     #: The key every write endpoint wants in `X-API-Key`; unset, writes are refused.
     #: A SecretStr, so it never shows in a repr, a log line or an error.

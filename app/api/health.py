@@ -1,6 +1,14 @@
-"""Health: `GET /` answers 200 when the database answers, 503 (with why) when not."""
+"""Health: `GET /` (the detailed report), `GET /live` (liveness), `GET /ready` (readiness).
+
+`/` answers 200 when the database answers, 503 (with why) when not. `/live` never
+touches the database: it says the process serves requests, so an orchestrator
+restarts it only when it does not. `/ready` says whether it should get traffic:
+the database answers and its schema is at the newest migration.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import asyncpg
 from litestar import Response, get
@@ -10,6 +18,7 @@ from app import __version__
 from app.api.schemas import DatabaseStatus, HealthResponse, ModelStatus
 from app.db.pool import CONNECTION_ERRORS
 from app.health import check_database
+from app.observability.readiness import NotReady, check_ready, schema_head
 from app.recommend.clicks import ModelSlot
 
 
@@ -42,6 +51,45 @@ async def health(state: State) -> Response[HealthResponse]:
             status="ok", version=__version__, database=status, model=_model_status(state.model)
         )
     )
+
+
+@dataclass
+class Liveness:
+    """`GET /live`: the process serves requests."""
+
+    status: str
+
+
+@dataclass
+class Readiness:
+    """`GET /ready`: "ready", or "unavailable" with the reason."""
+
+    status: str
+    error: str | None = None
+
+
+@get("/live", summary="Liveness", tags=["health"], sync_to_thread=False)
+def live() -> Liveness:
+    """200 while the process serves requests; no database call."""
+    return Liveness(status="alive")
+
+
+@get("/ready", summary="Readiness", tags=["health"])
+async def ready(state: State) -> Response[Readiness]:
+    """200 when the database answers with the schema at the newest migration.
+
+    Otherwise 503 with `Retry-After` and the reason in `error`.
+    """
+    try:
+        await check_ready(state.pool, state.settings.db_connect_timeout_s, schema_head())
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError, NotReady) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Response(
+            Readiness(status="unavailable", error=reason[:300]),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return Response(Readiness(status="ready"))
 
 
 def _model_status(slot: ModelSlot) -> ModelStatus:

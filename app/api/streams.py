@@ -27,6 +27,7 @@ from app.db.pool import connection
 from app.errors import RecoError, StreamNotFound
 from app.live import profiles, status
 from app.live.status import Outcome, StatusUpdate
+from app.observability.context import note_status_updates
 
 StreamId = Annotated[str, Parameter(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
@@ -136,7 +137,9 @@ class StreamsController(Controller):
 async def _apply(state: State, updates: list[StatusUpdate]) -> list[status.Result]:
     settings = state.settings
     async with connection(state.pool, settings.db_connect_timeout_s) as conn:
-        return await status.apply(conn, updates)
+        results = await status.apply(conn, updates)
+    note_status_updates(result.outcome.value for result in results)
+    return results
 
 
 async def _apply_one(state: State, update: StatusUpdate) -> StreamStatusResponse:

@@ -21,6 +21,7 @@ from app.api.schemas import (
 )
 from app.api.schemas import Ring as RingReport
 from app.errors import UserNotFound
+from app.observability.context import current_request_id, note_search
 from app.recommend.candidates import (
     HALF_CIRCUMFERENCE_M,
     USER_SQL,
@@ -153,7 +154,14 @@ async def recommend(
                 streams=len(ranked),
             )
         )
-    return HometownResponse(request_id=uuid.uuid4().hex, streams=streams, rings=searched)
+    note_search(
+        "hometown-ml" if probability else "hometown",
+        candidates_read=sum(found.read for _, found, _ in plan),
+        rings=len(plan),
+    )
+    # The id the response's X-Request-ID header carries, so a body and a log line match.
+    request_id = current_request_id() or uuid.uuid4().hex
+    return HometownResponse(request_id=request_id, streams=streams, rings=searched)
 
 
 def _streams(top: RingTop, ring: int, *, explain: bool) -> Sequence[RecommendedStream]:

@@ -1,0 +1,128 @@
+"""Prometheus metrics, in a registry of the app's own (tests build many apps).
+
+Per request: latency by route template, method and status class; for the
+HOMETOWN endpoints, the candidate rows the search read and the widening rings it
+used; for the live-status writes, the updates by outcome. At scrape time: the
+click model (loaded or not) and the asyncpg pool's size, connections in use,
+idle and maximum, read from the objects themselves, so nothing on the request
+path keeps them up to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from app.observability.context import RequestRecord
+
+SCENARIOS = ("hometown", "hometown-ml")
+OUTCOMES = ("applied", "stale", "unknown", "superseded", "rejected")
+#: A request no route matched (404, 405): one label value, not one per path tried.
+UNMATCHED = "<unmatched>"
+
+#: Seconds; the HOMETOWN p50 is ~3 ms, so the low end is fine-grained.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+CANDIDATE_BUCKETS = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200)
+RING_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15)
+
+
+class Metrics:
+    """The app's metric families and the one call per request that feeds them."""
+
+    def __init__(self, state: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "hometown_http_request_duration_seconds",
+            "Time from request start to the last response byte, by route template,"
+            " method and status class.",
+            ("route", "method", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.candidates = Histogram(
+            "hometown_search_candidates_read",
+            "Candidate rows the exact search read per request, summed over rings.",
+            ("endpoint",),
+            buckets=CANDIDATE_BUCKETS,
+            registry=self.registry,
+        )
+        self.rings = Histogram(
+            "hometown_search_rings",
+            "Rings searched per request (1 = the requested radius was enough).",
+            ("endpoint",),
+            buckets=RING_BUCKETS,
+            registry=self.registry,
+        )
+        self.updates = Counter(
+            "hometown_live_status_updates",
+            "Live-status updates received, by outcome.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        for scenario in SCENARIOS:  # every series exists from the start, at zero
+            self.candidates.labels(scenario)
+            self.rings.labels(scenario)
+        for outcome in OUTCOMES:
+            self.updates.labels(outcome)
+        self.registry.register(StateCollector(state))
+        # Label lookups cost a lock and a tuple hash; a request reuses its series.
+        self._series: dict[tuple[str, str, int], Any] = {}
+
+    def observe(
+        self, route: str | None, method: str, status: int, seconds: float, record: RequestRecord
+    ) -> None:
+        """Feed one finished request (and whatever its code noted) into the families."""
+        key = (route or UNMATCHED, method, status // 100)
+        series = self._series.get(key)
+        if series is None:
+            series = self.latency.labels(key[0], method, f"{key[2]}xx")
+            self._series[key] = series
+        series.observe(seconds)
+        if record.scenario is not None:
+            self.candidates.labels(record.scenario).observe(record.candidates_read)
+            self.rings.labels(record.scenario).observe(record.rings)
+        if record.updates:
+            for outcome, count in record.updates.items():
+                self.updates.labels(outcome).inc(count)
+
+    def exposition(self) -> bytes:
+        """Everything in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class StateCollector(Collector):
+    """Gauges read from the app's state when Prometheus scrapes: model and pool."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """The model gauge and the pool gauges (the latter once the pool exists)."""
+        slot = self.state.get("model")
+        yield GaugeMetricFamily(
+            "hometown_model_loaded",
+            "1 when a click model is loaded (/v1/scenarios/hometown-ml can answer), else 0.",
+            value=1.0 if slot is not None and slot.model is not None else 0.0,
+        )
+        pool = self.state.get("pool")
+        gauges = {
+            "size": "Connections the pool holds open now.",
+            "in_use": "Connections acquired by requests now.",
+            "idle": "Open connections waiting in the pool.",
+            "max": "Most connections the pool will open (DB_POOL_SIZE).",
+        }
+        if pool is None:
+            for name, doc in gauges.items():
+                yield GaugeMetricFamily(f"hometown_db_pool_{name}", doc)
+            return
+        size, idle = pool.get_size(), pool.get_idle_size()
+        values = {"size": size, "in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
+        for name, doc in gauges.items():
+            yield GaugeMetricFamily(f"hometown_db_pool_{name}", doc, value=float(values[name]))
