@@ -15,7 +15,7 @@ from app.api.rate_limit import RateLimiter
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS
-from app.observability.logs import configure_logging
+from app.observability.logs import configure_logging, log_unexpected
 from app.observability.metrics import Metrics
 from app.observability.middleware import Observability
 from app.recommend.clicks import click_model
@@ -51,6 +51,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[database, click_model],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        after_exception=[log_unexpected],
+        # Logging is configured above (JSON or text, with request ids); Litestar's
+        # default config would replace that handler with one of its own format.
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Hometown",

@@ -15,13 +15,21 @@ from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 import msgspec
+from litestar.exceptions import HTTPException
 
+from app.errors import RecoError
 from app.observability.context import current_request_id
 
 LogFormat = Literal["json", "text"]
 
 #: Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+#: (uvicorn adds `color_message`, its message with terminal colours: no use in JSON.)
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "color_message",
+}
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
@@ -106,3 +114,24 @@ def configure_logging(log_format: LogFormat, stream: IO[str] | None = None) -> l
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return handler
+
+
+_errors = logging.getLogger("app.errors")
+
+
+async def log_unexpected(exc: BaseException, scope: Any) -> None:
+    """Litestar `after_exception` hook: log an unexpected exception (a 500) with its traceback.
+
+    Litestar's own logging config is off (it would replace our handler with its
+    own format), and with it its exception logging. Domain errors (`RecoError`,
+    which logs its 5xx itself) and HTTP errors (4xx by design) are not unexpected.
+    """
+    if isinstance(exc, RecoError | HTTPException):
+        return
+    _errors.error(
+        "%s %s failed: %s",
+        scope.get("method"),
+        scope.get("path"),
+        type(exc).__name__,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )

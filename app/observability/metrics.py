@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -66,13 +74,15 @@ class Metrics:
             ("outcome",),
             registry=self.registry,
         )
-        for scenario in SCENARIOS:  # every series exists from the start, at zero
-            self.candidates.labels(scenario)
-            self.rings.labels(scenario)
+        # Every series exists from the start, at zero. Label lookups cost a lock and a
+        # tuple hash each, so the request path reuses the children it looked up once.
+        self._search = {s: (self.candidates.labels(s), self.rings.labels(s)) for s in SCENARIOS}
         for outcome in OUTCOMES:
             self.updates.labels(outcome)
         self.registry.register(StateCollector(state))
-        # Label lookups cost a lock and a tuple hash; a request reuses its series.
+        # The client library's process_*, python_gc_* and python_info families.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         self._series: dict[tuple[str, str, int], Any] = {}
 
     def observe(
@@ -86,8 +96,9 @@ class Metrics:
             self._series[key] = series
         series.observe(seconds)
         if record.scenario is not None:
-            self.candidates.labels(record.scenario).observe(record.candidates_read)
-            self.rings.labels(record.scenario).observe(record.rings)
+            candidates, rings = self._search[record.scenario]
+            candidates.observe(record.candidates_read)
+            rings.observe(record.rings)
         if record.updates:
             for outcome, count in record.updates.items():
                 self.updates.labels(outcome).inc(count)
