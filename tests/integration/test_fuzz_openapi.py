@@ -1,0 +1,328 @@
+"""Property-based fuzzing of every operation from the app's own OpenAPI schema (schemathesis).
+
+Schemathesis reads `/docs/openapi.json` from the app in-process (its ASGI transport
+runs the app's lifespan, so the pool and the click model are real) and generates
+requests for each operation: conforming ones (`positive`) and ones that break the
+schema (`negative`), each with and without the `X-API-Key` the write endpoints want.
+A small dataset is loaded first, and part of the conforming requests are steered to
+ids that exist, so some of them reach real rows and 200 answers.
+
+Every response must be free of server errors, and conform to the schema: a documented
+status, the documented content type, a body matching the documented schema. Statuses
+the app answers legitimately but the schema does not document yet are listed in
+`UNDOCUMENTED`: the fuzz run tolerates exactly those, and `test_status_is_documented`
+asserts each one separately (strict xfail, so each flips when the schema learns it).
+
+The run is bounded and reproducible: `MAX_EXAMPLES` per operation, mode and key,
+derandomized Hypothesis, no example database.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from litestar.testing import TestClient
+from schemathesis import Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.openapi.checks import UndefinedStatusCode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.specs.openapi.schemas import OpenApiSchema
+
+from app.main import create_app
+from app.settings import Settings
+from ml.artifact import save
+from seed.generate import generate
+from seed.loader import Dataset, load
+from tests.conftest import fetch, run_sql
+from tests.integration.test_hometown_ml import fitted_model
+
+KEY = "fuzz-key-0123456789-abcdef"
+MAX_EXAMPLES = 40
+SCHEMA_PATH = "/docs/openapi.json"
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
+VIEWER_FIELDS = ("latitude", "longitude", "language", "preferred_categories")
+VIEWER_FIELDS += ("local_preference_strength",)
+
+#: (operation, status) pairs the app answers on purpose that the schema does not list.
+UNDOCUMENTED: dict[str, set[int]] = {
+    "POST /v1/scenarios/hometown": {404},
+    "POST /v1/scenarios/hometown-ml": {404},
+    "POST /v1/streams/live-status": {401},
+    "POST /v1/streams/{stream_id}/live": {401, 404},
+    "POST /v1/streams/{stream_id}/offline": {401, 404},
+    "PUT /v1/streams/{stream_id}": {201, 401},
+}
+
+
+def _operation_labels() -> list[str]:
+    """The operations of the schema, read at collection time (no database needed)."""
+    app = create_app(Settings(DATABASE_URL="postgresql://fuzz@127.0.0.1:9/none", ACCESS_LOG=False))
+    paths = app.openapi_schema.to_schema()["paths"]
+    methods = ("get", "put", "post", "delete", "patch")
+    return sorted(f"{m.upper()} {p}" for p, ops in paths.items() for m in ops if m in methods)
+
+
+LABELS = _operation_labels()
+
+
+@dataclass
+class Fuzzed:
+    """The schema under test, ids that exist, and what the run saw."""
+
+    schema: OpenApiSchema
+    user_ids: list[str]
+    stream_ids: list[str]
+    statuses: dict[str, collections.Counter[int]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def fuzzed(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    data = generate(60, 120, 0, seed=20261122, live_share=0.5)
+    load(migrated_url, Dataset(users=data.users, streams=data.streams))
+    model_path = tmp_path_factory.mktemp("fuzz-model") / "click.joblib"
+    save(fitted_model(), model_path)
+    settings = Settings(
+        DATABASE_URL=migrated_url, API_KEY=KEY, MODEL_PATH=str(model_path), ACCESS_LOG=False
+    )
+    try:
+        schema = schemathesis.openapi.from_asgi(SCHEMA_PATH, create_app(settings))
+        users = [r["user_id"] for r in fetch(migrated_url, "SELECT user_id FROM users LIMIT 20")]
+        streams = [r["stream_id"] for r in fetch(migrated_url, "SELECT stream_id FROM streams")]
+        yield Fuzzed(schema, users, streams[:20])
+    finally:
+        schemathesis.python.asgi.shutdown_lifespans()
+        run_sql(migrated_url, "TRUNCATE interactions, streams, users")
+
+
+def _steer(case: Case, real: str | None, fuzzed: Fuzzed) -> Case:
+    """Point a conforming case at rows that exist (`real` picks which, None leaves it)."""
+    if real is None:
+        return case
+    if case.path_parameters and "stream_id" in case.path_parameters:
+        case.path_parameters = {**case.path_parameters, "stream_id": real}
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("updates"), list):
+        updates = [{**u, "stream_id": real} if isinstance(u, dict) else u for u in body["updates"]]
+        case.body = {**body, "updates": updates}
+    elif isinstance(body, dict) and case.operation.path.startswith("/v1/scenarios/"):
+        case.body = {k: v for k, v in body.items() if k not in VIEWER_FIELDS}
+        case.body["user_id"] = fuzzed.user_ids[hash(real) % len(fuzzed.user_ids)]
+    return case
+
+
+def _cases(fuzzed: Fuzzed, label: str, mode: GenerationMode) -> st.SearchStrategy[Case]:
+    operation = fuzzed.schema.find_operation_by_label(label)
+    assert operation is not None, f"{label} is not in the schema"
+    strategy = operation.as_strategy(generation_mode=mode)
+    if mode is GenerationMode.NEGATIVE:
+        return strategy
+    ids = fuzzed.stream_ids if "/streams" in label else fuzzed.user_ids
+    real = st.one_of(st.none(), st.sampled_from(ids))
+    return st.tuples(strategy, real).map(lambda pair: _steer(pair[0], pair[1], fuzzed))
+
+
+def _run(
+    fuzzed: Fuzzed, label: str, mode: GenerationMode, keyed: bool, check: Callable[..., None]
+) -> collections.Counter[int]:
+    """Send up to `MAX_EXAMPLES` generated requests for `label`; `check` each answer."""
+    statuses: collections.Counter[int] = collections.Counter()
+    headers = {"X-API-Key": KEY} if keyed else None
+
+    @given(case=_cases(fuzzed, label, mode))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    def fuzz(case: Case) -> None:
+        response = case.call(headers=headers)
+        statuses[response.status_code] += 1
+        check(case, response)
+
+    operation = fuzzed.schema.find_operation_by_label(label)
+    assert operation is not None
+    takes_input = bool(operation.body) or bool(list(operation.iter_parameters()))
+    if mode is GenerationMode.NEGATIVE and not takes_input:
+        pytest.skip(f"{label} takes no input to break")
+    fuzz()
+    return statuses
+
+
+MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["with-key", "without-key"])
+@pytest.mark.parametrize("mode", MODES, ids=[m.value for m in MODES])
+@pytest.mark.parametrize("label", LABELS)
+def test_no_server_errors(fuzzed: Fuzzed, label: str, mode: GenerationMode, keyed: bool) -> None:
+    """Whatever the request, never a 5xx; every refusal is JSON naming the status."""
+
+    def check(case: Case, response: Any) -> None:
+        case.validate_response(response, checks=[not_a_server_error])
+        if 400 <= response.status_code < 500:
+            (content_type,) = response.headers["content-type"]  # schemathesis: name -> values
+            assert content_type.startswith("application/json"), content_type
+            body = json.loads(response.content)
+            assert body["status_code"] == response.status_code and body["detail"], body
+
+    statuses = _run(fuzzed, label, mode, keyed, check)
+    fuzzed.statuses[f"{label} {mode.value} {'keyed' if keyed else 'unkeyed'}"] = statuses
+    assert statuses, "no request was sent"
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["with-key", "without-key"])
+@pytest.mark.parametrize("mode", MODES, ids=[m.value for m in MODES])
+@pytest.mark.parametrize("label", LABELS)
+def test_responses_match_the_schema(
+    fuzzed: Fuzzed, label: str, mode: GenerationMode, keyed: bool
+) -> None:
+    """Documented status, content type and body; known undocumented statuses aside."""
+    tolerated = UNDOCUMENTED.get(label, set())
+
+    def check(case: Case, response: Any) -> None:
+        try:
+            case.validate_response(response, checks=CONFORMANCE)
+        except FailureGroup as group:
+            rest = [f for f in group.exceptions if not _tolerated(f, tolerated)]
+            if rest:
+                raise FailureGroup(rest, str(group)) from None
+        except Failure as failure:
+            if not _tolerated(failure, tolerated):
+                raise
+
+    _run(fuzzed, label, mode, keyed, check)
+
+
+def _tolerated(failure: Failure, statuses: set[int]) -> bool:
+    return isinstance(failure, UndefinedStatusCode) and failure.status_code in statuses
+
+
+def test_every_operation_is_fuzzed(fuzzed: Fuzzed) -> None:
+    """The schema the app serves has exactly the operations parametrised above."""
+    served = sorted(
+        result.ok().label for result in fuzzed.schema.get_all_operations() if result.ok()
+    )
+    assert served == LABELS
+
+
+def test_conforming_requests_reach_real_rows(fuzzed: Fuzzed) -> None:
+    """The steering works: the fuzz run got 200s (and 201s) from the data endpoints."""
+    if not fuzzed.statuses:
+        pytest.skip("run with test_no_server_errors")
+    for label in LABELS:
+        seen = fuzzed.statuses.get(f"{label} positive keyed")
+        if seen is None:
+            continue
+        assert seen[200] + seen[201] > 0, (label, dict(seen))
+
+
+# --- the schema's documented statuses --------------------------------------------------
+
+
+class Undocumented(AssertionError):
+    """The app answered as it should, with a status the schema does not list."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request that legitimately gets `status`, which the schema should document."""
+
+    label: str
+    status: int
+    send: Callable[[TestClient[Any]], Any]
+
+    def __str__(self) -> str:
+        return f"{self.label} -> {self.status}"
+
+
+def _post(route: str, body: Any, headers: dict[str, str] | None = None) -> Callable[..., Any]:
+    return lambda client: client.post(route, json=body, headers=headers or {})
+
+
+KEYED = {"X-API-Key": KEY}
+PROFILE = {
+    "creator_id": "me", "city": "Oslo", "latitude": 59.91, "longitude": 10.75, "language": "no",
+    "category_id": "music", "title": "Live from Oslo", "avg_viewer_count": 0,
+    "creator_followers": 0, "stream_quality_score": 7.5, "is_partnered": False,
+    "mature_content": False,
+}  # fmt: skip
+HERE = {"latitude": 48.85, "longitude": 2.35}
+TEXT = {"content-type": "text/plain"}
+JSON = {"content-type": "application/json"}
+ML = "/v1/scenarios/hometown-ml"
+ANSWERS = [
+    Answer("PUT /v1/streams/{stream_id}", 201, lambda c: c.put(
+        "/v1/streams/fuzz_new_channel", headers=KEYED, json=PROFILE
+    )),
+    Answer("PUT /v1/streams/{stream_id}", 401, lambda c: c.put("/v1/streams/x", json=PROFILE)),
+    Answer("PUT /v1/streams/{stream_id}", 415, lambda c: c.put(
+        "/v1/streams/x", content=json.dumps(PROFILE), headers={**KEYED, **TEXT}
+    )),
+    Answer("POST /v1/streams/live-status", 401, _post("/v1/streams/live-status", {})),
+    Answer("POST /v1/streams/live-status", 413, lambda c: c.post(
+        "/v1/streams/live-status", content=b" " * 2_500_000, headers={**KEYED, **JSON}
+    )),
+    Answer("POST /v1/streams/{stream_id}/live", 401, _post("/v1/streams/x/live", {})),
+    Answer("POST /v1/streams/{stream_id}/live", 404, _post("/v1/streams/nobody/live", {}, KEYED)),
+    Answer("POST /v1/streams/{stream_id}/offline", 401, _post("/v1/streams/x/offline", {})),
+    Answer("POST /v1/streams/{stream_id}/offline", 404, _post("/v1/streams/no/offline", {}, KEYED)),
+    Answer("POST /v1/scenarios/hometown", 404, _post("/v1/scenarios/hometown", {"user_id": "no"})),
+    Answer("POST /v1/scenarios/hometown", 415, lambda c: c.post(
+        "/v1/scenarios/hometown", content=json.dumps(HERE), headers=TEXT
+    )),
+    Answer("POST /v1/scenarios/hometown", 413, lambda c: c.post(
+        "/v1/scenarios/hometown", content=b" " * 2_500_000, headers=JSON
+    )),
+    Answer("POST /v1/scenarios/hometown-ml", 503, _post(ML, HERE)),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def plain_client(
+    fuzzed: Fuzzed, migrated_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient[Any]]:
+    """The app with a key but no click model, on the fuzz run's data."""
+    no_model = tmp_path_factory.mktemp("no-model") / "absent.joblib"
+    settings = Settings(
+        DATABASE_URL=migrated_url, API_KEY=KEY, MODEL_PATH=str(no_model), ACCESS_LOG=False
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=Undocumented,
+    reason="issue 6: the OpenAPI schema lists only 200 (and 400 for bodies); add the"
+    " handlers' other answers with `responses={...}` (ResponseSpec, the error body schema)",
+)
+@pytest.mark.parametrize("answer", ANSWERS, ids=str)
+def test_status_is_documented(
+    fuzzed: Fuzzed, plain_client: TestClient[Any], answer: Answer
+) -> None:
+    response = answer.send(plain_client)
+    assert response.status_code == answer.status, (response.status_code, response.text[:300])
+    assert response.headers["content-type"].startswith("application/json")
+    if answer.status >= 400:
+        body = response.json()
+        assert body["status_code"] == answer.status and body["detail"], body
+    method, path = answer.label.split(" ", 1)
+    documented = fuzzed.schema.raw_schema["paths"][path][method.lower()]["responses"]
+    if str(answer.status) not in documented:
+        raise Undocumented(f"{answer}: the schema lists only {sorted(documented)}")
