@@ -140,6 +140,17 @@ def test_log_lines_are_json_with_the_request_id(loaded: str, tmp_path: Path) -> 
     assert KEY not in buffer.getvalue()  # the API key is never logged
 
 
+def test_the_app_logs_json_to_stderr_after_start_up(
+    loaded: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing at start-up (Litestar's own logging config, say) replaces the JSON handler."""
+    with TestClient(create_app(_settings(loaded, tmp_path))) as test_client:
+        response = test_client.get("/live")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    access = [x for x in lines if x["logger"] == "app.access"]
+    assert [x["request_id"] for x in access] == [response.headers["x-request-id"]]
+
+
 def test_lines_logged_inside_a_request_carry_its_id(dead: TestClient[Any]) -> None:
     buffer = io.StringIO()
     configure_logging("json", stream=buffer)
