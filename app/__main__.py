@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import uvicorn
 
 from app.main import create_app
@@ -17,14 +20,27 @@ def main() -> None:
     which carries the request id and the duration.
     """
     settings = get_settings()
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="info",
+        # SIGTERM: stop accepting, let in-flight requests finish, cancel what is
+        # still running after this many seconds (each query has its own deadline).
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
         log_config=None,
         access_log=False,
     )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """Exit 0 on SIGTERM: a graceful stop is a success.
+
+    uvicorn handles SIGTERM itself while it serves, then restores this handler and
+    raises the signal again; without it the process would die of the signal (-15).
+    """
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

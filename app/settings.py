@@ -58,9 +58,7 @@ class Settings(BaseSettings):
         default=2000, gt=0, validation_alias="DB_STATEMENT_TIMEOUT"
     )
     #: Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
-    shutdown_timeout_s: float = Field(
-        default=15.0, gt=0, validation_alias="GRACEFUL_SHUTDOWN_TIMEOUT"
-    )
+    shutdown_timeout_s: int = Field(default=15, ge=1, validation_alias="GRACEFUL_SHUTDOWN_TIMEOUT")
     #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/recommend/weights.py).
     weights: Weights = Field(default_factory=Weights, validation_alias="WEIGHTS")
     #: Signed-out viewers: how much they favour nearby streams when they do not say.

@@ -28,6 +28,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
 )
 
+#: What a connection the server killed mid-operation can raise instead of a clean
+#: connection error: asyncpg's protocol is left half-way ("cannot switch to state 12;
+#: another operation (2) is in progress", MagicStack/asyncpg#1069). Seen when the
+#: database stops under load. Such a connection must never serve another request.
+BROKEN_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.InternalClientError,
+)
+
 #: What a query that ran out of time raises: PostgreSQL's `statement_timeout` and
 #: `lock_timeout` (both QueryCanceledError / LockNotAvailableError), a session killed
 #: by `idle_in_transaction_session_timeout`, and asyncpg's own `command_timeout`
@@ -149,6 +158,12 @@ async def connection(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyn
     try:
         try:
             yield conn
+        except BROKEN_CONNECTION_ERRORS:
+            # Closed for good, so the pool opens a fresh one instead of handing
+            # out a connection whose state nobody knows (includes a client-side
+            # timeout: a server that went silent is not trusted again either).
+            conn.terminate()
+            raise
         finally:
             await pool.release(conn)
     except QUERY_TIMEOUTS as exc:
@@ -156,7 +171,7 @@ async def connection(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyn
             f"the database query timed out: {type(exc).__name__}",
             retry_after_s=RETRY_AFTER_BUSY_S,
         ) from exc
-    except CONNECTION_ERRORS as exc:
+    except BROKEN_CONNECTION_ERRORS as exc:
         raise _unavailable(exc) from exc
 
 
