@@ -197,6 +197,7 @@ def test_a_request_stuck_behind_a_lock_is_a_quick_503_and_the_worker_is_free_aft
     assert slow.elapsed < 1.0, slow
     assert "timed out" in body["detail"]
     assert after.status == 200  # one connection in the pool, and it came back
+    print(f"slow query: 503 after {slow.elapsed:.3f}s ({body['detail']}), then 200")
 
 
 def test_an_exhausted_pool_queues_then_answers_503_and_recovers(database: Database) -> None:
@@ -222,6 +223,8 @@ def test_an_exhausted_pool_queues_then_answers_503_and_recovers(database: Databa
     # They queued for the acquire timeout, then failed: neither at once nor hanging.
     assert all(0.4 < o.elapsed < 2.0 for o in queued), [o.elapsed for o in queued]
     assert {o.status for o in after} == {200}
+    times = sorted(o.elapsed for o in queued)
+    print(f"full pool: {len(queued)} queued requests got 503 after {times[0]:.2f}-{times[-1]:.2f}s")
 
 
 def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
@@ -246,7 +249,7 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
         assert finished.status == 200, finished
         started = time.monotonic()
         assert server.process.wait(timeout=10) == 0
-        assert time.monotonic() - started < 10
+        print(f"SIGTERM: in-flight answered 200, exit 0 {time.monotonic() - started:.2f}s after it")
     finally:
         server.stop()
 
