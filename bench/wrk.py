@@ -122,9 +122,7 @@ def ensure_wrk() -> str:
     return found
 
 
-def lua_script(
-    *, path: str, users: int | None, seed: int, delay_ms: float | None = None
-) -> str:
+def lua_script(*, path: str, users: int | None, seed: int, delay_ms: float | None = None) -> str:
     """The script's text: POST random `user_id` bodies to `path`, or GET it when no users.
 
     With `delay_ms`, each connection waits that long before its next request, which
