@@ -316,7 +316,10 @@ def test_a_database_outage_under_load_is_fast_503s_then_recovers_by_itself(
     assert all(o.retry_after for o in outcomes if o.status == 503)
     slowest = max(o.elapsed for o in outcomes)
     assert slowest < 3.0, f"a request took {slowest:.2f}s"
-    assert all(o.status == 200 for o in outcomes if o.started < down_at - 0.1)
+    # Every request that was over before the database stopped was served; one still
+    # in flight when it stopped may fairly get a 503.
+    before = [o for o in outcomes if o.started + o.elapsed < down_at]
+    assert before and {o.status for o in before} == {200}
     failed = [o for o in outcomes if o.status == 503]
     assert failed, "the outage was not seen"
     assert health.status_code == 503
