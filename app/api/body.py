@@ -31,9 +31,10 @@ def strict_json(
 ) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
     """A `before_request` hook that refuses any body `model` would not decode strictly.
 
-    With `optional`, an empty body passes (the handler then uses its defaults).
+    With `optional`, an empty body and a JSON `null` pass (the handler then uses its
+    defaults), as the schema documents.
     """
-    decoder = msgspec.json.Decoder(model, strict=True)
+    decoder = msgspec.json.Decoder(model | None if optional else model, strict=True)
 
     async def check(request: Request[Any, Any, Any]) -> None:
         if optional and not await request.body():

@@ -144,11 +144,11 @@ RAW: dict[str, tuple[bytes, str]] = {
     "nan_literal": (b"NaN", "not valid JSON"),
     "not_utf8": (b'{"\xff\xfe": 1}', "not valid JSON"),
     "bom": (b"\xef\xbb\xbf{}", "not valid JSON"),
-    "array": (b"[]", "Expected `object`"),
-    "number": (b"42", "Expected `object`"),
-    "string": (b'"x"', "Expected `object`"),
-    "null": (b"null", "Expected `object`"),
-    "deeply_nested": (b"[" * 30_000 + b"]" * 30_000, "Expected `object`"),
+    "array": (b"[]", "Expected `object"),
+    "number": (b"42", "Expected `object"),
+    "string": (b'"x"', "Expected `object"),
+    "null": (b"null", "Expected `object"),
+    "deeply_nested": (b"[" * 30_000 + b"]" * 30_000, "Expected `object"),
 }
 
 
@@ -158,7 +158,12 @@ def test_malformed_bodies_are_400(client: TestClient[Any], name: str, raw: str) 
     content, problem = RAW[raw]
     if raw == "trailing_garbage":
         content = _json(ENDPOINTS[name].valid) + b" x"
-    _refused(_send(client, ENDPOINTS[name], content), 400, problem)
+    response = _send(client, ENDPOINTS[name], content)
+    if raw == "null" and ENDPOINTS[name].optional_body:
+        # An optional body may be JSON `null`, as the schema documents: the defaults.
+        assert response.status_code == 200, response.text[:500]
+        return
+    _refused(response, 400, problem)
 
 
 @pytest.mark.parametrize("name", NAMES)

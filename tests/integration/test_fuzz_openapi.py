@@ -355,11 +355,6 @@ def test_list_items_keep_their_constraints(fuzzed: Fuzzed) -> None:
     assert tags["items"].get("minLength") == 1, tags
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6: the schema documents a JSON `null` body for /live and /offline"
-    " (oneOf [body, null]), but strict_json refuses it with a 400",
-)
 @pytest.mark.parametrize("action", ["live", "offline"])
 def test_a_null_body_the_schema_allows_is_accepted(
     fuzzed: Fuzzed, plain_client: TestClient[Any], action: str
