@@ -6,6 +6,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 from app import __version__
 from app.api.health import health, live, ready
@@ -62,6 +63,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Live streams from the viewer's own city and region, ranked.",
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
+            components=Components(
+                security_schemes={
+                    "ApiKey": SecurityScheme(
+                        type="apiKey",
+                        name="X-API-Key",
+                        security_scheme_in="header",
+                        description="The API_KEY setting; every write endpoint needs it.",
+                    )
+                }
+            ),
         ),
     )
     # Outermost, around routing and the exception middleware, so that 404s from

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
 from app import __version__
 from app.api.schemas import DatabaseStatus, HealthResponse, ModelStatus
@@ -22,7 +23,18 @@ from app.observability.readiness import NotReady, check_ready, schema_head
 from app.recommend.clicks import ModelSlot
 
 
-@get("/", summary="Health", tags=["health"])
+@get(
+    "/",
+    summary="Health",
+    tags=["health"],
+    responses={
+        503: ResponseSpec(
+            data_container=HealthResponse,
+            description="The database is down or not migrated (see Retry-After)",
+            generate_examples=False,
+        )
+    },
+)
 async def health(state: State) -> Response[HealthResponse]:
     """Report the app version, whether PostGIS answers, and row counts.
 
@@ -74,7 +86,18 @@ def live() -> Liveness:
     return Liveness(status="alive")
 
 
-@get("/ready", summary="Readiness", tags=["health"])
+@get(
+    "/ready",
+    summary="Readiness",
+    tags=["health"],
+    responses={
+        503: ResponseSpec(
+            data_container=Readiness,
+            description="Not ready: the database is unreachable or not migrated",
+            generate_examples=False,
+        )
+    },
+)
 async def ready(state: State) -> Response[Readiness]:
     """200 when the database answers with the schema at the newest migration.
 

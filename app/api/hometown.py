@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
+from app.api import responses
 from app.api.body import strict_json
 from app.api.rate_limit import rate_limited
 from app.api.schemas import (
@@ -38,6 +39,7 @@ class HometownController(Controller):
         status_code=HTTP_200_OK,
         summary="Recommend live streams near a viewer",
         before_request=strict_json(HometownRequest),
+        responses=responses.RECOMMEND,
     )
     async def recommend(self, state: State, data: JSONBody[HometownRequest]) -> HometownResponse:
         """Exact top `max_results` live streams by the seed score, widening when needed.
@@ -46,7 +48,11 @@ class HometownController(Controller):
         """
         return await _recommend(state, data)
 
-    @get("/stats", summary="What the scenario draws on")
+    @get(
+        "/stats",
+        summary="What the scenario draws on",
+        responses={**responses.LIMITED, **responses.UNAVAILABLE},
+    )
     async def stats(self, state: State) -> StatsResponse:
         """Users, streams, live streams, cities, the top 10 cities, the algorithm and weights."""
         settings = state.settings
@@ -81,6 +87,7 @@ class HometownMlController(Controller):
         status_code=HTTP_200_OK,
         summary="Recommend live streams near a viewer, with the click model",
         before_request=strict_json(HometownRequest),
+        responses=responses.RECOMMEND,
     )
     async def recommend(self, state: State, data: JSONBody[HometownRequest]) -> HometownResponse:
         """Exact top `max_results` by the seed score plus `0.5 · P(click)`.

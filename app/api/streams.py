@@ -8,9 +8,11 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Response, post, put
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from app.api import responses
 from app.api.auth import require_api_key
 from app.api.body import strict_json
 from app.api.live_schemas import (
@@ -44,12 +46,14 @@ class StreamsController(Controller):
     path = "/v1/streams"
     tags = ("live",)
     guards = (require_api_key,)
+    security = ({"ApiKey": []},)
 
     @post(
         "/live-status",
         status_code=HTTP_200_OK,
         summary="Apply a batch of live-status updates",
         before_request=strict_json(LiveStatusBatch),
+        responses=responses.KEYED,
     )
     async def live_status(
         self, state: State, data: JSONBody[LiveStatusBatch]
@@ -85,6 +89,7 @@ class StreamsController(Controller):
         status_code=HTTP_200_OK,
         summary="A stream went live (or its viewer count changed)",
         before_request=strict_json(GoLiveBody, optional=True),
+        responses=responses.KEYED_ONE_STREAM,
     )
     async def go_live(
         self,
@@ -102,6 +107,7 @@ class StreamsController(Controller):
         status_code=HTTP_200_OK,
         summary="A stream went offline",
         before_request=strict_json(GoOfflineBody, optional=True),
+        responses=responses.KEYED_ONE_STREAM,
     )
     async def go_offline(
         self,
@@ -117,6 +123,14 @@ class StreamsController(Controller):
         "/{stream_id:str}",
         summary="Create a channel or replace its profile",
         before_request=strict_json(StreamProfile),
+        responses={
+            201: ResponseSpec(
+                data_container=StreamProfileResponse,
+                description="The channel was created (it starts offline)",
+                generate_examples=False,
+            ),
+            **responses.KEYED,
+        },
     )
     async def put_profile(
         self, state: State, stream_id: StreamId, data: JSONBody[StreamProfile]
