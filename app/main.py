@@ -9,10 +9,19 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from app import __version__
+from app.api import openapi
 from app.api.health import health, live, ready
 from app.api.hometown import HometownController, HometownMlController
+from app.api.live_schemas import (
+    GoLiveBody,
+    GoOfflineBody,
+    LiveStatusBatch,
+    StatusUpdateBody,
+    StreamProfile,
+)
 from app.api.metrics import metrics
 from app.api.rate_limit import RateLimiter
+from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS
@@ -80,7 +89,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.asgi_handler = Observability(
         app.asgi_handler, state.metrics, log_access=settings.access_log
     )
+    openapi.tighten(app.openapi_schema, REQUEST_MODELS)
     return app
+
+
+#: Request bodies whose strictness the OpenAPI schema must show (see app/api/openapi.py).
+REQUEST_MODELS = (
+    HometownRequest,
+    LiveStatusBatch,
+    StatusUpdateBody,
+    GoLiveBody,
+    GoOfflineBody,
+    StreamProfile,
+)
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter | None:
