@@ -7,6 +7,9 @@ without a web framework; `EXCEPTION_HANDLERS` turns them into JSON bodies.
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Callable
 
 from litestar import MediaType, Request, Response
 from litestar.datastructures import State
@@ -77,10 +80,40 @@ class ModelUnavailable(RecoError):
     status_code = 503
 
 
+class ThrottledLog:
+    """One log line per kind of failure per `every_s`, then a count of those held back.
+
+    A database outage fails every request the same way, a thousand times a
+    second; the first line says what happened, the next ones only how often.
+    """
+
+    def __init__(self, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self.last: dict[str, float] = {}
+        self.held: dict[str, int] = {}
+
+    def error(self, kind: str, message: str) -> None:
+        """Log `message` unless a line of this `kind` went out less than `every_s` ago."""
+        now = self.clock()
+        if now - self.last.get(kind, -math.inf) < self.every_s:
+            self.held[kind] = self.held.get(kind, 0) + 1
+            return
+        held = self.held.pop(kind, 0)
+        self.last[kind] = now
+        log.error("%s%s", message, f" ({held} more like it since the last line)" if held else "")
+
+
+_failures = ThrottledLog()
+
+
 def reco_error_handler(request: Request[object, object, State], exc: RecoError) -> Response[object]:
     """Render a `RecoError` as `{"status_code", "detail"}` JSON, like Litestar's own errors."""
     if exc.status_code >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        _failures.error(
+            f"{type(exc).__name__} {request.url.path}",
+            f"{request.method} {request.url.path} failed: {exc.message}",
+        )
     headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
     return Response(
         {"status_code": exc.status_code, "detail": exc.message},

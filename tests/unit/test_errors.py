@@ -1,0 +1,34 @@
+"""Failure logging that says what happened once, then only how often."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import ThrottledLog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failures_are_logged_once_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    throttled = ThrottledLog(every_s=5.0, clock=clock)
+    with caplog.at_level("ERROR", logger="app"):
+        for _ in range(1000):
+            throttled.error("db", "POST /x failed: down")
+        throttled.error("other", "GET /y failed: timeout")
+        clock.now += 5.0
+        throttled.error("db", "POST /x failed: down")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "POST /x failed: down",
+        "GET /y failed: timeout",
+        "POST /x failed: down (999 more like it since the last line)",
+    ]
