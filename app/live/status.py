@@ -10,12 +10,14 @@ The batch is one `UPDATE ... FROM unnest(...)`: the comparison with `status_at`
 happens in the row's own update, so two batches racing for one stream settle it
 by `at`, not by arrival (PostgreSQL re-checks the condition on the row version
 the other batch wrote). Rows are updated in `stream_id` order, so two batches
-lock their common rows in the same order; a deadlock, should one still occur,
-retries the batch.
+lock their common rows in the same order; a batch that still waits past the lock
+timeout, or loses a deadlock, is run again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,8 +28,9 @@ import asyncpg
 #: How far an update's `at` may lie in the server's future (clock skew). Further,
 #: and a wrong clock could freeze a stream: no real update would ever be newer.
 MAX_FUTURE = timedelta(minutes=5)
-#: Attempts when PostgreSQL picks this batch as a deadlock's victim.
-DEADLOCK_ATTEMPTS = 3
+#: Attempts when the batch waited too long for rows another batch holds, or was
+#: picked as a deadlock's victim; past them, the caller answers 503.
+LOCK_ATTEMPTS = 4
 
 APPLY_SQL = """
 WITH batch AS (
@@ -136,13 +139,17 @@ async def _apply_sorted(
         [u.current_viewer_count for u in updates],
         [u.at for u in updates],
     )
-    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
             rows = await conn.fetch(APPLY_SQL, *columns)
             break
-        except asyncpg.DeadlockDetectedError:
-            if attempt == DEADLOCK_ATTEMPTS:
+        except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
+            # Another batch held some of these rows past the session's lock timeout
+            # (or, rarely, the two deadlocked). The statement is idempotent in effect:
+            # run it again after a short, jittered pause.
+            if attempt == LOCK_ATTEMPTS:
                 raise
+            await asyncio.sleep(random.uniform(0.02, 0.1) * attempt)
     return {
         row["stream_id"]: (
             Outcome.APPLIED

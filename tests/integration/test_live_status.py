@@ -366,3 +366,29 @@ def test_offline_streams_are_never_recommended_and_live_ones_appear_at_once(
         assert {s["stream_id"] for s in body["streams"]} <= live
         expectation = oracle.expect(user_table, stream_table, request)
         assert oracle.check(expectation, body, stream_table) == []
+
+
+def test_a_batch_waiting_past_the_lock_timeout_is_run_again(loaded: str) -> None:
+    """Rows held by another writer a little longer than the lock timeout: still applied."""
+    sid = _stream_ids(loaded, 1)[0]
+
+    async def contend() -> list[status.Result]:
+        holder = await asyncpg.connect(loaded)
+        writer = await asyncpg.connect(loaded, server_settings={"lock_timeout": "30"})
+        try:
+            holding = holder.transaction()
+            await holding.start()
+            await holder.execute("SELECT 1 FROM streams WHERE stream_id = $1 FOR UPDATE", sid)
+            update = StatusUpdate(sid, True, T0 + timedelta(hours=1), 5)
+            applying = asyncio.ensure_future(status.apply(writer, [update]))
+            await asyncio.sleep(0.08)  # longer than the 30 ms lock timeout
+            assert not applying.done()
+            await holding.rollback()
+            return await applying
+        finally:
+            await holder.close()
+            await writer.close()
+
+    (result,) = asyncio.run(contend())
+    assert result.outcome == "applied"
+    assert _state(loaded, sid)["current_viewer_count"] == 5
