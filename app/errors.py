@@ -81,27 +81,36 @@ class ModelUnavailable(RecoError):
 
 
 class ThrottledLog:
-    """One log line per kind of failure per `every_s`, then a count of those held back.
+    """At most `burst` log lines per kind of failure per `every_s`, then a count.
 
     A database outage fails every request the same way, a thousand times a
-    second; the first line says what happened, the next ones only how often.
+    second: the first lines say what happened, then one line per window says how
+    many more there were. A handful of failures is logged line by line, each with
+    its request id.
     """
 
-    def __init__(self, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, every_s: float = 5.0, burst: int = 10, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.every_s = every_s
+        self.burst = burst
         self.clock = clock
-        self.last: dict[str, float] = {}
+        self.window: dict[str, tuple[float, int]] = {}  # kind -> (window start, lines in it)
         self.held: dict[str, int] = {}
 
     def error(self, kind: str, message: str) -> None:
-        """Log `message` unless a line of this `kind` went out less than `every_s` ago."""
+        """Log `message` unless this `kind` already used its lines in the current window."""
         now = self.clock()
-        if now - self.last.get(kind, -math.inf) < self.every_s:
+        start, used = self.window.get(kind, (-math.inf, 0))
+        if now - start >= self.every_s:
+            start, used = now, 0
+        if used >= self.burst:
             self.held[kind] = self.held.get(kind, 0) + 1
+            self.window[kind] = (start, used)
             return
         held = self.held.pop(kind, 0)
-        self.last[kind] = now
-        log.error("%s%s", message, f" ({held} more like it since the last line)" if held else "")
+        self.window[kind] = (start, used + 1)
+        log.error("%s%s", message, f" ({held} more like it held back)" if held else "")
 
 
 _failures = ThrottledLog()
@@ -110,7 +119,8 @@ _failures = ThrottledLog()
 def reco_error_handler(request: Request[object, object, State], exc: RecoError) -> Response[object]:
     """Render a `RecoError` as `{"status_code", "detail"}` JSON, like Litestar's own errors."""
     if exc.status_code >= 500:
-        _failures.error(
+        failures = request.app.state.get("failure_log", _failures)  # one per app
+        failures.error(
             f"{type(exc).__name__} {request.url.path}",
             f"{request.method} {request.url.path} failed: {exc.message}",
         )

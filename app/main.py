@@ -24,7 +24,7 @@ from app.api.rate_limit import RateLimiter
 from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
-from app.errors import EXCEPTION_HANDLERS
+from app.errors import EXCEPTION_HANDLERS, ThrottledLog
 from app.observability.logs import configure_logging, log_unexpected
 from app.observability.metrics import Metrics
 from app.observability.middleware import Observability
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": settings,
             "stats_cache": StatsCache(settings.stats_cache_s),
             "rate_limiter": _rate_limiter(settings),
+            "failure_log": ThrottledLog(),
         }
     )
     state.metrics = Metrics(state)

@@ -19,7 +19,7 @@ def test_failures_are_logged_once_per_interval_with_a_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = Clock()
-    throttled = ThrottledLog(every_s=5.0, clock=clock)
+    throttled = ThrottledLog(every_s=5.0, burst=3, clock=clock)
     with caplog.at_level("ERROR", logger="app"):
         for _ in range(1000):
             throttled.error("db", "POST /x failed: down")
@@ -29,6 +29,8 @@ def test_failures_are_logged_once_per_interval_with_a_count(
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "POST /x failed: down",
+        "POST /x failed: down",
+        "POST /x failed: down",
         "GET /y failed: timeout",
-        "POST /x failed: down (999 more like it since the last line)",
+        "POST /x failed: down (997 more like it held back)",
     ]
