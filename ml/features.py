@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 FloatArray = npt.NDArray[np.float64]
 ObjectArray = npt.NDArray[np.object_]
@@ -170,6 +169,8 @@ def same_value(left: npt.ArrayLike, right: npt.ArrayLike) -> BoolArray:
     """
     a = np.asarray(left, dtype=object)
     b = np.asarray(right, dtype=object)
+    import pandas as pd  # here, not at import: the server loads this module, pandas is ~60 MiB
+
     equal: BoolArray = np.equal(a, b) & pd.notna(a)
     return equal
 
@@ -183,6 +184,8 @@ def category_match(categories: npt.ArrayLike, preferred: npt.ArrayLike) -> BoolA
     training the users number thousands and the rows millions, so this replaces
     ten million Python lookups with a few thousand and two numpy indexings.
     """
+    import pandas as pd  # see same_value
+
     cats = np.asarray(categories, dtype=object)
     prefs = _object_column(preferred)
     if len(cats) <= _ROW_LOOKUP_MAX:

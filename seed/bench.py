@@ -29,7 +29,8 @@ from alembic.config import Config
 
 from app.settings import Settings
 from seed.generate import generate
-from seed.loader import COLUMNS, TABLES, iter_chunks, load, say, to_csv_bytes
+from seed.limits import COLUMNS
+from seed.loader import TABLES, iter_chunks, load, say, to_csv_bytes
 
 
 @dataclass

@@ -36,7 +36,8 @@ from seed.behaviour import (
     impression_chunks,
 )
 from seed.cities import ENGLISH, PLACES, IntArray, choose_places, scatter
-from seed.loader import STREAM_COLUMNS, USER_COLUMNS, Dataset
+from seed.limits import STREAM_COLUMNS, USER_COLUMNS
+from seed.loader import Dataset
 
 DEFAULT_AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -28,12 +28,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seed.loader import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS, Dataset
+from seed.limits import (
+    DEFAULT_DURATION_MINUTES,
+    INTERACTION_COLUMNS,
+    STREAM_COLUMNS,
+    USER_COLUMNS,
+)
+from seed.loader import Dataset
 from seed.problems import PRINT_LIMIT, InvalidDataError, Problem, format_problems
 from seed.tabular import CsvLines, header, read
 from seed.validate import (
     ALIASES,
-    DEFAULT_DURATION_MINUTES,
     FIELDS,
     Checked,
     check_references,

@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from seed.limits import ARRAY_COLUMNS, COLUMNS, INTERACTION_COLUMNS
 from seed.spatial_order import in_hilbert_order
 
 STAGING = "hometown_staging"
@@ -43,53 +44,6 @@ TABLES = ("users", "streams", "interactions")  # creation order: referenced tabl
 # Any 64-bit number unique to this job: serialises concurrent loads on one database.
 LOAD_LOCK_KEY = 0x486F6D65746F776E
 CHUNK_ROWS = 250_000
-
-USER_COLUMNS = (
-    "user_id",
-    "city",
-    "latitude",
-    "longitude",
-    "language",
-    "timezone_offset",
-    "preferred_categories",
-    "local_preference_strength",
-    "total_watch_hours",
-    "registration_date",
-)
-STREAM_COLUMNS = (
-    "stream_id",
-    "creator_id",
-    "city",
-    "latitude",
-    "longitude",
-    "language",
-    "category_id",
-    "title",
-    "description",
-    "tags",
-    "avg_viewer_count",
-    "creator_followers",
-    "stream_quality_score",
-    "typical_duration_minutes",
-    "is_partnered",
-    "mature_content",
-    "is_live",
-    "current_viewer_count",
-    "live_since",
-    "updated_at",
-)
-INTERACTION_COLUMNS = (
-    "user_id",
-    "stream_id",
-    "impression_at",
-    "clicked",
-    "watch_time_minutes",
-    "device_type",
-    "page_position",
-    "session_id",
-)
-COLUMNS = {"users": USER_COLUMNS, "streams": STREAM_COLUMNS, "interactions": INTERACTION_COLUMNS}
-ARRAY_COLUMNS = {"preferred_categories", "tags"}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from seed.limits import DEFAULT_DURATION_MINUTES, EXACT_INT_MAX, ID_MAX_LENGTH, INT32_MAX
 from seed.parsing import PARSERS, Parsed
 from seed.problems import Problem
 
@@ -29,13 +30,7 @@ PARSER_OF: dict[Kind, str] = {
     "timestamp": "timestamp",
     "list": "list",
 }
-INT32_MAX = 2**31 - 1
-#: Largest integer a float64 holds exactly; parsing goes through float64, so larger
-#: BIGINT values would be silently rounded. No follower count gets near it.
-EXACT_INT_MAX = 2**53
-#: Longest id accepted. A btree entry must fit in a third of a page (about 2,700
-#: bytes), or PostgreSQL refuses the primary key; 200 characters of UTF-8 always do.
-ID_MAX_LENGTH = 200
+
 #: Marks a field whose empty cells are refused rather than defaulted.
 REQUIRED = object()
 
@@ -75,10 +70,6 @@ def _coordinates() -> tuple[Field, Field]:
         "longitude", "float", low=-180, high=180
     )
 
-
-#: Default for streams whose file has no typical_duration_minutes (or an empty cell):
-#: two hours, a common length for one broadcast.
-DEFAULT_DURATION_MINUTES = 120
 
 USER_FIELDS = (
     Field("user_id", "id"),

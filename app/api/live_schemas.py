@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from app.api.schemas import _TEXT, Id
-from seed.validate import DEFAULT_DURATION_MINUTES, EXACT_INT_MAX, INT32_MAX
+from seed.limits import DEFAULT_DURATION_MINUTES, EXACT_INT_MAX, INT32_MAX
 
 #: The most updates one batch may carry: a few thousand, one statement's worth.
 MAX_BATCH = 5000

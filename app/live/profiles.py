@@ -11,23 +11,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-PROFILE_COLUMNS = (
-    "creator_id",
-    "city",
-    "latitude",
-    "longitude",
-    "language",
-    "category_id",
-    "title",
-    "description",
-    "tags",
-    "avg_viewer_count",
-    "creator_followers",
-    "stream_quality_score",
-    "typical_duration_minutes",
-    "is_partnered",
-    "mature_content",
-)
+from seed.limits import STREAM_COLUMNS
+
+#: The columns a profile sets: the loader's stream columns without the id and the
+#: live state, which only status updates change.
+LIVE_STATE = ("is_live", "current_viewer_count", "live_since", "updated_at")
+PROFILE_COLUMNS = tuple(c for c in STREAM_COLUMNS if c != "stream_id" and c not in LIVE_STATE)
 
 UPSERT_SQL = f"""
 INSERT INTO streams (stream_id, {", ".join(PROFILE_COLUMNS)})

@@ -27,7 +27,7 @@ from bench.simulate import (
 )
 from seed.generate import generate
 from seed.loader import load
-from tests.conftest import fetch, run_sql
+from tests.conftest import run_sql
 
 API_KEY = "test-simulate-key"
 
@@ -168,20 +168,9 @@ def test_last_state_round_trips(tmp_path: Path, table: StreamTable, suffix: str)
 # --------------------------------------------------------------------------- against a server
 
 
-def has_live_status_api(url: str) -> bool:
-    rows = fetch(
-        url,
-        "SELECT 1 FROM information_schema.columns"
-        " WHERE table_name = 'streams' AND column_name = 'status_at'",
-    )
-    return bool(rows)
-
-
 @pytest.fixture
 def api(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[server.Server]:
     """300 streams (about 10% live) and the API serving them, with an API key."""
-    if not has_live_status_api(db_url):
-        pytest.skip("the live-status API (streams.status_at) is not in this checkout")
     load(db_url, generate(50, 300, 0, seed=11, live_share=0.1))
     monkeypatch.setenv("API_KEY", API_KEY)
     api = server.start(db_url)

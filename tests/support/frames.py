@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from seed.loader import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS, Dataset
+from seed.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
+from seed.loader import Dataset
 
 T0 = pd.Timestamp("2026-11-01T00:00:00Z")
 

@@ -14,7 +14,8 @@ import pytest
 from seed.behaviour import DEVICES, PAGE_SLOTS, click_probability
 from seed.cities import CITIES, PLACES, SPARSE_TOWNS, haversine_km, scatter
 from seed.generate import CATEGORIES, DEFAULT_AS_OF, generate, id_width
-from seed.loader import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS, Dataset
+from seed.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
+from seed.loader import Dataset
 
 N_USERS, N_STREAMS, N_IMPRESSIONS = 20_000, 20_000, 300_000
 CITY = {place.name: place for place in CITIES + SPARSE_TOWNS}
