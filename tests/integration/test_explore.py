@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from seed.explore import DISTANCE_EDGES_KM, FILES, explore, gather
-from seed.loader import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS, Dataset, load
+from seed.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
+from seed.loader import Dataset, load
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NOW = datetime(2025, 1, 1, 20, 0, tzinfo=UTC)
