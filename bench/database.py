@@ -48,6 +48,8 @@ class Dataset:
     users: int
     streams: int
     seed: int
+    #: Share of streams live (the HTTP benchmark: all of them).
+    live_share: float = 1.0
 
     def fingerprint(self) -> str:
         """Hash of the arguments and of every file the schema and the rows come from."""
@@ -129,7 +131,7 @@ def counts(url: str) -> Counts:
 
 
 def seed(url: str, dataset: Dataset) -> None:
-    """Load the dataset with `python -m seed generate`, every stream live.
+    """Load the dataset with `python -m seed generate` (`dataset.live_share` live).
 
     It runs as a child process with DATABASE_URL pointing at the scratch database
     (the same command a developer would type); its progress, and its stdout too, goes
@@ -144,7 +146,7 @@ def seed(url: str, dataset: Dataset) -> None:
         f"--users={dataset.users}",
         f"--streams={dataset.streams}",
         "--impressions=0",
-        "--live-share=1",
+        f"--live-share={dataset.live_share:g}",
         f"--seed={dataset.seed}",
     ]
     say(f"seeding: {' '.join(command[1:])}")

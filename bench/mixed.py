@@ -90,28 +90,6 @@ def mixed_scratch_url(server_url: str) -> str:
     return scratch_url(server_url) + "_mixed"
 
 
-def seed_database(url: str, dataset: MixedDataset) -> None:
-    """`python -m seed generate` into the scratch database (a child process)."""
-    command = [
-        sys.executable,
-        "-m",
-        "seed",
-        "generate",
-        f"--users={dataset.users}",
-        f"--streams={dataset.streams}",
-        "--impressions=0",
-        f"--live-share={dataset.live_share}",
-        f"--seed={dataset.seed}",
-    ]
-    say(f"seeding: {' '.join(command[1:])}")
-    env = {**os.environ, "DATABASE_URL": url}
-    result = subprocess.run(
-        command, env=env, stdout=sys.stderr, timeout=database.SEED_TIMEOUT_S, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"seeding failed (exit {result.returncode})")
-
-
 def ensure_data(
     server_url: str, url: str, dataset: MixedDataset, *, reuse: bool
 ) -> database.Counts:
@@ -121,7 +99,7 @@ def ensure_data(
         if (have.users, have.streams) == (dataset.users, dataset.streams):
             say(f"reusing the kept database: {have.streams:,} streams, {have.live:,} live")
             return have
-    seed_database(url, dataset)
+    database.seed(url, dataset)
     have = database.counts(url)
     if (have.users, have.streams) != (dataset.users, dataset.streams):
         raise RuntimeError(f"the seeded database holds {have}, expected {dataset}")
