@@ -3,7 +3,7 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 UV ?= uv
-DB := $(UV) run python -m app.db.cluster
+DB := $(UV) run python -m tools.cluster
 
 .PHONY: help install db db-stop migrate seed model run serve test lint bench-load bench-api bench-mixed soak
 
@@ -42,8 +42,8 @@ test: install ## README command 2: the whole suite against a real PostGIS
 	$(UV) run pytest
 
 lint: install ## ruff and mypy
-	$(UV) run ruff check app seed ml tests migrations bench
-	$(UV) run ruff format --check app seed ml tests migrations bench
+	$(UV) run ruff check app seed ml tests migrations bench tools
+	$(UV) run ruff format --check app seed ml tests migrations bench tools
 	$(UV) run mypy
 
 bench-load: db ## load benchmark: 1M users + 1M streams + 10M impressions vs bare COPY (scratch db)

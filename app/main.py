@@ -25,11 +25,11 @@ from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
+from app.hometown.click_model import click_model
+from app.hometown.stats import StatsCache
 from app.observability.logs import configure_logging, log_unexpected
 from app.observability.metrics import Metrics
 from app.observability.middleware import Observability
-from app.recommend.clicks import click_model
-from app.recommend.stats import StatsCache
 from app.settings import Settings, get_settings
 
 

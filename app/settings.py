@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.recommend.weights import Weights
+from app.hometown.weights import Weights
 
 #: The private development database: the local cluster that `make db` starts, and the
 #: port docker-compose publishes its `db` service on. One URL serves both paths.
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     )
     #: Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
     shutdown_timeout_s: int = Field(default=15, ge=1, validation_alias="GRACEFUL_SHUTDOWN_TIMEOUT")
-    #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/recommend/weights.py).
+    #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/hometown/weights.py).
     weights: Weights = Field(default_factory=Weights, validation_alias="WEIGHTS")
     #: Signed-out viewers: how much they favour nearby streams when they do not say.
     default_local_preference: float = Field(

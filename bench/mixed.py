@@ -49,7 +49,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app.recommend.candidates import NEAREST_SQL
+from app.hometown.candidates import NEAREST_SQL
 from app.settings import Settings
 from bench import database, server, wrk
 from bench.cpu import children_cpu_s, cluster_cpu_s, postmaster_pid, process_cpu_s
@@ -67,7 +67,7 @@ SESSION_SETTINGS = {
     "max_parallel_workers_per_gather": "0",
     "plan_cache_mode": "force_generic_plan",
 }
-#: NEAREST_SQL's parameter types, in order (see app/recommend/candidates.py).
+#: NEAREST_SQL's parameter types, in order (see app/hometown/candidates.py).
 NEAREST_TYPES = "float8, float8, float8, float8, text[], text[], boolean, integer"
 
 

@@ -22,13 +22,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from app.api.schemas import HometownRequest
-from app.db.cluster import pg_bindir
-from app.recommend.candidates import NEAREST_SQL, USER_SQL
-from app.recommend.search import FIRST_STEP
+from app.hometown.candidates import NEAREST_SQL, USER_SQL
+from app.hometown.search import FIRST_STEP
+from tools.cluster import pg_bindir
 
 #: The request the load sends: a known user and every default (radius, k, filters).
 DEFAULT_REQUEST = HometownRequest(user_id="user_000000")
-#: The first nearest-first step's LIMIT, as app.recommend.search.candidates_in_ring sets it.
+#: The first nearest-first step's LIMIT, as app.hometown.search.candidates_in_ring sets it.
 FIRST_LIMIT = max(FIRST_STEP, 4 * DEFAULT_REQUEST.max_results)
 
 #: `user_` + the index, zero-padded to six digits and wider past that (lpad alone
@@ -37,7 +37,7 @@ USER_ID_SQL = "('user_' || lpad(:n::text, greatest(6, length(:n::text)), '0'))"
 
 #: USER_SQL's `$1` is the user id.
 USER_PARAMS = {1: USER_ID_SQL}
-#: NEAREST_SQL's `$n` (see app/recommend/candidates.py): the point from the user row
+#: NEAREST_SQL's `$n` (see app/hometown/candidates.py): the point from the user row
 #: that `\gset` stored, ring 0 (no inner edge), no language or category filter,
 #: mature streams allowed, the first step's limit. pgbench sends variables as
 #: parameters of a prepared statement, as asyncpg does; it cannot send a NULL, so the

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.db.cluster import free_port
 from bench.log import say
+from tools.cluster import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0

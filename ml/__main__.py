@@ -7,11 +7,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from app.api.schemas import HometownRequest
 from app.errors import UserNotFound
+from app.features.artifact import ModelError
+from app.hometown.service import Query
 from app.settings import get_settings
 from ml import compare, evaluate
-from ml.artifact import ModelError
 from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
 
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"--max-results must be at most 100 (as in the API), got {args.max_results}")
         try:
             model = compare.load_model(args.model_path or settings.model_path)
-            request = HometownRequest(
+            request = Query(
                 user_id=args.user,
                 max_results=args.max_results,
                 radius_km=args.radius_km,

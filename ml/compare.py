@@ -1,7 +1,7 @@
 """One user's basic and ML lists side by side, exactly as the API computes them.
 
-`python -m ml compare --user USER_ID` calls `app.recommend.service.recommend`
-twice with the same `HometownRequest` (with `explain`): once without a
+`python -m ml compare --user USER_ID` calls `app.hometown.service.recommend`
+twice with the same `service.Query` (with `explain`): once without a
 probability, which is `/v1/scenarios/hometown`, and once with
 `probability_of(model)`, which is `/v1/scenarios/hometown-ml`. Nothing is
 re-implemented here, so what it shows is what the endpoints answer; the
@@ -20,13 +20,12 @@ from pathlib import Path
 
 import asyncpg
 
-from app.api.schemas import HometownRequest, HometownResponse, RecommendedStream
-from app.recommend import service
-from app.recommend.clicks import probability_of
-from app.recommend.scoring import Viewer
-from app.recommend.weights import Weights
-from ml import artifact
-from ml.artifact import ClickModel
+from app.features import artifact
+from app.features.artifact import ClickModel
+from app.hometown import service
+from app.hometown.click_model import probability_of
+from app.hometown.scoring import Viewer
+from app.hometown.weights import Weights
 
 TITLE_WIDTH = 20
 #: Between the two lists: not "|", which titles may contain.
@@ -38,17 +37,17 @@ CITY_WIDTH = 12
 class Comparison:
     """Both answers for one request, the viewer and the model used."""
 
-    request: HometownRequest
+    request: service.Query
     viewer: Viewer
-    basic: HometownResponse
-    ml: HometownResponse
+    basic: service.Recommendation
+    ml: service.Recommendation
     model: ClickModel
 
 
 async def compare(
     database_url: str,
     model: ClickModel,
-    request: HometownRequest,
+    request: service.Query,
     weights: Weights,
     *,
     default_local_preference: float,
@@ -85,7 +84,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _cell(stream: RecommendedStream | None, *, with_ml: bool) -> str:
+def _cell(stream: service.Recommended | None, *, with_ml: bool) -> str:
     if stream is None:
         return ""
     c = stream.components
@@ -98,7 +97,7 @@ def _cell(stream: RecommendedStream | None, *, with_ml: bool) -> str:
     )
 
 
-def _move(stream: RecommendedStream, position: int, basic_positions: dict[str, int]) -> str:
+def _move(stream: service.Recommended, position: int, basic_positions: dict[str, int]) -> str:
     before = basic_positions.get(stream.stream_id)
     if before is None:
         return "new"

@@ -5,13 +5,13 @@ distance there, with the expression the service uses, so the two cannot drift:
 `ST_Distance(stream.location, user.location, false)`, on the sphere, stream first.
 The argument order matters: PostGIS's spherical distance is not bit-for-bit
 symmetric (a few rows in a thousand differ in the last bit), and the service
-passes the stream's location first (app/recommend/candidates.py).
+passes the stream's location first (app/hometown/candidates.py).
 
 Everything else about the pair comes from the users and streams tables, read
 once each, and is spread over the rows with integer indexing. The rows
 themselves stream out with `COPY (SELECT ...) TO STDOUT` as CSV, which pyarrow
 parses on all cores: ten million impressions carry only two ids, a flag and a
-number each. The features are then built by `ml.features.feature_matrix`, the
+number each. The features are then built by `app.features.clicks.feature_matrix`, the
 function the service calls.
 """
 
@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ml.features import BoolArray, ObjectArray, Pairs
+from app.features.clicks import BoolArray, ObjectArray, Pairs
 
 IntArray = npt.NDArray[np.int64]
 Progress = Callable[[str], None]

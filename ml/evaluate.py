@@ -19,7 +19,7 @@ formula, which is the part the click model changes.
 
 **The rankers.**
 
-- `basic`: `app.recommend.scoring.score` without the ML term, ordered by `top_k`
+- `basic`: `app.hometown.scoring.score` without the ML term, ordered by `top_k`
   (descending score, ties by ascending stream_id): the `/hometown` order.
 - `ml`: the same with `ml_probability` = P(click): the `/hometown-ml` order.
 - `click_model_only`: P(click) alone, descending, ties by stream_id. No endpoint
@@ -33,12 +33,12 @@ formula, which is the part the click model changes.
   so it stays comparable with the other rankers.
 - `random`: a seeded random permutation of all candidates.
 
-**Same code as the API.** Rows are built by `app.recommend.candidates.to_rows`
+**Same code as the API.** Rows are built by `app.hometown.candidates.to_rows`
 from records in the service's column order, with the distance computed by the
 service's expression (`ST_Distance(stream, user, false)`: the sphere, stream
 first, since PostGIS's spherical distance is not bit-for-bit symmetric). The
 viewer carries the fields `service.resolve_viewer` reads. P(click) is built the
-way `app.recommend.clicks.probability_of` builds it (`Pairs.for_viewer` with the
+way `app.hometown.click_model.probability_of` builds it (`Pairs.for_viewer` with the
 same arguments, then `feature_matrix`, then one model call per user); only its
 one query per user for the creator columns is folded into the candidate query.
 The integration test checks that the probabilities equal `probability_of`'s,
@@ -72,14 +72,14 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from app.recommend import clicks
-from app.recommend.candidates import Rows, to_rows
-from app.recommend.scoring import Viewer, score, top_k
-from app.recommend.service import viewer_from_row
-from app.recommend.weights import Weights
-from ml import artifact
-from ml.artifact import ClickModel
-from ml.features import FloatArray, Pairs, feature_matrix
+from app.features import artifact
+from app.features.artifact import ClickModel
+from app.features.clicks import FloatArray, Pairs, feature_matrix
+from app.hometown import click_model
+from app.hometown.candidates import Rows, to_rows
+from app.hometown.scoring import Viewer, score, top_k
+from app.hometown.service import viewer_from_row
+from app.hometown.weights import Weights
 from ml.metrics import paired_bootstrap, per_user_metrics, rank
 from ml.split import is_test_user
 
@@ -227,7 +227,7 @@ async def fetch_candidates(
 
 def pairs_for(user: UserCandidates) -> Pairs:
     """The Pairs `probability_of` builds for this viewer and these rows (its own function)."""
-    return clicks.pairs_for(
+    return click_model.pairs_for(
         user.viewer,
         user.rows,
         creator_followers=user.creator_followers,

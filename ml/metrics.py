@@ -91,7 +91,7 @@ def reciprocal_rank(relevance_in_rank_order: npt.ArrayLike) -> float:
 def rank(scores: npt.ArrayLike, ids: npt.ArrayLike) -> npt.NDArray[np.intp]:
     """Order candidates as the service does: descending score, ties by ascending id.
 
-    The id tie-break is the one `app.recommend.scoring.top_k` uses; without it
+    The id tie-break is the one `app.hometown.scoring.top_k` uses; without it
     equal scores would be ordered by input position, and a metric could change
     with the order rows happened to come back from the database.
 

@@ -42,9 +42,9 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml import artifact
+from app.features import artifact
+from app.features.clicks import FEATURE_NAMES, feature_matrix
 from ml.dataset import load_training_data
-from ml.features import FEATURE_NAMES, feature_matrix
 from ml.split import is_test_user
 
 FloatArray = npt.NDArray[np.float64]
@@ -334,7 +334,7 @@ def train(options: Options) -> Result:
             ),
         )
         notes.append(
-            "features taken from the parquet file as they are (not rebuilt by ml.features)"
+            "features taken from the parquet file as they are (not rebuilt by app.features.clicks)"
         )
     else:
         matrix = _timed(

@@ -27,9 +27,9 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 
+from app.db.limits import COLUMNS
 from app.settings import Settings
 from seed.generate import generate
-from seed.limits import COLUMNS
 from seed.loader import TABLES, iter_chunks, load, say, to_csv_bytes
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.db.limits import STREAM_COLUMNS, USER_COLUMNS
 from seed.behaviour import (
     CHUNK_ROWS,
     CLICK_MODEL,
@@ -36,7 +37,6 @@ from seed.behaviour import (
     impression_chunks,
 )
 from seed.cities import ENGLISH, PLACES, IntArray, choose_places, scatter
-from seed.limits import STREAM_COLUMNS, USER_COLUMNS
 from seed.loader import Dataset
 
 DEFAULT_AS_OF = datetime(2026, 11, 1, tzinfo=UTC)

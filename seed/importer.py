@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seed.limits import (
+from app.db.limits import (
     DEFAULT_DURATION_MINUTES,
     INTERACTION_COLUMNS,
     STREAM_COLUMNS,

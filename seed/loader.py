@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from seed.limits import ARRAY_COLUMNS, COLUMNS, INTERACTION_COLUMNS
+from app.db.limits import ARRAY_COLUMNS, COLUMNS, INTERACTION_COLUMNS
 from seed.spatial_order import in_hilbert_order
 
 STAGING = "hometown_staging"

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from seed.limits import DEFAULT_DURATION_MINUTES, EXACT_INT_MAX, ID_MAX_LENGTH, INT32_MAX
+from app.db.limits import DEFAULT_DURATION_MINUTES, EXACT_INT_MAX, ID_MAX_LENGTH, INT32_MAX
 from seed.parsing import PARSERS, Parsed
 from seed.problems import Problem
 

@@ -20,8 +20,8 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
-from app.db.cluster import LocalCluster, docker_engine_answers, free_port, wait_for
 from app.settings import normalise_database_url
+from tools.cluster import LocalCluster, docker_engine_answers, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGIS_IMAGE = "postgis/postgis:15-3.4"  # the image docker-compose.yml uses too

@@ -19,8 +19,8 @@ from app import __version__
 from app.api.schemas import DatabaseStatus, HealthResponse, ModelStatus
 from app.db.pool import CONNECTION_ERRORS
 from app.health import check_database
+from app.hometown.click_model import ModelSlot
 from app.observability.readiness import NotReady, check_ready, schema_head
-from app.recommend.clicks import ModelSlot
 
 
 @get(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+import msgspec
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
@@ -15,14 +18,17 @@ from app.api.schemas import (
     CityStats,
     HometownRequest,
     HometownResponse,
+    RecommendedStream,
+    Ring,
     StatsResponse,
 )
 from app.db.pool import connection
 from app.errors import ModelUnavailable
-from app.recommend import service
-from app.recommend.clicks import ModelSlot, probability_of
-from app.recommend.search import Probability
-from app.recommend.weights import FORMULA
+from app.hometown import service
+from app.hometown.click_model import ModelSlot, probability_of
+from app.hometown.search import Probability
+from app.hometown.weights import FORMULA
+from app.observability.context import current_request_id
 
 ALGORITHM = "hometown-exact-threshold"
 
@@ -107,11 +113,24 @@ async def _recommend(
 ) -> HometownResponse:
     """Both endpoints: a pooled connection, the settings' weights, the service."""
     settings = state.settings
+    query = service.Query(**msgspec.structs.asdict(data))
     async with connection(state.pool, settings.db_connect_timeout_s) as conn:
-        return await service.recommend(
+        found = await service.recommend(
             conn,
-            data,
+            query,
             settings.weights,
             default_local_preference=settings.default_local_preference,
             probability=probability,
         )
+    # The id the response's X-Request-ID header carries, so a body and a log line match.
+    request_id = current_request_id() or uuid.uuid4().hex
+    return to_response(request_id, found)
+
+
+def to_response(request_id: str, found: service.Recommendation) -> HometownResponse:
+    """The service's result as the HTTP body (the same fields, as msgspec structs)."""
+    return HometownResponse(
+        request_id=request_id,
+        streams=msgspec.convert(found.streams, list[RecommendedStream], from_attributes=True),
+        rings=msgspec.convert(found.rings, list[Ring], from_attributes=True),
+    )

@@ -1,8 +1,8 @@
 """Request and response bodies of the live-availability API (`/v1/streams/...`).
 
-The limits are the importer's (seed/validate.py), so a channel the API accepts is
-one an import file could have carried, and the database's CHECKs never have to be
-the first line of defence.
+The limits are the importer's and the tables' (all from app/db/limits.py), so a
+channel the API accepts is one an import file could have carried, and the
+database's CHECKs never have to be the first line of defence.
 """
 
 from __future__ import annotations
@@ -13,17 +13,26 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from app.api.schemas import _TEXT, Id
-from seed.limits import DEFAULT_DURATION_MINUTES, EXACT_INT_MAX, INT32_MAX
+from app.api.schemas import _TEXT, Id, Latitude, Longitude
+from app.db.limits import (
+    DEFAULT_DURATION_MINUTES,
+    DESCRIPTION_MAX_LENGTH,
+    DURATION_MINUTES,
+    FOLLOWERS,
+    LIST_MAX_LENGTH,
+    QUALITY,
+    TEXT_MAX_LENGTH,
+    VIEWERS,
+)
 
 #: The most updates one batch may carry: a few thousand, one statement's worth.
 MAX_BATCH = 5000
 
-Text = Annotated[str, Meta(min_length=1, max_length=500, pattern=_TEXT)]
-LongText = Annotated[str, Meta(max_length=10_000, pattern=_TEXT)]
+Text = Annotated[str, Meta(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=_TEXT)]
+LongText = Annotated[str, Meta(max_length=DESCRIPTION_MAX_LENGTH, pattern=_TEXT)]
 #: RFC 3339 with an offset: an event time without a zone could be any of 26 instants.
 EventTime = Annotated[datetime, Meta(tz=True)]
-Viewers = Annotated[int, Meta(ge=0, le=INT32_MAX)]
+Viewers = Annotated[int, Meta(ge=VIEWERS.low, le=VIEWERS.high)]
 
 
 class StatusUpdateBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -85,17 +94,22 @@ class StreamProfile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     creator_id: Id
     city: Text
-    latitude: Annotated[float, Meta(ge=-90, le=90)]
-    longitude: Annotated[float, Meta(ge=-180, le=180)]
+    latitude: Latitude
+    longitude: Longitude
     language: Text
     category_id: Text
     title: Text
     description: LongText = ""
-    tags: Annotated[list[Text], Meta(max_length=100)] = msgspec.field(default_factory=list)
+    tags: Annotated[list[Text], Meta(max_length=LIST_MAX_LENGTH)] = msgspec.field(
+        default_factory=list
+    )
     avg_viewer_count: Viewers
-    creator_followers: Annotated[int, Meta(ge=0, le=EXACT_INT_MAX)]
-    stream_quality_score: Annotated[float, Meta(ge=0, le=10)]
-    typical_duration_minutes: Annotated[int, Meta(gt=0, le=INT32_MAX)] = DEFAULT_DURATION_MINUTES
+    creator_followers: Annotated[int, Meta(ge=FOLLOWERS.low, le=FOLLOWERS.high)]
+    stream_quality_score: Annotated[float, Meta(ge=QUALITY.low, le=QUALITY.high)]
+    #: Minutes, real-valued as in import files (the seed writes 51.19).
+    typical_duration_minutes: Annotated[float, Meta(gt=DURATION_MINUTES.low)] = (
+        DEFAULT_DURATION_MINUTES
+    )
     is_partnered: bool
     mature_content: bool
 

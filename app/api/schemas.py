@@ -8,6 +8,15 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from app.db.limits import (
+    CODE_MAX_LENGTH,
+    ID_MAX_LENGTH,
+    LATITUDE,
+    LIST_MAX_LENGTH,
+    LOCAL_PREFERENCE,
+    LONGITUDE,
+)
+
 
 @dataclass
 class DatabaseStatus:
@@ -53,9 +62,11 @@ class HealthResponse:
 #: No NUL and no lone surrogate: PostgreSQL text can hold neither, so such an id
 #: could never match and would only fail deep in the driver.
 _TEXT = r"^[^\x00\ud800-\udfff]*$"
-Id = Annotated[str, Meta(min_length=1, max_length=200, pattern=_TEXT)]
-Code = Annotated[str, Meta(min_length=1, max_length=64, pattern=_TEXT)]
-Codes = Annotated[list[Code], Meta(max_length=100)]
+Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=_TEXT)]
+Code = Annotated[str, Meta(min_length=1, max_length=CODE_MAX_LENGTH, pattern=_TEXT)]
+Codes = Annotated[list[Code], Meta(max_length=LIST_MAX_LENGTH)]
+Latitude = Annotated[float, Meta(ge=LATITUDE.low, le=LATITUDE.high)]
+Longitude = Annotated[float, Meta(ge=LONGITUDE.low, le=LONGITUDE.high)]
 
 
 class HometownRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -68,11 +79,13 @@ class HometownRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """
 
     user_id: Id | None = None
-    latitude: Annotated[float, Meta(ge=-90, le=90)] | None = None
-    longitude: Annotated[float, Meta(ge=-180, le=180)] | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
     language: Code | None = None
     preferred_categories: Codes | None = None
-    local_preference_strength: Annotated[float, Meta(ge=0, le=1)] | None = None
+    local_preference_strength: (
+        Annotated[float, Meta(ge=LOCAL_PREFERENCE.low, le=LOCAL_PREFERENCE.high)] | None
+    ) = None
     max_results: Annotated[int, Meta(ge=1, le=100)] = 20
     radius_km: Annotated[float, Meta(gt=0, le=20000)] = 250.0
     languages: Codes | None = None

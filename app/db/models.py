@@ -34,7 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.recommend.tiers import STATIC_SCORE_SQL, TIERS
+from app.db import limits
+from app.hometown.tiers import STATIC_SCORE_SQL, TIERS
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -63,16 +64,27 @@ def _location() -> Mapped[object]:
     )
 
 
+def _check(column: str, bounds: limits.Bounds, name: str) -> CheckConstraint:
+    """The CHECK for a column's range, from the one place the range is written."""
+    return CheckConstraint(bounds.check_sql(column), name=name)
+
+
+def _coordinate_checks() -> tuple[CheckConstraint, CheckConstraint]:
+    return (
+        _check("latitude", limits.LATITUDE, "latitude_range"),
+        _check("longitude", limits.LONGITUDE, "longitude_range"),
+    )
+
+
 class User(Base):
     """A viewer: where they are and what they like."""
 
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
-        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
-        CheckConstraint("local_preference_strength BETWEEN 0 AND 1", name="local_preference_range"),
-        CheckConstraint("total_watch_hours >= 0", name="watch_hours_nonnegative"),
-        CheckConstraint("timezone_offset BETWEEN -12 AND 14", name="timezone_offset_range"),
+        *_coordinate_checks(),
+        _check("local_preference_strength", limits.LOCAL_PREFERENCE, "local_preference_range"),
+        _check("total_watch_hours", limits.WATCH_HOURS, "watch_hours_nonnegative"),
+        _check("timezone_offset", limits.TIMEZONE_OFFSET, "timezone_offset_range"),
         CheckConstraint("user_id <> ''", name="user_id_nonempty"),
         {"comment": "Viewers: home location, language and tastes (one row per user)."},
     )
@@ -103,13 +115,12 @@ class Stream(Base):
 
     __tablename__ = "streams"
     __table_args__ = (
-        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
-        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
-        CheckConstraint("stream_quality_score BETWEEN 0 AND 10", name="quality_range"),
-        CheckConstraint("avg_viewer_count >= 0", name="avg_viewers_nonnegative"),
-        CheckConstraint("creator_followers >= 0", name="followers_nonnegative"),
-        CheckConstraint("current_viewer_count >= 0", name="current_viewers_nonnegative"),
-        CheckConstraint("typical_duration_minutes > 0", name="duration_positive"),
+        *_coordinate_checks(),
+        _check("stream_quality_score", limits.QUALITY, "quality_range"),
+        _check("avg_viewer_count", limits.VIEWERS, "avg_viewers_nonnegative"),
+        _check("creator_followers", limits.FOLLOWERS, "followers_nonnegative"),
+        _check("current_viewer_count", limits.VIEWERS, "current_viewers_nonnegative"),
+        _check("typical_duration_minutes", limits.DURATION_MINUTES, "duration_positive"),
         CheckConstraint("is_live OR live_since IS NULL", name="live_since_only_when_live"),
         CheckConstraint("stream_id <> ''", name="stream_id_nonempty"),
         Index("ix_streams_location", "location", postgresql_using="gist"),
@@ -161,8 +172,8 @@ class Stream(Base):
     stream_quality_score: Mapped[float] = mapped_column(
         Float, comment="Editorial/technical quality, 0..10."
     )
-    typical_duration_minutes: Mapped[int] = mapped_column(
-        Integer, comment="Usual length of one broadcast, > 0."
+    typical_duration_minutes: Mapped[float] = mapped_column(
+        Float, comment="Usual length of one broadcast in minutes, > 0 (real-valued)."
     )
     is_partnered: Mapped[bool] = mapped_column(Boolean, comment="Partner programme member.")
     mature_content: Mapped[bool] = mapped_column(Boolean, comment="Flagged for adults only.")
@@ -200,9 +211,9 @@ class Interaction(Base):
 
     __tablename__ = "interactions"
     __table_args__ = (
-        CheckConstraint("watch_time_minutes >= 0", name="watch_time_nonnegative"),
+        _check("watch_time_minutes", limits.WATCH_MINUTES, "watch_time_nonnegative"),
         CheckConstraint("clicked OR watch_time_minutes = 0", name="watch_time_only_when_clicked"),
-        CheckConstraint("page_position >= 1", name="page_position_positive"),
+        _check("page_position", limits.PAGE_POSITION, "page_position_positive"),
         Index("ix_interactions_user_id_impression_at", "user_id", "impression_at"),
         Index("ix_interactions_stream_id", "stream_id"),
         {"comment": "Impression log: one row per stream shown to a user (training data)."},

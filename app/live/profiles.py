@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from seed.limits import STREAM_COLUMNS
+from app.db.limits import STREAM_COLUMNS
 
 #: The columns a profile sets: the loader's stream columns without the id and the
 #: live state, which only status updates change.

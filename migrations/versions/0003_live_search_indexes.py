@@ -7,7 +7,7 @@ Create Date: 2026-11-22
 `static_score` is the user-independent part of the seed score (quality plus
 capped popularity). The partial GiST indexes cover live streams only (most
 channels are offline at any moment) and, for the tiers, only the live streams
-whose static score lies in one band: see app/recommend/tiers.py, whose TIERS
+whose static score lies in one band: see app/hometown/tiers.py, whose TIERS
 must stay equal to the predicates here (a test checks it).
 """
 

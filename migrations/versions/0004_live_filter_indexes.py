@@ -7,7 +7,7 @@ Create Date: 2026-11-22
 A filter that few live streams pass would make the nearest-first walk step over
 almost every live stream of the world to find its few matches. With these, the
 search counts the qualifying streams first and, when they are few, scores them
-all (app/recommend/service.py).
+all (app/hometown/service.py).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from app.features.artifact import save
 from app.main import create_app
 from app.settings import Settings
-from ml.artifact import save
 from seed.loader import load
 from tests.conftest import fetch, run_sql
 from tests.integration.test_hometown_ml import fitted_model

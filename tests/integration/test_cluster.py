@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.db.cluster import ClusterError, LocalCluster, free_port, pg_bindir
 from tests.conftest import fetch, run_sql
+from tools.cluster import ClusterError, LocalCluster, free_port, pg_bindir
 
 
 def _have_postgres() -> bool:

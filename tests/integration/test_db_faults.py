@@ -28,7 +28,6 @@ import httpx
 import pytest
 from alembic import command
 
-from app.db.cluster import LocalCluster, free_port, pg_bindir
 from app.db.pool import connection, create_pool
 from app.errors import DatabaseTimeout
 from app.settings import Settings
@@ -36,6 +35,7 @@ from bench import server as api_server
 from seed.loader import load
 from tests.conftest import alembic_config, fetch
 from tests.support import frames
+from tools.cluster import LocalCluster, free_port, pg_bindir
 
 pytestmark = pytest.mark.slow
 

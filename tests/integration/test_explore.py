@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.db.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
 from seed.explore import DISTANCE_EDGES_KM, FILES, explore, gather
-from seed.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
 from seed.loader import Dataset, load
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -41,9 +41,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from app.features.artifact import save
 from app.main import create_app
 from app.settings import Settings
-from ml.artifact import save
 from seed.generate import generate
 from seed.loader import Dataset, load
 from tests.conftest import fetch, run_sql

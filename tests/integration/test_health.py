@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from litestar.testing import TestClient
 
-from app.db.cluster import free_port
 from app.main import create_app
 from app.settings import Settings
 from seed.loader import load
 from tests.support import frames
+from tools.cluster import free_port
 
 
 def test_health_reports_postgis_and_row_counts(db_url: str) -> None:

@@ -1,10 +1,10 @@
 """`POST /v1/scenarios/hometown-ml`: exact with a real click model, 503 without one, reloads.
 
-The model here is a real scikit-learn pipeline saved through `ml.artifact`, fitted on
+The model here is a real scikit-learn pipeline saved through `app.features.artifact`, fitted on
 made-up labels so the test does not depend on training code: what matters is that
 the endpoint ranks exactly by `score + 0.5 · P(click)` for whatever model is loaded.
 The oracle computes P(click) itself: its own great-circle distances, the raw
-tables, `ml.features` for the feature columns (the one module both sides must share)
+tables, `app.features.clicks` for the feature columns (the one module both sides must share)
 and the model.
 """
 
@@ -27,11 +27,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from app.features.artifact import ClickModel, save
+from app.features.clicks import FEATURE_NAMES, Pairs, feature_matrix
 from app.main import create_app
 from app.settings import Settings
 from bench import server as api_server
-from ml.artifact import ClickModel, save
-from ml.features import FEATURE_NAMES, Pairs, feature_matrix
 from seed.generate import generate
 from seed.loader import Dataset, load
 from tests.conftest import fetch, run_sql

@@ -27,11 +27,12 @@ import pandas as pd
 import pytest
 from litestar.testing import TestClient
 
+from app.api.hometown import to_response
 from app.api.schemas import HometownRequest
+from app.hometown import service
+from app.hometown.candidates import Rows
+from app.hometown.scoring import Viewer
 from app.main import create_app
-from app.recommend import service
-from app.recommend.candidates import Rows
-from app.recommend.scoring import Viewer
 from app.settings import Settings
 from seed.generate import generate
 from seed.loader import Dataset, load
@@ -857,14 +858,16 @@ def _recommend_with_ml(world: World, request: Mapping[str, Any]) -> tuple[dict[s
         try:
             response = await service.recommend(
                 conn,
-                msgspec.convert(dict(request), HometownRequest),
+                service.Query(
+                    **msgspec.structs.asdict(msgspec.convert(dict(request), HometownRequest))
+                ),
                 Settings(DATABASE_URL=world.url).weights,
                 default_local_preference=oracle.DEFAULT_LOCAL_PREFERENCE,
                 probability=probability,
             )
         finally:
             await conn.close()
-        return msgspec.to_builtins(response)  # type: ignore[no-any-return]
+        return msgspec.to_builtins(to_response("-", response))  # type: ignore[no-any-return]
 
     return asyncio.run(run()), len(calls)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from litestar.testing import TestClient
 
+from app.hometown.service import rings
 from app.main import create_app
-from app.recommend.service import rings
 from app.settings import Settings
 from seed.loader import Dataset, load
 from tests.support import frames

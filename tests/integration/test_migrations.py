@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from alembic import command
 
-from app.recommend.tiers import TIERS
+from app.hometown.tiers import TIERS
 from tests.conftest import alembic_config, fetch, run_sql
 
 USER = (
@@ -157,7 +157,7 @@ def test_constraints_refuse_bad_rows(
 
 
 def test_tier_indexes_match_the_search_tiers(migrated_url: str) -> None:
-    """The partial indexes of migration 0003 are the ones app/recommend/tiers.py queries."""
+    """The partial indexes of migration 0003 are the ones app/hometown/tiers.py queries."""
     rows = fetch(
         migrated_url,
         "SELECT c.relname AS indexname, pg_get_expr(i.indpred, i.indrelid) AS predicate"

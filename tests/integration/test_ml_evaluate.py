@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
-from app.api.schemas import HometownRequest
+from app.features import artifact
+from app.features.artifact import ClickModel
+from app.hometown.click_model import probability_of
+from app.hometown.service import Query, resolve_viewer
 from app.main import create_app
-from app.recommend.clicks import probability_of
-from app.recommend.service import resolve_viewer
 from app.settings import Settings
-from ml import artifact, compare, evaluate
-from ml.artifact import ClickModel
+from ml import compare, evaluate
 from ml.metrics import ndcg_at
 from ml.split import is_test_user
 from ml.train import Options as TrainOptions
@@ -166,7 +166,7 @@ async def _through_the_api_code(
         probability = probability_of(world.model)
         out = []
         for user in users:
-            request = HometownRequest(user_id=user.user_id)
+            request = Query(user_id=user.user_id)
             viewer = await resolve_viewer(conn, request, 0.5)
             out.append((viewer, await probability(conn, viewer, user.rows)))
         return out
@@ -239,7 +239,7 @@ def test_compare_prints_both_lists_as_the_endpoints_answer(world: World) -> None
         compare.compare(
             world.url,
             world.model,
-            HometownRequest(user_id=user_id, max_results=12, radius_km=150.0, explain=True),
+            Query(user_id=user_id, max_results=12, radius_km=150.0, explain=True),
             settings.weights,
             default_local_preference=settings.default_local_preference,
         )

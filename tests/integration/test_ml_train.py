@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import artifact
-from ml.artifact import ClickModel, ModelError
+from app.features import artifact
+from app.features.artifact import ClickModel, ModelError
+from app.features.clicks import FEATURE_NAMES, Pairs, feature_matrix
 from ml.dataset import TrainingData, load_training_data
-from ml.features import FEATURE_NAMES, Pairs, feature_matrix
 from ml.split import is_test_user
 from ml.train import Options, train
 from seed.generate import generate
@@ -59,7 +59,7 @@ def trained(dataset_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 # --- feature parity: training rows against serving-style pairs ----------------------
 
-# What the service computes per candidate (app/recommend/candidates.py): the stream's
+# What the service computes per candidate (app/hometown/candidates.py): the stream's
 # location first, the viewer's point built from its coordinates, on the sphere.
 SERVING_STREAMS_SQL = """
 SELECT stream_id, city, language, category_id, stream_quality_score, avg_viewer_count,

@@ -13,7 +13,6 @@ import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.db.cluster import free_port
 from app.main import create_app
 from app.observability.logs import configure_logging
 from app.observability.readiness import schema_head
@@ -21,6 +20,7 @@ from app.settings import Settings
 from seed.loader import load
 from tests.conftest import run_sql
 from tests.support import frames
+from tools.cluster import free_port
 
 ROUTE = "/v1/scenarios/hometown"
 KEY = "observability-test-key-0123456789"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from seed.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
+from app.db.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
 from seed.loader import Dataset
 
 T0 = pd.Timestamp("2026-11-01T00:00:00Z")

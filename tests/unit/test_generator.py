@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.db.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
 from seed.behaviour import DEVICES, PAGE_SLOTS, click_probability
 from seed.cities import CITIES, PLACES, SPARSE_TOWNS, haversine_km, scatter
 from seed.generate import CATEGORIES, DEFAULT_AS_OF, generate, id_width
-from seed.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
 from seed.loader import Dataset
 
 N_USERS, N_STREAMS, N_IMPRESSIONS = 20_000, 20_000, 300_000

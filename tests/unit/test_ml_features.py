@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-import ml.features as features
-from ml.features import FEATURE_NAMES, LOCAL_KM, REGIONAL_KM, Pairs, feature_matrix
+import app.features.clicks as features
+from app.features.clicks import FEATURE_NAMES, LOCAL_KM, REGIONAL_KM, Pairs, feature_matrix
 
 
 def _pairs(n: int, **columns: Any) -> Pairs:

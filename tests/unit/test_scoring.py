@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.recommend.scoring import (
+from app.hometown.scoring import (
     Candidates,
     Viewer,
     max_static_base,
@@ -13,7 +13,7 @@ from app.recommend.scoring import (
     score_bound,
     top_k,
 )
-from app.recommend.weights import Weights
+from app.hometown.weights import Weights
 
 VIEWER = Viewer(48.85, 2.35, "fr", frozenset({"gaming"}), 0.5)
 

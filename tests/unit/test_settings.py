@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.db.cluster import redact
 from app.settings import DEFAULT_DATABASE_URL, Settings
+from tools.cluster import redact
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from app.recommend.tiers import STATIC_POPULARITY_CAP, STATIC_POPULARITY_DIVISOR
-from app.recommend.weights import Weights
+from app.hometown.tiers import STATIC_POPULARITY_CAP, STATIC_POPULARITY_DIVISOR
+from app.hometown.weights import Weights
 
 FloatArray = npt.NDArray[np.float64]
 #: Highest stream_quality_score the schema allows (a CHECK constraint).
@@ -71,7 +71,7 @@ def score(
     weights: Weights,
     ml_probability: FloatArray | None = None,
 ) -> Scores:
-    """The seed formula over all candidates at once (see app/recommend/weights.py)."""
+    """The seed formula over all candidates at once (see app/hometown/weights.py)."""
     n = len(candidates)
     proximity_boost = 1.0 / (1.0 + candidates.distance_m / 1000.0)
     proximity = (

@@ -8,21 +8,13 @@ live streams exist anywhere.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
-from app.api.schemas import (
-    HometownRequest,
-    HometownResponse,
-    RecommendedStream,
-    ScoreComponents,
-)
-from app.api.schemas import Ring as RingReport
 from app.errors import UserNotFound
-from app.observability.context import current_request_id, note_search
-from app.recommend.candidates import (
+from app.hometown.candidates import (
     HALF_CIRCUMFERENCE_M,
     USER_SQL,
     Filters,
@@ -31,8 +23,8 @@ from app.recommend.candidates import (
     fetch_qualifying,
     to_rows,
 )
-from app.recommend.scoring import Viewer
-from app.recommend.search import (
+from app.hometown.scoring import Viewer
+from app.hometown.search import (
     Probability,
     RingCandidates,
     RingTop,
@@ -40,7 +32,8 @@ from app.recommend.search import (
     candidates_in_rows,
     rank,
 )
-from app.recommend.weights import Weights
+from app.hometown.weights import Weights
+from app.observability.context import note_search
 
 WIDENING_FACTOR = 4.0
 #: At most this many qualifying live streams are ranked by reading them all.
@@ -48,6 +41,77 @@ SMALL_SET = 5_000
 #: The last ring reaches past the antipode by this much, so float rounding of a
 #: distance near half the circumference never leaves a stream outside every ring.
 GLOBE_SLACK_M = 1000.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """Who to recommend for, how many, how far, and which streams qualify.
+
+    Either `user_id` (a stored viewer) or `latitude` + `longitude` (a signed-out
+    one, with optional `language`, `preferred_categories` and
+    `local_preference_strength`); the API has checked that exactly one is given.
+    """
+
+    user_id: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    language: str | None = None
+    preferred_categories: Sequence[str] | None = None
+    local_preference_strength: float | None = None
+    max_results: int = 20
+    radius_km: float = 250.0
+    languages: Sequence[str] | None = None
+    category_ids: Sequence[str] | None = None
+    include_mature: bool = True
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class Components:
+    """The score taken apart: score = proximity + base_weight·base + ml."""
+
+    proximity: float
+    quality: float
+    language: float
+    category: float
+    popularity: float
+    base: float
+    ml: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recommended:
+    """One recommended live stream, in ranking order."""
+
+    stream_id: str
+    city: str
+    score: float
+    distance_km: float
+    proximity_boost: float
+    ring: int
+    title: str
+    language: str
+    category_id: str
+    current_viewer_count: int
+    components: Components | None = None
+
+
+@dataclass(frozen=True)
+class RingReport:
+    """One distance band searched and how many streams it gave."""
+
+    index: int
+    min_km: float
+    max_km: float
+    streams: int
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The ranked streams (ring 0 first, each ring best first) and the rings searched."""
+
+    streams: list[Recommended]
+    rings: list[RingReport]
 
 
 def rings(radius_km: float) -> list[Ring]:
@@ -76,7 +140,7 @@ def viewer_from_row(row: asyncpg.Record) -> Viewer:
 
 
 async def resolve_viewer(
-    conn: asyncpg.Connection, request: HometownRequest, default_local_preference: float
+    conn: asyncpg.Connection, request: Query, default_local_preference: float
 ) -> Viewer:
     """The viewer from the users table, or from the request for a signed-out one."""
     if request.user_id is not None:
@@ -84,7 +148,7 @@ async def resolve_viewer(
         if row is None:
             raise UserNotFound(request.user_id)
         return viewer_from_row(row)
-    assert request.latitude is not None and request.longitude is not None  # schema rule
+    assert request.latitude is not None and request.longitude is not None  # the API's rule
     strength = request.local_preference_strength
     return Viewer(
         latitude=request.latitude,
@@ -97,12 +161,12 @@ async def resolve_viewer(
 
 async def recommend(
     conn: asyncpg.Connection,
-    request: HometownRequest,
+    request: Query,
     weights: Weights,
     *,
     default_local_preference: float,
     probability: Probability | None = None,
-) -> HometownResponse:
+) -> Recommendation:
     """Rank live streams for the request: exact top `max_results`, widening if needed."""
     viewer = await resolve_viewer(conn, request, default_local_preference)
     filters = Filters(request.languages, request.category_ids, request.include_mature)
@@ -136,7 +200,7 @@ async def recommend(
     rows = to_rows([record for _, found, _ in plan for record in found.records])
     ml = await probability(conn, viewer, rows) if probability else None
 
-    streams: list[RecommendedStream] = []
+    streams: list[Recommended] = []
     searched: list[RingReport] = []
     start = 0
     for index, (ring, found, wanted) in enumerate(plan):
@@ -159,18 +223,16 @@ async def recommend(
         candidates_read=sum(found.read for _, found, _ in plan),
         rings=len(plan),
     )
-    # The id the response's X-Request-ID header carries, so a body and a log line match.
-    request_id = current_request_id() or uuid.uuid4().hex
-    return HometownResponse(request_id=request_id, streams=streams, rings=searched)
+    return Recommendation(streams=streams, rings=searched)
 
 
-def _streams(top: RingTop, ring: int, *, explain: bool) -> Sequence[RecommendedStream]:
+def _streams(top: RingTop, ring: int, *, explain: bool) -> Sequence[Recommended]:
     rows, scores = top.rows, top.scores
     out = []
     for i in top.order:
         components = None
         if explain:
-            components = ScoreComponents(
+            components = Components(
                 proximity=float(scores.proximity[i]),
                 quality=float(scores.quality[i]),
                 language=float(scores.language[i]),
@@ -180,7 +242,7 @@ def _streams(top: RingTop, ring: int, *, explain: bool) -> Sequence[RecommendedS
                 ml=float(scores.ml[i]),
             )
         out.append(
-            RecommendedStream(
+            Recommended(
                 stream_id=str(rows.candidates.stream_id[i]),
                 city=str(rows.city[i]),
                 score=float(scores.score[i]),

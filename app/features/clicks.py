@@ -4,7 +4,7 @@ Training (ml/dataset.py) builds `Pairs` for millions of impressions; the service
 builds them for one viewer and a few hundred candidate streams. Both call
 `feature_matrix`, so a feature cannot mean one thing offline and another online.
 The columns, in order, are `FEATURE_NAMES`; a saved model records them and
-refuses to load against a different list (ml/artifact.py).
+refuses to load against a different list (app/features/artifact.py).
 
 Definitions (d = distance in km on the sphere, as the service measures it):
 
@@ -19,7 +19,7 @@ Definitions (d = distance in km on the sphere, as the service measures it):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Hashable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -165,14 +165,18 @@ def feature_matrix(pairs: Pairs) -> FloatArray:
 def same_value(left: npt.ArrayLike, right: npt.ArrayLike) -> BoolArray:
     """Row-wise `left == right` for text columns, where a missing value matches nothing.
 
-    Missing is None (or NaN/pd.NA, which a pandas round trip may produce).
+    A value is present when it is a string: None, NaN or pandas' NA (which a
+    pandas round trip in training may produce) all count as missing.
     """
     a = np.asarray(left, dtype=object)
     b = np.asarray(right, dtype=object)
-    import pandas as pd  # here, not at import: the server loads this module, pandas is ~60 MiB
+    present = _is_text(a) & _is_text(b)
+    equal: BoolArray = present & np.equal(np.where(present, a, ""), np.where(present, b, ""))
+    return equal.astype(bool, copy=False)
 
-    equal: BoolArray = np.equal(a, b) & pd.notna(a)
-    return equal
+
+def _is_text(column: ObjectArray) -> BoolArray:
+    return np.fromiter((isinstance(v, str) for v in column), dtype=bool, count=len(column))
 
 
 def category_match(categories: npt.ArrayLike, preferred: npt.ArrayLike) -> BoolArray:
@@ -182,10 +186,8 @@ def category_match(categories: npt.ArrayLike, preferred: npt.ArrayLike) -> BoolA
     collections and the categories, decide membership once per distinct
     (collection, category) combination, and look every row up in that table. In
     training the users number thousands and the rows millions, so this replaces
-    ten million Python lookups with a few thousand and two numpy indexings.
+    ten million set lookups with a few thousand and two numpy indexings.
     """
-    import pandas as pd  # see same_value
-
     cats = np.asarray(categories, dtype=object)
     prefs = _object_column(preferred)
     if len(cats) <= _ROW_LOOKUP_MAX:
@@ -194,11 +196,8 @@ def category_match(categories: npt.ArrayLike, preferred: npt.ArrayLike) -> BoolA
             dtype=bool,
             count=len(cats),
         )
-    try:
-        pref_codes, pref_sets = pd.factorize(prefs)
-    except TypeError:  # lists are not hashable: compare them as sets
-        pref_codes, pref_sets = pd.factorize(_object_column([_frozen(p) for p in prefs]))
-    cat_codes, cat_values = pd.factorize(cats)
+    pref_codes, pref_sets = _factorize(prefs, key=_frozen)
+    cat_codes, cat_values = _factorize(cats, key=lambda c: c if isinstance(c, str) else None)
     position = {value: j for j, value in enumerate(cat_values)}
     members = [
         (u, position[c])
@@ -208,8 +207,8 @@ def category_match(categories: npt.ArrayLike, preferred: npt.ArrayLike) -> BoolA
     ]
     member = np.array(members, dtype=np.int64).reshape(-1, 2)
     known = (pref_codes >= 0) & (cat_codes >= 0)  # -1: a None collection or category
-    rows_u = np.where(known, pref_codes, 0).astype(np.int64)
-    rows_c = np.where(known, cat_codes, 0).astype(np.int64)
+    rows_u = np.where(known, pref_codes, 0)
+    rows_c = np.where(known, cat_codes, 0)
     n_sets, n_cats = max(len(pref_sets), 1), max(len(cat_values), 1)
     if n_sets * n_cats <= _DENSE_TABLE_MAX:
         table = np.zeros((n_sets, n_cats), dtype=bool)
@@ -218,6 +217,32 @@ def category_match(categories: npt.ArrayLike, preferred: npt.ArrayLike) -> BoolA
     else:
         found = np.isin(rows_u * n_cats + rows_c, member[:, 0] * n_cats + member[:, 1])
     return found & known
+
+
+def _factorize(
+    values: ObjectArray, key: Callable[[Any], Hashable | None]
+) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    """Codes 0..k-1 for the distinct `key(value)`s, in order of first appearance; -1 for None.
+
+    A dict does what `pandas.factorize` does (one hash per row), without pandas:
+    the service imports this module and must not pay pandas' memory.
+    Consecutive rows often share one object (a user's preferences repeat over
+    their impressions), so the key of the previous row is reused when they do.
+    """
+    index: dict[Hashable, int] = {}
+
+    def codes() -> Iterator[int]:
+        previous: Any = object()
+        code = -1
+        for value in values:
+            if value is not previous:
+                previous = value
+                k = key(value)
+                code = -1 if k is None else index.setdefault(k, len(index))
+            yield code
+
+    found = np.fromiter(codes(), dtype=np.int64, count=len(values))
+    return found, list(index)
 
 
 def _repeat(value: Any, n: int) -> ObjectArray:
@@ -236,4 +261,9 @@ def _object_column(values: Any) -> ObjectArray:
 
 
 def _frozen(collection: Any) -> frozenset[str] | None:
-    return None if collection is None else frozenset(collection)
+    """A collection as a hashable set; anything else (None, NaN) is a missing one."""
+    if isinstance(collection, frozenset):
+        return collection
+    if isinstance(collection, list | tuple | set | np.ndarray):
+        return frozenset(collection)
+    return None

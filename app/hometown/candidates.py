@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from app.recommend.scoring import Candidates
-from app.recommend.tiers import TIERS, Tier
+from app.hometown.scoring import Candidates
+from app.hometown.tiers import TIERS, Tier
 
 #: Half the sphere's circumference: no two points are farther apart.
 EARTH_RADIUS_M = 6_371_008.771415

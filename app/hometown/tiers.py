@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The highest static score a stream can have: quality 10 plus the popularity cap 2.
-STATIC_MAX = 12.0
+from app.db.limits import QUALITY
+
 #: Expression of the generated column (migration 0003); mirrored in app/db/models.py.
 STATIC_SCORE_SQL = "stream_quality_score + LEAST(avg_viewer_count::double precision / 1000.0, 2.0)"
 #: Quality and popularity the stored static score weighs them with.
 STATIC_POPULARITY_DIVISOR = 1000.0
 STATIC_POPULARITY_CAP = 2.0
+#: The highest static score a stream can have: the top quality plus the popularity cap.
+STATIC_MAX = float(QUALITY.high or 0) + STATIC_POPULARITY_CAP
 
 
 @dataclass(frozen=True)

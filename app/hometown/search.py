@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from app.recommend.candidates import (
+from app.hometown.candidates import (
     Filters,
     Ring,
     Rows,
@@ -36,9 +36,9 @@ from app.recommend.candidates import (
     fetch_tiers,
     to_rows,
 )
-from app.recommend.scoring import FloatArray, Scores, Viewer, score, score_bound, top_k
-from app.recommend.tiers import STATIC_MAX, TIERS
-from app.recommend.weights import Weights
+from app.hometown.scoring import FloatArray, Scores, Viewer, score, score_bound, top_k
+from app.hometown.tiers import STATIC_MAX, TIERS
+from app.hometown.weights import Weights
 
 #: Streams read nearest-first in the first step (then ×4 per step).
 FIRST_STEP = 64

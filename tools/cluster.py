@@ -7,9 +7,9 @@ unprivileged user, because both refuse to run as root.
 
 Command line (used by the Makefile)::
 
-    python -m app.db.cluster up      # make sure a database answers; print its URL
-    python -m app.db.cluster down    # stop the private cluster under .pgdata/
-    python -m app.db.cluster status
+    python -m tools.cluster up      # make sure a database answers; print its URL
+    python -m tools.cluster down    # stop the private cluster under .pgdata/
+    python -m tools.cluster status
 """
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ def up() -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point for `python -m app.db.cluster`."""
+    """Entry point for `python -m tools.cluster`."""
     command = argv[0] if argv else "up"
     try:
         if command == "up":
@@ -346,7 +346,7 @@ def main(argv: list[str]) -> int:
             running = LocalCluster(DEFAULT_DIR).running()
             print("running" if running else "stopped")
         else:
-            print("usage: python -m app.db.cluster [up|down|status]", file=sys.stderr)
+            print("usage: python -m tools.cluster [up|down|status]", file=sys.stderr)
             return 2
     except (ClusterError, subprocess.CalledProcessError) as exc:
         print(f"[db] error: {exc}", file=sys.stderr)

@@ -36,7 +36,7 @@ import joblib
 import numpy as np
 import numpy.typing as npt
 
-from ml.features import FEATURE_NAMES
+from app.features.clicks import FEATURE_NAMES
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -7,7 +7,7 @@ file, a damaged one, one trained on other features) leaves the slot as it was an
 records why: `/hometown-ml` answers 503 with that reason until a good model loads,
 and `/hometown` never depends on it.
 
-Features come from `ml.features`, the module training uses too, so serving and
+Features come from `app.features.clicks`, the module training uses too, so serving and
 training cannot compute them differently.
 """
 
@@ -27,11 +27,11 @@ import numpy as np
 import numpy.typing as npt
 from litestar import Litestar
 
-from app.recommend.candidates import Rows
-from app.recommend.scoring import FloatArray, Viewer
-from app.recommend.search import Probability
-from ml.artifact import ClickModel, ModelError, load
-from ml.features import Pairs, feature_matrix
+from app.features.artifact import ClickModel, ModelError, load
+from app.features.clicks import Pairs, feature_matrix
+from app.hometown.candidates import Rows
+from app.hometown.scoring import FloatArray, Viewer
+from app.hometown.search import Probability
 
 log = logging.getLogger("app.model")
 
