@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m tools.cluster
 
-.PHONY: help install db db-stop migrate seed model run serve test lint bench-load bench-api bench-mixed soak
+.PHONY: help install db db-stop migrate seed model run serve test test-fast lint bench-load bench-api bench-mixed soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ serve: ## serve the API without the set-up steps
 
 test: install ## README command 2: the whole suite against a real PostGIS
 	$(UV) run pytest
+
+test-fast: install ## the unit tests alone: no database, a few seconds
+	$(UV) run pytest tests/unit -q
 
 lint: install ## ruff and mypy
 	$(UV) run ruff check app seed ml tests migrations bench tools

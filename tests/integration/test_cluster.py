@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fetch, run_sql
+from tests.support.db import fetch, run_sql
 from tools.cluster import ClusterError, LocalCluster, free_port, pg_bindir
 
 

@@ -33,8 +33,8 @@ from app.errors import DatabaseTimeout
 from app.settings import Settings
 from bench import server as api_server
 from seed.loader import load
-from tests.conftest import alembic_config, fetch
 from tests.support import frames
+from tests.support.db import alembic_config, fetch
 from tools.cluster import LocalCluster, free_port, pg_bindir
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from seed.generate import generate
 from seed.loader import load
-from tests.conftest import fetch
+from tests.support.db import fetch
 
 SIZES = {"users": 400, "streams": 250, "interactions": 6_000}
 # Every column of every row, in a fixed order: equal digests mean equal tables.

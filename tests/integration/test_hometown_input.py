@@ -19,8 +19,8 @@ from litestar.testing import TestClient
 from app.main import create_app
 from app.settings import Settings
 from seed.loader import load
-from tests.conftest import fetch, run_sql
 from tests.support import frames, oracle
+from tests.support.db import fetch, run_sql
 
 ROUTE = "/v1/scenarios/hometown"
 HERE = {"latitude": 48.85, "longitude": 2.35}  # Paris, where tests/support/frames puts everyone

@@ -34,8 +34,8 @@ from app.settings import Settings
 from bench import server as api_server
 from seed.generate import generate
 from seed.loader import Dataset, load
-from tests.conftest import fetch, run_sql
 from tests.support import oracle
+from tests.support.db import fetch, run_sql
 
 ROUTE = "/v1/scenarios/hometown-ml"
 USER_EXTRA = ("user_id", "city", "total_watch_hours")

@@ -36,8 +36,8 @@ from app.main import create_app
 from app.settings import Settings
 from seed.generate import generate
 from seed.loader import Dataset, load
-from tests.conftest import fetch, run_sql
 from tests.support import frames, oracle
+from tests.support.db import fetch, run_sql
 
 ROUTE = "/v1/scenarios/hometown"
 SEED = 20261122

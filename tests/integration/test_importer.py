@@ -26,7 +26,7 @@ from seed.importer import (
     read_dataset,
 )
 from seed.loader import load
-from tests.conftest import fetch
+from tests.support.db import fetch
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -20,8 +20,8 @@ from app.main import create_app
 from app.settings import Settings
 from seed.generate import generate
 from seed.loader import Dataset, load
-from tests.conftest import fetch
 from tests.support import oracle
+from tests.support.db import fetch
 
 KEY = "test-key-0123456789-abcdef"
 KEYED = {"X-API-Key": KEY}

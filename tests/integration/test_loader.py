@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from seed.loader import Dataset, load
-from tests.conftest import ROOT, fetch
 from tests.support import frames
+from tests.support.db import ROOT, fetch
 
 DIGEST = """
     SELECT (SELECT md5(string_agg(u::text, '|' ORDER BY user_id)) FROM users u) AS users,

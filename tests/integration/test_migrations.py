@@ -7,7 +7,7 @@ import pytest
 from alembic import command
 
 from app.hometown.tiers import TIERS
-from tests.conftest import alembic_config, fetch, run_sql
+from tests.support.db import alembic_config, fetch, run_sql
 
 USER = (
     "INSERT INTO users (user_id, city, latitude, longitude, language, timezone_offset,"

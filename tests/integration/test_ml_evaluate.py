@@ -30,7 +30,7 @@ from ml.train import Options as TrainOptions
 from ml.train import train
 from seed.generate import generate
 from seed.loader import load
-from tests.conftest import ROOT, fetch, run_sql
+from tests.support.db import ROOT, fetch, run_sql
 
 TRAIN_HINT = "uv run python -m ml train"
 

@@ -22,7 +22,7 @@ from ml.split import is_test_user
 from ml.train import Options, train
 from seed.generate import generate
 from seed.loader import load
-from tests.conftest import ROOT, run_sql
+from tests.support.db import ROOT, run_sql
 
 TRAIN_HINT = "uv run python -m ml train"
 

@@ -17,9 +17,8 @@ from app.main import create_app
 from app.observability.logs import configure_logging
 from app.observability.readiness import schema_head
 from app.settings import Settings
-from seed.loader import load
-from tests.conftest import run_sql
-from tests.support import frames
+from tests.integration.conftest import MakeClient
+from tests.support.db import run_sql
 from tools.cluster import free_port
 
 ROUTE = "/v1/scenarios/hometown"
@@ -34,16 +33,13 @@ def _settings(url: str, tmp_path: Path, **extra: Any) -> Settings:
 
 
 @pytest.fixture
-def loaded(db_url: str) -> str:
-    """Twelve users and four live streams in Paris."""
-    load(db_url, frames.dataset(12, 4))
-    return db_url
+def loaded(small_world: str) -> str:
+    return small_world
 
 
 @pytest.fixture
-def client(loaded: str, tmp_path: Path) -> Iterator[TestClient[Any]]:
-    with TestClient(create_app(_settings(loaded, tmp_path))) as test_client:
-        yield test_client
+def client(loaded: str, make_client: MakeClient) -> TestClient[Any]:
+    return make_client(loaded, API_KEY=KEY)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, fetch, run_sql
+from tests.support.db import ROOT, fetch, run_sql
 
 
 def seed(url: str, *args: str) -> subprocess.CompletedProcess[str]:

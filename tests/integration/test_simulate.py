@@ -27,7 +27,7 @@ from bench.simulate import (
 )
 from seed.generate import generate
 from seed.loader import load
-from tests.conftest import run_sql
+from tests.support.db import run_sql
 
 API_KEY = "test-simulate-key"
 

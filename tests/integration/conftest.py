@@ -1,30 +1,34 @@
-"""A real PostGIS for the whole test session, migrated with Alembic.
+"""Shared fixtures of the integration tests: a real PostGIS, migrated, and apps on it.
 
-Where it comes from, in order: `TEST_DATABASE_URL` (an existing server whose
-database the tests may empty), a `postgis/postgis` container through
+Where the database comes from, in order: `TEST_DATABASE_URL` (an existing server
+whose database the tests may empty), a `postgis/postgis` container through
 testcontainers when a Docker engine answers, or a throwaway local cluster
 started from the machine's PostgreSQL + PostGIS in a temporary directory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import asyncpg
 import pytest
 from alembic import command
-from alembic.config import Config
+from litestar.testing import TestClient
 
-from app.settings import normalise_database_url
+from app.main import create_app
+from app.settings import Settings, normalise_database_url
+from seed.loader import load
+from tests.support import frames
+from tests.support.db import alembic_config, run_sql
 from tools.cluster import LocalCluster, docker_engine_answers, free_port, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 POSTGIS_IMAGE = "postgis/postgis:15-3.4"  # the image docker-compose.yml uses too
+#: The write key of every app the fixtures build.
+API_KEY = "test-key-0123456789-abcdef"
 
 
 def _container_url() -> Iterator[str]:
@@ -61,32 +65,11 @@ def database_url() -> Iterator[str]:
         yield from _local_cluster_url()
 
 
-def alembic_config(url: str) -> Config:
-    """Alembic configured for `url`, as `alembic upgrade head` would be."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", url)
-    return config
-
-
 @pytest.fixture(scope="session")
 def migrated_url(database_url: str) -> str:
     """The test database at the newest migration (runs the real migrations)."""
     command.upgrade(alembic_config(database_url), "head")
     return database_url
-
-
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def run_sql(url: str, sql: str) -> None:
-    """Run one or more statements synchronously (test set-up and clean-up)."""
-    asyncio.run(_execute(url, sql))
 
 
 @pytest.fixture
@@ -96,14 +79,37 @@ def db_url(migrated_url: str) -> Iterator[str]:
     run_sql(migrated_url, "TRUNCATE interactions, streams, users")
 
 
-async def _fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
+@pytest.fixture
+def small_world(db_url: str) -> str:
+    """Twelve users and four live streams in Paris (tests/support/frames.py)."""
+    load(db_url, frames.dataset(12, 4))
+    return db_url
 
 
-def fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    """Fetch rows synchronously, for assertions."""
-    return asyncio.run(_fetch(url, sql, *args))
+MakeClient = Callable[..., TestClient[Any]]
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[MakeClient]:
+    """Start apps on a database: `make_client(url, **settings)`; all stop after the test.
+
+    Each app has the write key `API_KEY` and no click model unless the settings
+    name one (`MODEL_PATH`).
+    """
+    started: list[TestClient[Any]] = []
+
+    def make(url: str, **settings: Any) -> TestClient[Any]:
+        values: dict[str, Any] = {
+            "DATABASE_URL": url,
+            "API_KEY": API_KEY,
+            "MODEL_PATH": str(tmp_path / "no-model.joblib"),
+            **settings,
+        }
+        client = TestClient(create_app(Settings(**values)))
+        client.__enter__()
+        started.append(client)
+        return client
+
+    yield make
+    for client in reversed(started):
+        client.__exit__(None, None, None)
