@@ -7,6 +7,7 @@ from types import FrameType
 
 import uvicorn
 
+from app.lean import refuse_offline_imports
 from app.main import create_app
 from app.settings import get_settings
 
@@ -19,6 +20,7 @@ def main() -> None:
     Its access log stays off: the app writes its own access line (`ACCESS_LOG`),
     which carries the request id and the duration.
     """
+    refuse_offline_imports()  # before the click model loads scikit-learn (app/lean.py)
     settings = get_settings()
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(

@@ -24,9 +24,9 @@ from app.features.artifact import save
 from app.main import create_app
 from app.settings import Settings
 from seed.loader import load
-from tests.integration.test_hometown_ml import fitted_model
 from tests.support import frames
 from tests.support.db import fetch, run_sql
+from tests.support.models import fitted_model
 
 KEY = "battery-key-0123456789-abcdef"
 MAX_BODY = 64 * 1024

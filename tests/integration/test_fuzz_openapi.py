@@ -46,8 +46,8 @@ from app.main import create_app
 from app.settings import Settings
 from seed.generate import generate
 from seed.loader import Dataset, load
-from tests.integration.test_hometown_ml import fitted_model
 from tests.support.db import fetch, run_sql
+from tests.support.models import fitted_model
 
 KEY = "fuzz-key-0123456789-abcdef"
 MAX_EXAMPLES = 40
