@@ -22,6 +22,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 COMMENT = "Usual length of one broadcast in minutes, > 0 (real-valued)."
+OLD_COMMENT = "Usual length of one broadcast, > 0."
 
 
 def upgrade() -> None:
@@ -34,6 +35,4 @@ def downgrade() -> None:
         "ALTER TABLE streams ALTER COLUMN typical_duration_minutes TYPE integer"
         " USING greatest(1, round(typical_duration_minutes))::integer"
     )
-    op.execute(
-        "COMMENT ON COLUMN streams.typical_duration_minutes IS 'Usual length of one broadcast, > 0.'"
-    )
+    op.execute(f"COMMENT ON COLUMN streams.typical_duration_minutes IS '{OLD_COMMENT}'")
