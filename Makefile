@@ -50,7 +50,7 @@ lint: install ## ruff and mypy
 	$(UV) run mypy
 
 bench-load: db ## load benchmark: 1M users + 1M streams + 10M impressions vs bare COPY (scratch db)
-	$(UV) run python -m seed.bench --users 1000000 --streams 1000000 --impressions 10000000
+	$(UV) run python -m bench.load --users 1000000 --streams 1000000 --impressions 10000000
 
 bench-api: db ## HTTP benchmark: POST /v1/scenarios/hometown (wrk) vs pgbench, 1M users + 1M live streams (scratch db)
 	$(UV) run python -m bench --users 1000000 --streams 1000000

@@ -20,15 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
-from types import FrameType
 
-import asyncpg
-
-from app.settings import Settings
 from bench import database, pgbench, server, wrk
+from bench.cli import add_dataset_options, positive, run_main, scratch_database
 from bench.cpu import CpuMeter, CpuSplit, postmaster_pid
 from bench.log import say
 from bench.report import Report, code_version, machine
@@ -46,25 +41,13 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     cli = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    cli.add_argument("--streams", type=_positive, required=True)
-    cli.add_argument("--users", type=_positive, default=1_000_000)
-    cli.add_argument("--duration", type=_positive, default=20, help="seconds per level")
-    cli.add_argument("--warmup", type=_positive, default=3, help="seconds before each level")
+    add_dataset_options(cli, streams=None)
+    cli.add_argument("--duration", type=positive, default=20, help="seconds per level")
+    cli.add_argument("--warmup", type=positive, default=3, help="seconds before each level")
     cli.add_argument("--concurrency", type=_levels, default=[1, 16], help="e.g. 1,16")
-    cli.add_argument("--seed", type=int, default=42)
-    cli.add_argument(
-        "--keep-db", action="store_true", help="keep the scratch database; reuse it if it fits"
-    )
     cli.add_argument(
         "--target",
         choices=["hometown", "health"],
@@ -162,35 +145,18 @@ def measure(
     )
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: set up, measure, always clean up, print the report."""
     args = parser().parse_args(argv)
-    # SIGTERM (kill, timeout, CI) unwinds like Ctrl-C, so the finally blocks stop the
-    # server and drop the scratch database instead of leaving them behind.
-    signal.signal(signal.SIGTERM, _interrupt)
-    server_url = Settings().database_url
-    url = database.api_scratch_url(server_url)
-    try:
-        dataset = database.Dataset(users=args.users, streams=args.streams, seed=args.seed)
-        reuse = database.prepare(server_url, url, dataset, keep=args.keep_db)
-        report = measure(args, server_url, url, dataset, reuse=reuse)
-    except (RuntimeError, OSError, subprocess.SubprocessError, asyncpg.PostgresError) as exc:
-        say(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        if args.keep_db:
-            say(f"keeping {database.database_name(url)} (--keep-db)")
-        else:
-            database.drop(server_url, url)
-    print(report.markdown())
-    return 0
+    dataset = database.Dataset(users=args.users, streams=args.streams, seed=args.seed)
+
+    def body() -> int:
+        with scratch_database("_api", dataset, keep=args.keep_db) as scratch:
+            report = measure(args, scratch.server_url, scratch.url, dataset, reuse=scratch.reuse)
+        print(report.markdown())
+        return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The scratch database `<name>_bench_api`: create, migrate, seed, count, drop.
 
 It sits next to the database in DATABASE_URL on the same server, so the real
-dataset is never touched. The helpers come from the load benchmark (seed/bench.py)
-so both benchmarks name and migrate their scratch databases the same way.
+dataset is never touched. Every benchmark (bench/load.py, the HTTP, mixed and soak
+runs) names, migrates and drops its scratch database with these helpers.
 
 `--keep-db` reuses a database only when it was built from the same migrations, the
 same generator code and the same arguments: a fingerprint of those is stored as the
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from alembic import command
+from alembic.config import Config
 
 from bench.log import say
-from seed.bench import _admin, migrate, scratch_url
 
 #: Generating and loading 1M users + 1M streams takes ~45 s here; allow for a slow box.
 SEED_TIMEOUT_S = 900.0
@@ -61,8 +62,31 @@ class Dataset:
         return "bench " + digest.hexdigest()[:16]
 
 
+def scratch_url(url: str) -> str:
+    """The URL of `<database>_bench` on the same server."""
+    base, _, name = url.rpartition("/")
+    name = name.split("?")[0]
+    return f"{base}/{name}_bench"
+
+
+async def admin(url: str, sql: str) -> None:
+    """Run one statement on `url` (CREATE/DROP DATABASE need their own connection)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def migrate(url: str) -> None:
+    """`alembic upgrade head` on `url`."""
+    config = Config("alembic.ini")
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "head")
+
+
 def api_scratch_url(server_url: str) -> str:
-    """`<name>_bench_api` on the same server (`<name>_bench` belongs to seed.bench)."""
+    """`<name>_bench_api` on the same server (`<name>_bench` belongs to bench.load)."""
     return scratch_url(server_url) + "_api"
 
 
@@ -96,10 +120,10 @@ def prepare(server_url: str, url: str, dataset: Dataset, *, keep: bool) -> bool:
     if exists and not reusable:
         why = "built from other code or arguments" if keep else "left over"
         say(f"dropping {name} ({why})")
-        asyncio.run(_admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+        asyncio.run(admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
     if not reusable:
         say(f"creating {name}")
-        asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
     migrate(url)
     return reusable
 
@@ -108,7 +132,7 @@ def drop(server_url: str, url: str) -> None:
     """Drop the scratch database (FORCE: a killed server may leave sessions behind)."""
     name = database_name(url)
     say(f"dropping {name}")
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _counts(url: str) -> Counts:
@@ -170,5 +194,5 @@ def ensure_data(server_url: str, url: str, dataset: Dataset, *, reuse: bool) -> 
         raise RuntimeError(f"the seeded database holds {have}, expected {wanted}")
     # Fingerprint and name are ours (hex digits; the name comes from DATABASE_URL).
     name = database_name(url)
-    asyncio.run(_admin(server_url, f"COMMENT ON DATABASE \"{name}\" IS '{dataset.fingerprint()}'"))
+    asyncio.run(admin(server_url, f"COMMENT ON DATABASE \"{name}\" IS '{dataset.fingerprint()}'"))
     return have

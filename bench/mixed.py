@@ -37,27 +37,23 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from types import FrameType
 from typing import Any
 
 import asyncpg
 import httpx
 
 from app.hometown.candidates import NEAREST_SQL
-from app.settings import Settings
 from bench import database, server, wrk
+from bench.cli import add_dataset_options, positive, positive_float, run_main, scratch_database
 from bench.cpu import children_cpu_s, cluster_cpu_s, postmaster_pid, process_cpu_s
 from bench.log import say
 from bench.pgbench import FIRST_LIMIT, VARIABLES
 from bench.report import Machine, code_version, machine
 from bench.simulate import Options, Simulation, SimulationResult, Verification, read_streams, verify
-from seed.bench import _admin, scratch_url
 
 HOMETOWN_PATH = "/v1/scenarios/hometown"
 #: The session settings of the service's pool (app/db/pool.py), so EXPLAIN shows the
@@ -85,11 +81,6 @@ class MixedDataset(database.Dataset):
         return f"{super().fingerprint()} live {self.live_share}"
 
 
-def mixed_scratch_url(server_url: str) -> str:
-    """`<name>_bench_mixed` on the same server as DATABASE_URL."""
-    return scratch_url(server_url) + "_mixed"
-
-
 def ensure_data(
     server_url: str, url: str, dataset: MixedDataset, *, reuse: bool
 ) -> database.Counts:
@@ -104,7 +95,9 @@ def ensure_data(
     if (have.users, have.streams) != (dataset.users, dataset.streams):
         raise RuntimeError(f"the seeded database holds {have}, expected {dataset}")
     name = database.database_name(url)
-    asyncio.run(_admin(server_url, f"COMMENT ON DATABASE \"{name}\" IS '{dataset.fingerprint()}'"))
+    asyncio.run(
+        database.admin(server_url, f"COMMENT ON DATABASE \"{name}\" IS '{dataset.fingerprint()}'")
+    )
     return have
 
 
@@ -577,68 +570,37 @@ def markdown(p: Phases) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     doc = __doc__ or ""
     cli = argparse.ArgumentParser(prog="python -m bench.mixed", description=doc.split("\n")[0])
-    cli.add_argument("--streams", type=_positive, default=1_000_000)
-    cli.add_argument("--users", type=_positive, default=1_000_000)
+    add_dataset_options(cli, streams=1_000_000)
     cli.add_argument("--live-share", type=float, default=0.1)
-    cli.add_argument("--duration", type=_positive, default=30, help="seconds per phase")
-    cli.add_argument("--warmup", type=_positive, default=5, help="seconds before each phase")
-    cli.add_argument("--concurrency", type=_positive, default=8, help="wrk connections")
-    cli.add_argument("--rate", type=float, default=2500.0, help="status updates per second")
-    cli.add_argument("--batch", type=_positive, default=1000, help="updates per request")
-    cli.add_argument("--connections", type=_positive, default=4, help="simulator connections")
-    cli.add_argument("--seed", type=int, default=42)
+    cli.add_argument("--duration", type=positive, default=30, help="seconds per phase")
+    cli.add_argument("--warmup", type=positive, default=5, help="seconds before each phase")
+    cli.add_argument("--concurrency", type=positive, default=8, help="wrk connections")
     cli.add_argument(
-        "--keep-db", action="store_true", help="keep the scratch database; reuse it if it fits"
+        "--rate", type=positive_float, default=2500.0, help="status updates per second"
     )
+    cli.add_argument("--batch", type=positive, default=1000, help="updates per request")
+    cli.add_argument("--connections", type=positive, default=4, help="simulator connections")
     return cli
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: set up, measure, always clean up, print the report."""
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    server_url = Settings().database_url
-    url = mixed_scratch_url(server_url)
     dataset = MixedDataset(
         users=args.users, streams=args.streams, seed=args.seed, live_share=args.live_share
     )
-    try:
-        reuse = database.prepare(server_url, url, dataset, keep=args.keep_db)
-        phases = measure(args, server_url, url, dataset, reuse=reuse)
-    except (
-        RuntimeError,
-        OSError,
-        subprocess.SubprocessError,
-        asyncpg.PostgresError,
-        httpx.HTTPError,
-    ) as exc:
-        say(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        if args.keep_db:
-            say(f"keeping {database.database_name(url)} (--keep-db)")
-        else:
-            database.drop(server_url, url)
-    print(markdown(phases))
-    return 0 if phases.verification.ok else 1
+
+    def body() -> int:
+        with scratch_database("_mixed", dataset, keep=args.keep_db) as scratch:
+            phases = measure(args, scratch.server_url, scratch.url, dataset, reuse=scratch.reuse)
+        print(markdown(phases))
+        return 0 if phases.verification.ok else 1
+
+    return run_main(body, errors=(httpx.HTTPError,))
 
 
 if __name__ == "__main__":

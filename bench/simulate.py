@@ -35,13 +35,11 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -49,6 +47,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from bench.cli import positive_float, stop_on_sigterm
 from bench.log import say
 
 LIVE_STATUS_PATH = "/v1/streams/live-status"
@@ -779,13 +778,6 @@ def _maybe(value: Any) -> int | None:
 # --------------------------------------------------------------------------- command line
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
 def _batch_size(text: str) -> int:
     value = int(text)
     if not 1 <= value <= MAX_BATCH:
@@ -801,12 +793,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--api-key", default=os.environ.get("API_KEY"), help="default: the API_KEY variable"
     )
-    cli.add_argument("--duration", type=_positive_float, default=30.0, help="seconds")
+    cli.add_argument("--duration", type=positive_float, default=30.0, help="seconds")
     pace = cli.add_mutually_exclusive_group()
     pace.add_argument(
-        "--speed", type=_positive_float, default=60.0, help="simulated seconds per second"
+        "--speed", type=positive_float, default=60.0, help="simulated seconds per second"
     )
-    pace.add_argument("--rate", type=_positive_float, help="updates per second instead")
+    pace.add_argument("--rate", type=positive_float, help="updates per second instead")
     cli.add_argument("--batch", type=_batch_size, default=1000, help="updates per request")
     cli.add_argument("--connections", type=int, default=4)
     cli.add_argument("--seed", type=int, default=7)
@@ -822,10 +814,6 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: simulate, summarise, optionally save and verify."""
     from app.settings import Settings
@@ -837,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.last_state and args.last_state.suffix not in (".parquet", ".csv"):
         say("error: --last-state must end in .parquet or .csv")
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     database_url = Settings().database_url
     options = Options(
         url=args.url,

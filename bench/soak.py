@@ -29,17 +29,18 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
-from app.settings import Settings
-from bench import database, server, wrk
+import httpx
+
+from bench import server, wrk
+from bench.cli import add_dataset_options, positive, positive_float, run_main, scratch_database
 from bench.log import say
-from bench.mixed import HOMETOWN_PATH, MixedDataset, ensure_data, mixed_scratch_url
+from bench.mixed import HOMETOWN_PATH, MixedDataset, ensure_data
 from bench.report import code_version, machine
 from bench.simulate import (
     Options,
@@ -207,50 +208,43 @@ def markdown(args: argparse.Namespace, url: str, load: float, run: SoakRun, chec
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     cli = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
-    cli.add_argument("--streams", type=int, default=1_000_000)
-    cli.add_argument("--users", type=int, default=1_000_000)
+    add_dataset_options(cli, streams=1_000_000)
     cli.add_argument("--live-share", type=float, default=0.1)
-    cli.add_argument("--duration", type=int, default=600, help="seconds of soak")
-    cli.add_argument("--slice", type=int, default=60, help="seconds per reported slice")
-    cli.add_argument("--share", type=float, default=0.7, help="share of the measured capacity")
-    cli.add_argument("--write-rate", type=int, default=1000, help="status updates per second")
-    cli.add_argument("--seed", type=int, default=42)
-    cli.add_argument("--keep-db", action="store_true", help="keep and reuse the scratch database")
+    cli.add_argument("--duration", type=positive, default=600, help="seconds of soak")
+    cli.add_argument("--slice", type=positive, default=60, help="seconds per reported slice")
+    cli.add_argument(
+        "--share", type=positive_float, default=0.7, help="share of the measured capacity"
+    )
+    cli.add_argument("--write-rate", type=positive, default=1000, help="status updates per second")
     return cli
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parser().parse_args(argv)
-    server_url = Settings().database_url
-    url = mixed_scratch_url(server_url).removesuffix("_mixed") + "_soak"
-
-    def interrupted(signum: int, _: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
     dataset = MixedDataset(
         users=args.users, streams=args.streams, seed=args.seed, live_share=args.live_share
     )
-    reuse = database.prepare(server_url, url, dataset, keep=args.keep_db)
-    api = None
-    try:
-        ensure_data(server_url, url, dataset, reuse=reuse)
-        load = os.getloadavg()[0]
-        key = secrets.token_urlsafe(32)
-        api = server.start(url, extra_env={"API_KEY": key})
-        run = asyncio.run(_soak(args, api, key, read_streams(url)))
-        api.stop()
-        api = None
-        checked = verify(url, run.simulation.last).summary()
-        say(checked)
-        print(markdown(args, url, load, run, checked), flush=True)
-    finally:
-        if api is not None:
-            api.stop()
-        if not args.keep_db:
-            database.drop(server_url, url)
+
+    def body() -> int:
+        with scratch_database("_soak", dataset, keep=args.keep_db) as scratch:
+            url = scratch.url
+            ensure_data(scratch.server_url, url, dataset, reuse=scratch.reuse)
+            load = os.getloadavg()[0]
+            key = secrets.token_urlsafe(32)
+            api = server.start(url, extra_env={"API_KEY": key})
+            try:
+                run = asyncio.run(_soak(args, api, key, read_streams(url)))
+            finally:
+                api.stop()
+            verification = verify(url, run.simulation.last)
+            checked = verification.summary()
+            say(checked)
+            print(markdown(args, url, load, run, checked), flush=True)
+        return 0 if verification.ok else 1
+
+    return run_main(body, errors=(httpx.HTTPError,))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

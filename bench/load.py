@@ -1,6 +1,6 @@
 """Load benchmark: generate + load against a bare COPY of the same rows, same run.
 
-    uv run python -m seed.bench --users 1000000 --streams 1000000 --impressions 10000000
+    uv run python -m bench.load --users 1000000 --streams 1000000 --impressions 10000000
 
 Timings on shared 2-core machines are noisy, so the report pairs every number
 with a baseline measured in the same run on the same server: a bare `COPY` of
@@ -24,11 +24,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 
 from app.db.limits import COLUMNS
 from app.settings import Settings
+from bench.database import admin, migrate, scratch_url
 from seed.generate import generate
 from seed.loader import TABLES, iter_chunks, load, say, to_csv_bytes
 
@@ -62,28 +61,6 @@ class Result:
             f"| **ratio end to end / bare COPY** | **{self.end_to_end / bare:.2f}x** |",
         ]
         return "\n".join(lines)
-
-
-def scratch_url(url: str) -> str:
-    """The URL of `<database>_bench` on the same server."""
-    base, _, name = url.rpartition("/")
-    name = name.split("?")[0]
-    return f"{base}/{name}_bench"
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def migrate(url: str) -> None:
-    """`alembic upgrade head` on `url`."""
-    config = Config("alembic.ini")
-    config.set_main_option("sqlalchemy.url", url)
-    command.upgrade(config, "head")
 
 
 async def _replay(parts: list[bytes]) -> AsyncIterator[bytes]:
@@ -137,9 +114,9 @@ def run(url: str, users: int, streams: int, impressions: int, seed: int) -> Resu
 
 
 def main() -> None:
-    """Entry point for `python -m seed.bench`."""
+    """Entry point for `python -m bench.load`."""
     parser = argparse.ArgumentParser(
-        prog="python -m seed.bench", description=__doc__.split("\n")[0]
+        prog="python -m bench.load", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--streams", type=int, default=1_000_000)
@@ -150,13 +127,13 @@ def main() -> None:
     server = Settings().database_url
     url = scratch_url(server)
     name = url.rpartition("/")[2]
-    asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}"'))
-    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(server, f'DROP DATABASE IF EXISTS "{name}"'))
+    asyncio.run(admin(server, f'CREATE DATABASE "{name}"'))
     try:
         migrate(url)
         result = run(url, args.users, args.streams, args.impressions, args.seed)
     finally:
-        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}"'))
+        asyncio.run(admin(server, f'DROP DATABASE IF EXISTS "{name}"'))
     rows = {"users": args.users, "streams": args.streams, "interactions": args.impressions}
     print(result.markdown(rows))
 
