@@ -14,8 +14,10 @@ the right type goes through the same text rules as CSV.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
+import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
-TRUE_WORDS = ("true", "1", "yes")
-FALSE_WORDS = ("false", "0", "no")
+TRUE_WORDS = ("true", "1", "1.0", "yes")
+FALSE_WORDS = ("false", "0", "0.0", "no")
 LIST_SEPARATORS = re.compile(r"[|;]")
 #: PostgreSQL text cannot hold NUL, so COPY would refuse any value containing one.
 NUL = "\x00"
@@ -138,7 +140,8 @@ def parse_timestamp(column: pd.Series) -> Parsed:
 def parse_list_text(text: str) -> list[str] | None:
     """Parse one list written as text; None if it is not a list we understand.
 
-    Accepted: a JSON list (`["a","b"]`), a Python list (`['a', 'b']`), a
+    Accepted: a JSON list (`["a","b"]`), a Python list (`['a', 'b']`), a numpy
+    array as printed (`['a' 'b']`, what `DataFrame.to_csv` writes), a
     PostgreSQL array literal (`{a,"b c"}`) or a `|`- or `;`-separated string
     (`a|b`, elements trimmed, empty ones dropped). Commas do not separate
     elements outside brackets and braces: `a, b` is the one element `a, b`.
@@ -159,17 +162,100 @@ def parse_list_text(text: str) -> list[str] | None:
 
 
 def _bracketed(text: str) -> list[str] | None:
-    """A JSON list, or failing that a Python list or tuple literal."""
+    """A JSON list, or failing that a list as Python or numpy prints it."""
     try:
         value = json.loads(text)
     except ValueError:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None
-    if not isinstance(value, list | tuple):
+        return _python_list(text)
+    if not isinstance(value, list):
         return None
     return _strings(value)
+
+
+_LAYOUT = (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER)
+#: Marks a token run that is not one list element.
+_NOT_ELEMENT = object()
+
+
+def _python_list(text: str) -> list[str] | None:
+    """A list as Python or numpy prints it; None for anything else.
+
+    `str(list)` separates elements with commas, `['a', 'b']` (under numpy 2 a list
+    of numpy strings prints `[np.str_('a'), np.str_('b')]`). `str(ndarray)`, which
+    `DataFrame.to_csv` writes for a cell holding an array, separates them with
+    spaces alone, `['a' 'b']`, and wraps a long array over several lines. Python
+    would read that as one concatenated string, so the text is tokenised and each
+    element read on its own. Elements are string or number literals; separators
+    are commas between every two elements (a trailing one allowed) or none at all.
+    """
+    try:
+        tokens = [
+            token
+            for token in tokenize.generate_tokens(io.StringIO(text).readline)
+            if token.type not in _LAYOUT
+        ]
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    if len(tokens) < 2 or (tokens[0].string, tokens[-1].string) != ("[", "]"):
+        return None
+    body = tokens[1:-1]
+    elements: list[object] = []
+    separators: set[str] = set()
+    after_element = False
+    i = 0
+    while i < len(body):
+        if body[i].string == ",":
+            if not after_element:  # a leading comma, or two in a row
+                return None
+            separators.add(",")
+            after_element = False
+            i += 1
+            continue
+        if after_element:
+            separators.add(" ")
+        element, i = _element(body, i)
+        if element is _NOT_ELEMENT:
+            return None
+        elements.append(element)
+        after_element = True
+    if len(separators) > 1:  # `['a' 'b', 'c']`
+        return None
+    return _strings(elements)
+
+
+def _element(tokens: list[tokenize.TokenInfo], i: int) -> tuple[object, int]:
+    """The literal starting at `tokens[i]` and the index after it.
+
+    A string, a number with an optional sign, or either wrapped as numpy 2 prints
+    its scalars (`np.str_('a')`, `np.float64(1.5)`); `_NOT_ELEMENT` otherwise.
+    """
+    words = [token.string for token in tokens[i : i + 4]]
+    if len(words) == 4 and words[0] in ("np", "numpy") and words[1] == "." and words[3] == "(":
+        if tokens[i + 2].type != tokenize.NAME:
+            return _NOT_ELEMENT, i
+        value, after = _literal(tokens, i + 4)
+        if value is _NOT_ELEMENT or after >= len(tokens) or tokens[after].string != ")":
+            return _NOT_ELEMENT, i
+        return value, after + 1
+    return _literal(tokens, i)
+
+
+def _literal(tokens: list[tokenize.TokenInfo], i: int) -> tuple[object, int]:
+    """A string or signed number literal at `tokens[i]`, or `_NOT_ELEMENT`."""
+    if i >= len(tokens):
+        return _NOT_ELEMENT, i
+    sign = ""
+    if tokens[i].string in ("-", "+") and i + 1 < len(tokens):
+        sign = tokens[i].string
+        i += 1
+        if tokens[i].type != tokenize.NUMBER:
+            return _NOT_ELEMENT, i
+    if tokens[i].type not in (tokenize.STRING, tokenize.NUMBER):
+        return _NOT_ELEMENT, i
+    try:
+        return ast.literal_eval(sign + tokens[i].string), i + 1
+    except (ValueError, SyntaxError):
+        return _NOT_ELEMENT, i
 
 
 def _strings(items: object) -> list[str] | None:
