@@ -14,10 +14,8 @@ the right type goes through the same text rules as CSV.
 from __future__ import annotations
 
 import ast
-import io
 import json
 import re
-import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -172,9 +170,14 @@ def _bracketed(text: str) -> list[str] | None:
     return _strings(value)
 
 
-_LAYOUT = (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER)
-#: Marks a token run that is not one list element.
-_NOT_ELEMENT = object()
+_QUOTED = r"""'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*\""""
+_NUMBER = r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?"
+#: One element of a printed list and what follows it: a comma, spaces or the end.
+_ELEMENT = re.compile(
+    rf"\s*(?:(?:np|numpy)\.\w+\(\s*({_QUOTED}|{_NUMBER})\s*\)|({_QUOTED}|{_NUMBER}))"
+    r"(\s*,\s*|\s+|\s*$)",
+    re.DOTALL,
+)
 
 
 def _python_list(text: str) -> list[str] | None:
@@ -184,78 +187,38 @@ def _python_list(text: str) -> list[str] | None:
     of numpy strings prints `[np.str_('a'), np.str_('b')]`). `str(ndarray)`, which
     `DataFrame.to_csv` writes for a cell holding an array, separates them with
     spaces alone, `['a' 'b']`, and wraps a long array over several lines. Python
-    would read that as one concatenated string, so the text is tokenised and each
-    element read on its own. Elements are string or number literals; separators
-    are commas between every two elements (a trailing one allowed) or none at all.
+    would read that as one concatenated string, so each element is read on its
+    own. Elements are string or number literals; separators are commas between
+    every two elements (a trailing one allowed) or whitespace alone.
     """
-    try:
-        tokens = [
-            token
-            for token in tokenize.generate_tokens(io.StringIO(text).readline)
-            if token.type not in _LAYOUT
-        ]
-    except (tokenize.TokenError, SyntaxError):
+    if not text.endswith("]"):
         return None
-    if len(tokens) < 2 or (tokens[0].string, tokens[-1].string) != ("[", "]"):
-        return None
-    body = tokens[1:-1]
-    elements: list[object] = []
-    separators: set[str] = set()
-    after_element = False
-    i = 0
-    while i < len(body):
-        if body[i].string == ",":
-            if not after_element:  # a leading comma, or two in a row
-                return None
-            separators.add(",")
-            after_element = False
-            i += 1
-            continue
-        if after_element:
-            separators.add(" ")
-        element, i = _element(body, i)
-        if element is _NOT_ELEMENT:
+    end = len(text) - 1
+    if not text[1:end].strip():
+        return []
+    literals: list[str] = []
+    separators: list[str] = []
+    position = 1
+    while position < end:
+        match = _ELEMENT.match(text, position, end)
+        if match is None:
             return None
-        elements.append(element)
-        after_element = True
-    if len(separators) > 1:  # `['a' 'b', 'c']`
-        return None
+        literals.append(match.group(1) or match.group(2))
+        separators.append("," if "," in match.group(3) else " " if match.group(3) else "")
+        position = match.end()
+    between = set(separators[:-1])
+    if len(between) > 1 or (separators[-1] == "," and " " in between):
+        return None  # `['a' 'b', 'c']`: neither Python's nor numpy's way
+    elements: list[object] = []
+    for literal in literals:
+        if literal[0] in "'\"" and "\\" not in literal:
+            elements.append(literal[1:-1])
+            continue
+        try:
+            elements.append(ast.literal_eval(literal))
+        except (ValueError, SyntaxError):
+            return None
     return _strings(elements)
-
-
-def _element(tokens: list[tokenize.TokenInfo], i: int) -> tuple[object, int]:
-    """The literal starting at `tokens[i]` and the index after it.
-
-    A string, a number with an optional sign, or either wrapped as numpy 2 prints
-    its scalars (`np.str_('a')`, `np.float64(1.5)`); `_NOT_ELEMENT` otherwise.
-    """
-    words = [token.string for token in tokens[i : i + 4]]
-    if len(words) == 4 and words[0] in ("np", "numpy") and words[1] == "." and words[3] == "(":
-        if tokens[i + 2].type != tokenize.NAME:
-            return _NOT_ELEMENT, i
-        value, after = _literal(tokens, i + 4)
-        if value is _NOT_ELEMENT or after >= len(tokens) or tokens[after].string != ")":
-            return _NOT_ELEMENT, i
-        return value, after + 1
-    return _literal(tokens, i)
-
-
-def _literal(tokens: list[tokenize.TokenInfo], i: int) -> tuple[object, int]:
-    """A string or signed number literal at `tokens[i]`, or `_NOT_ELEMENT`."""
-    if i >= len(tokens):
-        return _NOT_ELEMENT, i
-    sign = ""
-    if tokens[i].string in ("-", "+") and i + 1 < len(tokens):
-        sign = tokens[i].string
-        i += 1
-        if tokens[i].type != tokenize.NUMBER:
-            return _NOT_ELEMENT, i
-    if tokens[i].type not in (tokenize.STRING, tokenize.NUMBER):
-        return _NOT_ELEMENT, i
-    try:
-        return ast.literal_eval(sign + tokens[i].string), i + 1
-    except (ValueError, SyntaxError):
-        return _NOT_ELEMENT, i
 
 
 def _strings(items: object) -> list[str] | None:

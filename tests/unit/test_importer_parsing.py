@@ -63,6 +63,7 @@ def text(*values: str | None) -> pd.Series:
         # A Python list of numpy scalars under numpy 2.
         ("[np.str_('a'), np.str_('b')]", ["a", "b"]),
         ("['a', 'b',]", ["a", "b"]),
+        ("['a]b' \"c, d\"]", ["a]b", "c, d"]),
     ],
 )
 def test_list_notations(written: str, expected: list[str]) -> None:
@@ -80,6 +81,8 @@ def test_list_notations(written: str, expected: list[str]) -> None:
         '["a", null]',
         "[true]",
         "['a' 'b', 'c']",  # mixed separators
+        "['a' 'b',]",
+        "['a''b']",  # neither Python's way nor numpy's: Python would join them
         "['a',, 'b']",
         "[, 'a']",
         "['a'] ['b']",
