@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
-TRUE_WORDS = ("true", "1", "yes")
-FALSE_WORDS = ("false", "0", "no")
+TRUE_WORDS = ("true", "1", "1.0", "yes")
+FALSE_WORDS = ("false", "0", "0.0", "no")
 LIST_SEPARATORS = re.compile(r"[|;]")
 #: PostgreSQL text cannot hold NUL, so COPY would refuse any value containing one.
 NUL = "\x00"
@@ -138,7 +138,8 @@ def parse_timestamp(column: pd.Series) -> Parsed:
 def parse_list_text(text: str) -> list[str] | None:
     """Parse one list written as text; None if it is not a list we understand.
 
-    Accepted: a JSON list (`["a","b"]`), a Python list (`['a', 'b']`), a
+    Accepted: a JSON list (`["a","b"]`), a Python list (`['a', 'b']`), a numpy
+    array as printed (`['a' 'b']`, what `DataFrame.to_csv` writes), a
     PostgreSQL array literal (`{a,"b c"}`) or a `|`- or `;`-separated string
     (`a|b`, elements trimmed, empty ones dropped). Commas do not separate
     elements outside brackets and braces: `a, b` is the one element `a, b`.
@@ -159,17 +160,65 @@ def parse_list_text(text: str) -> list[str] | None:
 
 
 def _bracketed(text: str) -> list[str] | None:
-    """A JSON list, or failing that a Python list or tuple literal."""
+    """A JSON list, or failing that a list as Python or numpy prints it."""
     try:
         value = json.loads(text)
     except ValueError:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None
-    if not isinstance(value, list | tuple):
+        return _python_list(text)
+    if not isinstance(value, list):
         return None
     return _strings(value)
+
+
+_QUOTED = r"""'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*\""""
+_NUMBER = r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?"
+#: One element of a printed list and what follows it: a comma, spaces or the end.
+_ELEMENT = re.compile(
+    rf"\s*(?:(?:np|numpy)\.\w+\(\s*({_QUOTED}|{_NUMBER})\s*\)|({_QUOTED}|{_NUMBER}))"
+    r"(\s*,\s*|\s+|\s*$)",
+    re.DOTALL,
+)
+
+
+def _python_list(text: str) -> list[str] | None:
+    """A list as Python or numpy prints it; None for anything else.
+
+    `str(list)` separates elements with commas, `['a', 'b']` (under numpy 2 a list
+    of numpy strings prints `[np.str_('a'), np.str_('b')]`). `str(ndarray)`, which
+    `DataFrame.to_csv` writes for a cell holding an array, separates them with
+    spaces alone, `['a' 'b']`, and wraps a long array over several lines. Python
+    would read that as one concatenated string, so each element is read on its
+    own. Elements are string or number literals; separators are commas between
+    every two elements (a trailing one allowed) or whitespace alone.
+    """
+    if not text.endswith("]"):
+        return None
+    end = len(text) - 1
+    if not text[1:end].strip():
+        return []
+    literals: list[str] = []
+    separators: list[str] = []
+    position = 1
+    while position < end:
+        match = _ELEMENT.match(text, position, end)
+        if match is None:
+            return None
+        literals.append(match.group(1) or match.group(2))
+        separators.append("," if "," in match.group(3) else " " if match.group(3) else "")
+        position = match.end()
+    between = set(separators[:-1])
+    if len(between) > 1 or (separators[-1] == "," and " " in between):
+        return None  # `['a' 'b', 'c']`: neither Python's nor numpy's way
+    elements: list[object] = []
+    for literal in literals:
+        if literal[0] in "'\"" and "\\" not in literal:
+            elements.append(literal[1:-1])
+            continue
+        try:
+            elements.append(ast.literal_eval(literal))
+        except (ValueError, SyntaxError):
+            return None
+    return _strings(elements)
 
 
 def _strings(items: object) -> list[str] | None:

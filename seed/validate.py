@@ -16,7 +16,22 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from app.db.limits import DEFAULT_DURATION_MINUTES, EXACT_INT_MAX, ID_MAX_LENGTH, INT32_MAX
+from app.db.limits import (
+    DEFAULT_DURATION_MINUTES,
+    DURATION_MINUTES,
+    FOLLOWERS,
+    ID_MAX_LENGTH,
+    LATITUDE,
+    LOCAL_PREFERENCE,
+    LONGITUDE,
+    PAGE_POSITION,
+    QUALITY,
+    TIMEZONE_OFFSET,
+    VIEWERS,
+    WATCH_HOURS,
+    WATCH_MINUTES,
+    Bounds,
+)
 from seed.parsing import PARSERS, Parsed
 from seed.problems import Problem
 
@@ -43,9 +58,8 @@ class Field:
         name: the column in the file.
         kind: how values are parsed; `id` is text that must be unique.
         target: the loader's column, when it is named differently.
-        low: smallest allowed value (numbers).
-        high: largest allowed value (numbers).
-        above_low: `low` itself is not allowed (`> low` instead of `>= low`).
+        bounds: the allowed range of a number (`app.db.limits`); an upper bound
+            that only the column's type enforces is checked too.
         optional: the file may lack the column; every row then gets `empty`.
         empty: what an empty cell becomes; `REQUIRED` refuses empty cells.
     """
@@ -53,9 +67,7 @@ class Field:
     name: str
     kind: Kind
     target: str = ""
-    low: float | None = None
-    high: float | None = None
-    above_low: bool = False
+    bounds: Bounds | None = None
     optional: bool = False
     empty: object = REQUIRED
 
@@ -66,8 +78,8 @@ class Field:
 
 
 def _coordinates() -> tuple[Field, Field]:
-    return Field("latitude", "float", low=-90, high=90), Field(
-        "longitude", "float", low=-180, high=180
+    return Field("latitude", "float", bounds=LATITUDE), Field(
+        "longitude", "float", bounds=LONGITUDE
     )
 
 
@@ -76,9 +88,9 @@ USER_FIELDS = (
     Field("city", "text"),
     *_coordinates(),
     Field("language", "text"),
-    Field("timezone_offset", "float", low=-12, high=14),
-    Field("total_watch_hours", "float", low=0),
-    Field("local_preference_strength", "float", low=0, high=1),
+    Field("timezone_offset", "float", bounds=TIMEZONE_OFFSET),
+    Field("total_watch_hours", "float", bounds=WATCH_HOURS),
+    Field("local_preference_strength", "float", bounds=LOCAL_PREFERENCE),
     Field("preferred_categories", "list", empty=[]),
     Field("registration_date", "timestamp", optional=True, empty=None),
 )
@@ -91,18 +103,16 @@ STREAM_FIELDS = (
     Field("category_id", "text"),
     Field("title", "text"),
     Field("description", "text", empty=""),
-    Field("avg_viewer_count", "int", low=0, high=INT32_MAX),
-    Field("creator_followers", "int", low=0, high=EXACT_INT_MAX),
-    Field("stream_quality_score", "float", low=0, high=10),
+    Field("avg_viewer_count", "int", bounds=VIEWERS),
+    Field("creator_followers", "int", bounds=FOLLOWERS),
+    Field("stream_quality_score", "float", bounds=QUALITY),
     Field("is_partnered", "bool"),
     Field("mature_content", "bool"),
     Field("tags", "list", empty=[]),
     Field(
         "typical_duration_minutes",
-        "int",
-        low=0,
-        above_low=True,
-        high=INT32_MAX,
+        "float",
+        bounds=DURATION_MINUTES,
         optional=True,
         empty=DEFAULT_DURATION_MINUTES,
     ),
@@ -112,10 +122,10 @@ INTERACTION_FIELDS = (
     Field("user_id", "text"),
     Field("stream_id", "text"),
     Field("clicked", "bool"),
-    Field("watch_time_minutes", "float", low=0),
+    Field("watch_time_minutes", "float", bounds=WATCH_MINUTES),
     Field("impression_timestamp", "timestamp", target="impression_at"),
     Field("device_type", "text"),
-    Field("page_position", "int", low=1, high=INT32_MAX),
+    Field("page_position", "int", bounds=PAGE_POSITION),
     Field("session_id", "text"),
 )
 FIELDS = {"users": USER_FIELDS, "streams": STREAM_FIELDS, "interactions": INTERACTION_FIELDS}
@@ -301,28 +311,30 @@ def _check_column(spec: Field, raw: pd.Series, parsed: Parsed, findings: Finding
 
 
 def _check_range(spec: Field, numbers: np.ndarray, usable: np.ndarray, findings: Findings) -> None:
-    low, high = spec.low, spec.high
-    if low is None and high is None:
+    bounds = spec.bounds
+    if bounds is None or (bounds.low is None and bounds.high is None):
         return
+    low, high = bounds.low, bounds.high
     outside = np.zeros(len(numbers), dtype=bool)
     safe = np.where(usable, numbers, 0)
     if low is not None:
-        outside |= usable & ((safe <= low) if spec.above_low else (safe < low))
+        outside |= usable & ((safe <= low) if bounds.low_open else (safe < low))
     if high is not None:
         outside |= usable & (safe > high)
-    allowed = _range_text(spec)
+    allowed = _range_text(bounds)
     findings.add(outside, spec.name, lambda i: f"out of range: {show(numbers[i])} ({allowed})")
 
 
-def _range_text(spec: Field) -> str:
-    low, high = spec.low, spec.high
+def _range_text(bounds: Bounds) -> str:
+    """What `bounds` allows, for messages: "must be between -90 and 90", "must be > 0"."""
+    low, high = bounds.low, bounds.high
     low_text = None if low is None else show(float(low))
     high_text = None if high is None else show(float(high))
-    if low is not None and high is not None and not spec.above_low:
+    if low is not None and high is not None and not bounds.low_open:
         return f"must be between {low_text} and {high_text}"
     parts = []
     if low is not None:
-        parts.append(f"{'>' if spec.above_low else '>='} {low_text}")
+        parts.append(f"{'>' if bounds.low_open else '>='} {low_text}")
     if high is not None:
         parts.append(f"<= {high_text}")
     return "must be " + " and ".join(parts)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -714,3 +715,303 @@ def test_skip_invalid_still_refuses_a_missing_column(tmp_path: Path) -> None:
             caught.value.problems[0].reason,
         )
     ]
+
+
+# --- files the seed project writes -------------------------------------------------------
+#
+# The seed project's generator builds its frames with numpy and writes them with pandas'
+# own `to_parquet` / `to_csv`: floats where the schema has integers (209.0), real-valued
+# durations (51.19), numpy bools, datetime64 timestamps, lists held as numpy arrays (which
+# `to_csv` prints `['a' 'b']`, no commas, wrapped over lines when long) or as Python lists
+# of numpy strings (`[np.str_('a')]` under numpy 2), and interaction columns of its own.
+
+SEED_CITIES = pd.DataFrame(
+    {
+        "city": ["Paris", "São Paulo", "Delhi", "New York"],
+        "latitude": [48.8566, -23.5505, 28.6139, 40.7128],
+        "longitude": [2.3522, -46.6333, 77.209, -74.006],
+        "language": ["fr", "pt", "hi", "en"],
+        "timezone_offset": [1.0, -3.0, 5.5, -5.0],
+    }
+)
+SEED_CATEGORIES = np.array(["gaming", "music", "irl", "just chatting", "sports", "art"])
+SEED_TAGS = np.array([f"tag_{i:02d}" for i in range(16)] + ["it's", 'say "hi"', "a,b", "é"])
+T0_NS = pd.Timestamp("2024-06-01 12:34:56.123456").as_unit("ns")
+
+
+def _micros(rng: np.random.Generator, n: int, days: int) -> pd.TimedeltaIndex:
+    """Random offsets of whole microseconds (the database keeps microseconds)."""
+    return pd.to_timedelta(rng.integers(0, days * 86_400_000_000, n), unit="us")
+
+
+def seed_frames(seed: int = 7, *, nullable: bool = False) -> dict[str, pd.DataFrame]:
+    """Users, streams and interactions as the seed's pandas code builds them.
+
+    With `nullable`, the frames use pandas' nullable dtypes (`Int64`, `boolean`, with an
+    unknown `is_live`), tz-aware timestamps in a local zone and plain Python lists.
+    """
+    rng = np.random.default_rng(seed)
+    n_users, n_streams, n_impressions = 30, 20, 150
+    home = rng.integers(0, len(SEED_CITIES), n_users)
+    users = pd.DataFrame(
+        {
+            "user_id": [f"user_{i:05d}" for i in range(n_users)],
+            "city": SEED_CITIES["city"].to_numpy()[home],
+            "latitude": SEED_CITIES["latitude"].to_numpy()[home] + rng.normal(0, 0.2, n_users),
+            "longitude": SEED_CITIES["longitude"].to_numpy()[home] + rng.normal(0, 0.2, n_users),
+            "language": pd.Categorical(SEED_CITIES["language"].to_numpy()[home]),
+            "timezone_offset": SEED_CITIES["timezone_offset"].to_numpy()[home],
+            "total_watch_hours": np.round(rng.exponential(120.0, n_users), 2),
+            "local_preference_strength": rng.uniform(0, 1, n_users),
+            "preferred_categories": [
+                list(rng.choice(SEED_CATEGORIES, size=k, replace=False))
+                for k in rng.integers(0, 4, n_users)
+            ],
+            "registration_date": (T0_NS - _micros(rng, n_users, 900)).as_unit("ns"),
+        }
+    )
+    where = rng.integers(0, len(SEED_CITIES), n_streams)
+    sizes = rng.integers(0, 5, n_streams)
+    sizes[0] = 12  # long enough for numpy to wrap its text over three lines
+    streams = pd.DataFrame(
+        {
+            "stream_id": [f"stream_{i:05d}" for i in range(n_streams)],
+            "creator_id": [f"creator_{i:05d}" for i in range(n_streams)],
+            "city": SEED_CITIES["city"].to_numpy()[where],
+            "latitude": SEED_CITIES["latitude"].to_numpy()[where] + rng.normal(0, 0.2, n_streams),
+            "longitude": SEED_CITIES["longitude"].to_numpy()[where] + rng.normal(0, 0.2, n_streams),
+            "language": SEED_CITIES["language"].to_numpy()[where],
+            "category_id": pd.Categorical(rng.choice(SEED_CATEGORIES, n_streams)),
+            "title": [f"Stream {i}, live" for i in range(n_streams)],
+            "description": ['Two lines:\nand "quotes"'] + [""] * (n_streams - 1),
+            "avg_viewer_count": np.floor(rng.exponential(300.0, n_streams)),
+            "creator_followers": np.round(rng.exponential(20_000.0, n_streams)),
+            "stream_quality_score": np.round(rng.uniform(0, 10, n_streams), 2),
+            "is_partnered": rng.random(n_streams) < 0.4,
+            "mature_content": rng.random(n_streams) < 0.2,
+            "tags": [rng.choice(SEED_TAGS, size=k, replace=False) for k in sizes],
+            "typical_duration_minutes": np.round(rng.uniform(20, 300, n_streams), 2),
+        }
+    )
+    streams.loc[0, "typical_duration_minutes"] = 51.19
+    # The seed draws impressions for most users; the last few never saw a stream.
+    viewer = rng.integers(0, n_users - 3, n_impressions)
+    shown = rng.integers(0, n_streams, n_impressions)
+    clicked = rng.random(n_impressions) < 0.3
+    language = SEED_CITIES["language"].to_numpy()
+    interactions = pd.DataFrame(
+        {
+            "user_id": users["user_id"].to_numpy()[viewer],
+            "stream_id": streams["stream_id"].to_numpy()[shown],
+            "clicked": clicked,
+            "watch_time_minutes": np.where(
+                clicked, np.round(rng.exponential(25.0, n_impressions), 2), 0.0
+            ),
+            "impression_timestamp": (T0_NS + _micros(rng, n_impressions, 30)).as_unit("ns"),
+            "device_type": rng.choice(["mobile", "desktop", "tablet", "tv"], n_impressions),
+            "page_position": rng.integers(1, 21, n_impressions).astype(np.float64),
+            "session_id": [f"sess_{u}_{k % 4}" for k, u in enumerate(viewer)],
+            "user_city": users["city"].to_numpy()[viewer],
+            "stream_city": streams["city"].to_numpy()[shown],
+            "distance_km": rng.uniform(0, 12_000, n_impressions),
+            "is_local_match": home[viewer] == where[shown],
+            "same_language": language[home[viewer]] == language[where[shown]],
+            "category_match": rng.random(n_impressions) < 0.5,
+        }
+    )
+    if nullable:
+        for name in ("avg_viewer_count", "creator_followers"):
+            streams[name] = streams[name].astype("Int64")
+        for name in ("is_partnered", "mature_content"):
+            streams[name] = streams[name].astype("boolean")
+        streams["is_live"] = pd.array([True, False, None] * 6 + [False, None], dtype="boolean")
+        streams["tags"] = [list(map(str, tags)) for tags in streams["tags"]]
+        interactions["page_position"] = interactions["page_position"].astype("Int64")
+        interactions["clicked"] = interactions["clicked"].astype("boolean")
+        interactions["impression_timestamp"] = (
+            interactions["impression_timestamp"].dt.tz_localize("UTC").dt.tz_convert("Asia/Kolkata")
+        )
+        users["registration_date"] = users["registration_date"].dt.tz_localize("UTC")
+    return {"users": users, "streams": streams, "interactions": interactions}
+
+
+def write_frames(folder: Path, frames: dict[str, pd.DataFrame], fmt: str) -> dict[str, Path]:
+    """Each frame written by pandas itself, as the seed does: no index, nothing else."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for kind, frame in frames.items():
+        paths[kind] = folder / f"{kind}.{fmt}"
+        if fmt == "parquet":
+            frame.to_parquet(paths[kind], index=False)
+        else:
+            frame.to_csv(paths[kind], index=False)
+    return paths
+
+
+def _utc(stamp: Any) -> datetime:
+    moment = pd.Timestamp(stamp)
+    return (moment.tz_localize("UTC") if moment.tzinfo is None else moment).to_pydatetime()
+
+
+@pytest.mark.parametrize("nullable", [False, True], ids=["numpy", "nullable"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_files_written_by_the_seeds_pandas_code_import_intact(
+    db_url: str, tmp_path: Path, fmt: str, nullable: bool
+) -> None:
+    frames = seed_frames(nullable=nullable)
+    paths = write_frames(tmp_path, frames, fmt)
+    if fmt == "csv":  # the files hold what the seed writes, not something tidier
+        text = paths["streams"].read_text()
+        assert "51.19" in text and ",False," in text
+        if not nullable:
+            assert "['tag_" in text and "' '" in text and "'\n '" in text
+            assert "np.str_('" in paths["users"].read_text()
+            assert ".0," in text  # avg_viewer_count and creator_followers are float64
+
+    report = import_files(db_url, paths)
+
+    sizes = {kind: len(frame) for kind, frame in frames.items()}
+    assert report.rows_read == report.rows_kept == sizes
+    users, streams, interactions = frames["users"], frames["streams"], frames["interactions"]
+    stored_users = fetch(
+        db_url,
+        "SELECT user_id, city, latitude, longitude, language, timezone_offset,"
+        " total_watch_hours, local_preference_strength, preferred_categories,"
+        " registration_date FROM users ORDER BY user_id",
+    )
+    assert [tuple(row) for row in stored_users] == [
+        (
+            row.user_id,
+            row.city,
+            row.latitude,
+            row.longitude,
+            row.language,
+            row.timezone_offset,
+            row.total_watch_hours,
+            row.local_preference_strength,
+            [str(item) for item in row.preferred_categories],
+            _utc(row.registration_date),
+        )
+        for row in users.itertuples()
+    ]
+    stored_streams = fetch(
+        db_url,
+        "SELECT stream_id, creator_id, city, latitude, longitude, language, category_id,"
+        " title, description, avg_viewer_count, creator_followers, stream_quality_score,"
+        " is_partnered, mature_content, tags, typical_duration_minutes FROM streams"
+        " ORDER BY stream_id",
+    )
+    assert [tuple(row) for row in stored_streams] == [
+        (
+            row.stream_id,
+            row.creator_id,
+            row.city,
+            row.latitude,
+            row.longitude,
+            row.language,
+            row.category_id,
+            row.title,
+            row.description,
+            int(row.avg_viewer_count),
+            int(row.creator_followers),
+            row.stream_quality_score,
+            bool(row.is_partnered),
+            bool(row.mature_content),
+            [str(tag) for tag in row.tags],
+            row.typical_duration_minutes,
+        )
+        for row in streams.itertuples()
+    ]
+    assert stored_streams[0]["typical_duration_minutes"] == 51.19
+    assert stored_streams[0]["tags"] == [str(tag) for tag in streams["tags"][0]]
+    assert len(stored_streams[0]["tags"]) == 12
+    assert stored_streams[0]["description"] == 'Two lines:\nand "quotes"'
+    live = fetch(db_url, "SELECT is_live, live_since FROM streams ORDER BY stream_id")
+    known = streams["is_live"] if nullable else pd.Series([pd.NA] * len(streams))
+    assert [tuple(row) for row in live] == [
+        (True, NOW) if pd.isna(flag) or flag else (False, None) for flag in known.tolist()
+    ]
+    stored_interactions = fetch(
+        db_url,
+        "SELECT user_id, stream_id, clicked, watch_time_minutes, impression_at, device_type,"
+        " page_position, session_id FROM interactions",
+    )
+    expected = [
+        (
+            row.user_id,
+            row.stream_id,
+            bool(row.clicked),
+            row.watch_time_minutes,
+            _utc(row.impression_timestamp),
+            row.device_type,
+            int(row.page_position),
+            row.session_id,
+        )
+        for row in interactions.itertuples()
+    ]
+    assert sorted(tuple(row) for row in stored_interactions) == sorted(expected)
+
+
+def _csv_lines(frame: pd.DataFrame) -> list[int]:
+    """The line each row of `frame.to_csv` starts on: values holding newlines push it down."""
+    spans = [sum(str(value).count("\n") for value in row) for row in frame.itertuples(False)]
+    return [2 + index + sum(spans[:index]) for index in range(len(frame))]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_real_errors_in_the_seeds_files_are_refused_with_row_numbers(
+    db_url: str, tmp_path: Path, fmt: str
+) -> None:
+    import_files(db_url, write_frames(tmp_path / "first", seed_frames(), fmt))
+    before = snapshot(db_url)
+    frames = seed_frames(seed=8)  # other data: a load would change the tables
+    users, streams, interactions = frames["users"], frames["streams"], frames["interactions"]
+    unseen = int(np.flatnonzero(~users["user_id"].isin(interactions["user_id"]))[0])
+    users.loc[unseen, "user_id"] = None
+    users.loc[2, "latitude"] = 90.5
+    streams.loc[3, "longitude"] = -180.25
+    streams.loc[5, "typical_duration_minutes"] = 0.0
+    streams["avg_viewer_count"] = streams["avg_viewer_count"].astype(str)
+    streams.loc[6, "avg_viewer_count"] = "many"
+    interactions.loc[7, "page_position"] = 1.5
+    interactions.loc[9, "stream_id"] = None
+    interactions.loc[11, "user_id"] = "ghost"
+    paths = write_frames(tmp_path / "bad", frames, fmt)
+    missing = "missing (empty or null): a value is required"
+    expected = [
+        *sorted(
+            [
+                ("users", unseen, "user_id", missing),
+                ("users", 2, "latitude", "out of range: 90.5 (must be between -90 and 90)"),
+            ]
+        ),
+        ("streams", 3, "longitude", "out of range: -180.25 (must be between -180 and 180)"),
+        ("streams", 5, "typical_duration_minutes", "out of range: 0 (must be > 0)"),
+        ("streams", 6, "avg_viewer_count", "expected a number, got 'many'"),
+        ("interactions", 7, "page_position", "expected a whole number, got 1.5"),
+        ("interactions", 9, "stream_id", missing),
+        (
+            "interactions",
+            11,
+            "user_id",
+            f"unknown user_id 'ghost': no such user in {paths['users']}",
+        ),
+    ]
+
+    with pytest.raises(InvalidDataError) as caught:
+        import_files(db_url, paths)
+
+    lines = {kind: _csv_lines(frame) for kind, frame in frames.items()}
+    assert caught.value.problems == [
+        Problem(
+            str(paths[kind]),
+            index + 1,
+            column,
+            reason,
+            lines[kind][index] if fmt == "csv" else None,
+        )
+        for kind, index, column, reason in expected
+    ]
+    if fmt == "csv":  # stream 0's description and tags span lines: later rows start lower
+        assert lines["streams"][1] >= 3 + 2
+    assert snapshot(db_url) == before

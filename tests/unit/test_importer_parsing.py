@@ -53,6 +53,17 @@ def text(*values: str | None) -> pd.Series:
         ("", []),
         ("   ", []),
         ('"a"', ['"a"']),  # not a list notation: one element, quotes and all
+        # What DataFrame.to_csv writes for a cell holding a numpy array: no commas.
+        ("['a' 'b c']", ["a", "b c"]),
+        ("['gaming']", ["gaming"]),
+        ("['a' 'b'\n 'c']", ["a", "b", "c"]),  # a long array wraps over lines
+        ("[\"it's\" 'x\\ny' 'é']", ["it's", "x\ny", "é"]),
+        ("[ 1.5  2.  -3. ]", ["1.5", "2.0", "-3.0"]),
+        ("[1 2 3]", ["1", "2", "3"]),
+        # A Python list of numpy scalars under numpy 2.
+        ("[np.str_('a'), np.str_('b')]", ["a", "b"]),
+        ("['a', 'b',]", ["a", "b"]),
+        ("['a]b' \"c, d\"]", ["a]b", "c, d"]),
     ],
 )
 def test_list_notations(written: str, expected: list[str]) -> None:
@@ -61,10 +72,38 @@ def test_list_notations(written: str, expected: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "written",
-    ["[unclosed", '{"unclosed}', "{a,NULL}", "{{a},{b}}", "{a,,b}", '["a", null]', "[true]"],
+    [
+        "[unclosed",
+        '{"unclosed}',
+        "{a,NULL}",
+        "{{a},{b}}",
+        "{a,,b}",
+        '["a", null]',
+        "[true]",
+        "['a' 'b', 'c']",  # mixed separators
+        "['a' 'b',]",
+        "['a''b']",  # neither Python's way nor numpy's: Python would join them
+        "['a',, 'b']",
+        "[, 'a']",
+        "['a'] ['b']",
+        "[['a']]",
+        "[b'x']",
+        "[nan]",
+        "[ True False]",
+        "['a' 'b' ... 'z']",  # numpy's summary of a huge array: elements are lost
+        "[np.str_('a']",
+        "[os.system('x')]",
+    ],
 )
 def test_unreadable_lists_are_bad(written: str) -> None:
     assert parse_list_text(written) is None
+
+
+def test_numpy_array_text_is_not_read_as_one_concatenated_string() -> None:
+    """Python reads `['a' 'b']` as `['ab']`; the element count must survive."""
+    written = str(np.array([f"category_{i}" for i in range(30)]))
+    assert "\n" in written and "," not in written
+    assert parse_list_text(written) == [f"category_{i}" for i in range(30)]
 
 
 def test_list_column_from_text_and_from_parquet_arrays() -> None:
@@ -80,10 +119,12 @@ def test_list_column_from_text_and_from_parquet_arrays() -> None:
 
 
 def test_booleans_from_words_numbers_and_bool_columns() -> None:
-    parsed = parse_bool(text("true", "FALSE", " Yes ", "no", "1", "0", "", "maybe", "2"))
-    assert parsed.values.tolist()[:6] == [True, False, True, False, True, False]
-    assert parsed.missing.tolist() == [False] * 6 + [True, False, False]
-    assert parsed.bad.tolist() == [False] * 7 + [True, True]
+    parsed = parse_bool(
+        text("true", "FALSE", " Yes ", "no", "1", "0", "1.0", "0.0", "", "maybe", "2", "0.5")
+    )
+    assert parsed.values.tolist()[:8] == [True, False, True, False, True, False, True, False]
+    assert parsed.missing.tolist() == [False] * 8 + [True, False, False, False]
+    assert parsed.bad.tolist() == [False] * 9 + [True, True, True]
 
     numbers = parse_bool(pd.Series([1.0, 0.0, np.nan, 2.0]))
     assert numbers.values.tolist()[:2] == [True, False]
