@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
@@ -49,12 +49,15 @@ class HealthResponse:
 
     The status follows the database only: without a click model `/hometown` still
     works, so the service is up; `model` says whether `/hometown-ml` can answer.
+    `endpoints` lists what the app serves ("POST /v1/scenarios/hometown", ...), read
+    from its route table, in the 503 answer too.
     """
 
     status: str
     version: str
     database: DatabaseStatus
     model: ModelStatus | None = None
+    endpoints: list[str] = field(default_factory=list)
 
 
 # --- HOMETOWN -----------------------------------------------------------------------
