@@ -87,7 +87,7 @@ def endpoints(app: Litestar) -> list[str]:
     `/docs/openapi.json`); the renderers' internals go: the catch-all route with a
     path parameter and helper pages such as Swagger's `oauth2-redirect.html`.
     """
-    docs = app.openapi_config.path.rstrip("/") if app.openapi_config else None
+    docs = (app.openapi_config.path or "").rstrip("/") if app.openapi_config else ""
     found: list[str] = []
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
