@@ -35,5 +35,6 @@ def downgrade() -> None:
         " USING greatest(1, round(typical_duration_minutes))::integer"
     )
     op.execute(
-        "COMMENT ON COLUMN streams.typical_duration_minutes IS 'Usual length of one broadcast, > 0.'"
+        "COMMENT ON COLUMN streams.typical_duration_minutes"
+        " IS 'Usual length of one broadcast, > 0.'"
     )
