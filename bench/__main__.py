@@ -27,7 +27,7 @@ from types import FrameType
 
 import asyncpg
 
-from app.settings import Settings
+from app.settings import load_settings
 from bench import database, pgbench, server, wrk
 from bench.cpu import CpuMeter, CpuSplit, postmaster_pid
 from bench.log import say
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, timeout, CI) unwinds like Ctrl-C, so the finally blocks stop the
     # server and drop the scratch database instead of leaving them behind.
     signal.signal(signal.SIGTERM, _interrupt)
-    server_url = Settings().database_url
+    server_url = load_settings().database_url
     url = database.api_scratch_url(server_url)
     try:
         dataset = database.Dataset(users=args.users, streams=args.streams, seed=args.seed)

@@ -50,7 +50,7 @@ import asyncpg
 import httpx
 
 from app.hometown.candidates import NEAREST_SQL
-from app.settings import Settings
+from app.settings import load_settings
 from bench import database, server, wrk
 from bench.cpu import children_cpu_s, cluster_cpu_s, postmaster_pid, process_cpu_s
 from bench.log import say
@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: set up, measure, always clean up, print the report."""
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    server_url = Settings().database_url
+    server_url = load_settings().database_url
     url = mixed_scratch_url(server_url)
     dataset = MixedDataset(
         users=args.users, streams=args.streams, seed=args.seed, live_share=args.live_share

@@ -828,7 +828,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: simulate, summarise, optionally save and verify."""
-    from app.settings import Settings
+    from app.settings import load_settings
 
     args = parser().parse_args(argv)
     if not args.api_key:
@@ -838,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         say("error: --last-state must end in .parquet or .csv")
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
-    database_url = Settings().database_url
+    database_url = load_settings().database_url
     options = Options(
         url=args.url,
         api_key=args.api_key,

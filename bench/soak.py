@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from app.settings import Settings
+from app.settings import load_settings
 from bench import database, server, wrk
 from bench.log import say
 from bench.mixed import HOMETOWN_PATH, MixedDataset, ensure_data, mixed_scratch_url
@@ -222,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
     args = parser().parse_args(argv)
-    server_url = Settings().database_url
+    server_url = load_settings().database_url
     url = mixed_scratch_url(server_url).removesuffix("_mixed") + "_soak"
 
     def interrupted(signum: int, _: FrameType | None) -> None:

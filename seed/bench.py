@@ -28,7 +28,7 @@ from alembic import command
 from alembic.config import Config
 
 from app.db.limits import COLUMNS
-from app.settings import Settings
+from app.settings import load_settings
 from seed.generate import generate
 from seed.loader import TABLES, iter_chunks, load, say, to_csv_bytes
 
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    server = Settings().database_url
+    server = load_settings().database_url
     url = scratch_url(server)
     name = url.rpartition("/")[2]
     asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}"'))
