@@ -5,23 +5,25 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-import uvicorn
-
 from app.lean import refuse_offline_imports
-from app.main import create_app
-from app.settings import get_settings
+from app.settings import load_settings
 
 
 def main() -> None:
     """Run uvicorn with the app built from the environment's settings.
 
-    The app configures logging itself (JSON or text, with request ids), so uvicorn
-    gets no logging config of its own and its lines go through the same handler.
-    Its access log stays off: the app writes its own access line (`ACCESS_LOG`),
-    which carries the request id and the duration.
+    The settings come first: a bad one exits 2 with one line before the server and
+    the app are even imported. The app configures logging itself (JSON or text,
+    with request ids), so uvicorn gets no logging config of its own and its lines go
+    through the same handler. Its access log stays off: the app writes its own
+    access line (`ACCESS_LOG`), which carries the request id and the duration.
     """
+    settings = load_settings()
     refuse_offline_imports()  # before the click model loads scikit-learn (app/lean.py)
-    settings = get_settings()
+    import uvicorn
+
+    from app.main import create_app
+
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(settings),

@@ -18,7 +18,7 @@ from types import FrameType
 
 import asyncpg
 
-from app.settings import Settings
+from app.settings import load_settings
 from bench import database
 from bench.log import say
 
@@ -87,7 +87,7 @@ def scratch_database(suffix: str, dataset: database.Dataset, *, keep: bool) -> I
     With `keep`, the database stays for the next run, which reuses it when its
     fingerprint matches (bench/database.py).
     """
-    server_url = Settings().database_url
+    server_url = load_settings().database_url
     url = database.scratch_url(server_url) + suffix
     reuse = database.prepare(server_url, url, dataset, keep=keep)
     try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app.db.limits import COLUMNS
-from app.settings import Settings
+from app.settings import load_settings
 from bench.database import admin, migrate, scratch_url
 from seed.generate import generate
 from seed.loader import TABLES, iter_chunks, load, say, to_csv_bytes
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    server = Settings().database_url
+    server = load_settings().database_url
     url = scratch_url(server)
     name = url.rpartition("/")[2]
     asyncio.run(admin(server, f'DROP DATABASE IF EXISTS "{name}"'))

@@ -816,7 +816,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: simulate, summarise, optionally save and verify."""
-    from app.settings import Settings
+    from app.settings import load_settings
 
     args = parser().parse_args(argv)
     if not args.api_key:
@@ -826,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         say("error: --last-state must end in .parquet or .csv")
         return 2
     stop_on_sigterm()
-    database_url = Settings().database_url
+    database_url = load_settings().database_url
     options = Options(
         url=args.url,
         api_key=args.api_key,

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.models import Base
-from app.settings import Settings, normalise_database_url
+from app.settings import load_settings, normalise_database_url
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,7 +23,7 @@ target_metadata = Base.metadata
 
 def database_url() -> str:
     explicit = config.get_main_option("sqlalchemy.url")
-    url = normalise_database_url(explicit) if explicit else Settings().database_url
+    url = normalise_database_url(explicit) if explicit else load_settings().database_url
     return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 

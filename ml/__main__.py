@@ -10,7 +10,7 @@ from pathlib import Path
 from app.errors import UserNotFound
 from app.features.artifact import ModelError
 from app.hometown.service import Query
-from app.settings import get_settings
+from app.settings import load_settings
 from ml import compare, evaluate
 from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
 
@@ -148,7 +148,7 @@ def _train_to(model_path: Path | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments and run the job."""
     args = parser().parse_args(argv)
-    settings = get_settings()
+    settings = load_settings()
     if args.job == "evaluate":
         try:
             evaluate.run(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from app.settings import Settings
+from app.settings import load_settings
 
 
 def _positive(text: str) -> int:
@@ -141,7 +141,7 @@ def run_explore(args: argparse.Namespace, url: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m seed`."""
     args = parser().parse_args(argv)
-    url = Settings().database_url
+    url = load_settings().database_url
     jobs = {"generate": run_generate, "import": run_import, "explore": run_explore}
     try:
         return jobs[args.job](args, url)

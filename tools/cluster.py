@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 
-from app.settings import DEFAULT_DATABASE_URL, Settings
+from app.settings import DEFAULT_DATABASE_URL, load_settings
 
 PG_MAJOR = 15
 POSTGIS_PACKAGE = f"postgresql-{PG_MAJOR}-postgis-3"
@@ -320,7 +320,7 @@ def compose_command() -> list[str]:
 
 def up() -> str:
     """Give a reachable PostGIS: `DATABASE_URL`, else docker compose, else `.pgdata/`."""
-    configured = Settings().database_url  # DATABASE_URL from the environment or .env
+    configured = load_settings().database_url  # DATABASE_URL from the environment or .env
     if "DATABASE_URL" in os.environ or configured != DEFAULT_DATABASE_URL:
         url = configured
         log(f"using DATABASE_URL {redact(url)}")

@@ -4,16 +4,21 @@
 touches the database: it says the process serves requests, so an orchestrator
 restarts it only when it does not. `/ready` says whether it should get traffic:
 the database answers and its schema is at the newest migration.
+
+`/` also lists the endpoints the app serves, read from its own route table, so the
+list cannot drift from the routes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
-from litestar import Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.routes import HTTPRoute
 
 from app import __version__
 from app.api.schemas import DatabaseStatus, HealthResponse, ModelStatus
@@ -35,12 +40,13 @@ from app.observability.readiness import NotReady, check_ready, schema_head
         )
     },
 )
-async def health(state: State) -> Response[HealthResponse]:
-    """Report the app version, whether PostGIS answers, and row counts.
+async def health(state: State, request: Request[Any, Any, Any]) -> Response[HealthResponse]:
+    """Report the app version, whether PostGIS answers, row counts, and the endpoints.
 
     Returns 503 with the reason in `database.error` when the database is down or
     not migrated, so a load balancer and a person both see what is wrong.
     """
+    served = endpoints(request.app)
     try:
         db = await check_database(state.pool, state.settings.db_connect_timeout_s)
     except (*CONNECTION_ERRORS, asyncpg.PostgresError, LookupError) as exc:
@@ -50,6 +56,7 @@ async def health(state: State) -> Response[HealthResponse]:
             version=__version__,
             database=DatabaseStatus(reachable=False, error=reason[:300]),
             model=_model_status(state.model),
+            endpoints=served,
         )
         return Response(body, status_code=503, headers={"Retry-After": "5"})
     status = DatabaseStatus(
@@ -60,9 +67,38 @@ async def health(state: State) -> Response[HealthResponse]:
     )
     return Response(
         HealthResponse(
-            status="ok", version=__version__, database=status, model=_model_status(state.model)
+            status="ok",
+            version=__version__,
+            database=status,
+            model=_model_status(state.model),
+            endpoints=served,
         )
     )
+
+
+#: Methods Litestar answers on every route by itself (CORS pre-flight; HEAD for GET).
+_IMPLICIT_METHODS = frozenset({"OPTIONS", "HEAD"})
+
+
+def endpoints(app: Litestar) -> list[str]:
+    """`"METHOD /path"` for each HTTP endpoint in the app's route table, in its order.
+
+    Under the docs path the pages and the schema stay (`/docs`, `/docs/scalar`,
+    `/docs/openapi.json`); the renderers' internals go: the catch-all route with a
+    path parameter and helper pages such as Swagger's `oauth2-redirect.html`.
+    """
+    docs = (app.openapi_config.path or "").rstrip("/") if app.openapi_config else ""
+    found: list[str] = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        internal = route.path_parameters or route.path.endswith(".html")
+        if docs and route.path.startswith(f"{docs}/") and internal:
+            continue
+        found.extend(
+            f"{method} {route.path_format}" for method in sorted(route.methods - _IMPLICIT_METHODS)
+        )
+    return found
 
 
 @dataclass

@@ -31,6 +31,16 @@ from app.hometown.weights import FORMULA
 from app.observability.context import current_request_id
 
 ALGORITHM = "hometown-exact-threshold"
+STATS_DESCRIPTION = (
+    "`total_streams`, `total_users`, `cities_covered`, `top_cities` and `algorithm` keep"
+    " the seed project's names and types. `top_cities` counts all streams (live or not)"
+    " per city: the 10 cities with the most, as `{city: streams}`, ordered by count"
+    " descending, then by city name. `algorithm` is the score formula. The other fields"
+    " add the live picture (`live_streams`, `live_cities`, and `top_live_cities`: the 10"
+    " cities with the most live streams, with their current viewers) and"
+    " `algorithm_details` (name, distance model, widening factor, weights in force)."
+    " Computed in SQL and cached for `STATS_CACHE_SECONDS` (default 5)."
+)
 
 
 class HometownController(Controller):
@@ -57,21 +67,26 @@ class HometownController(Controller):
     @get(
         "/stats",
         summary="What the scenario draws on",
+        description=STATS_DESCRIPTION,
         responses={**responses.LIMITED, **responses.UNAVAILABLE},
     )
     async def stats(self, state: State) -> StatsResponse:
-        """Users, streams, live streams, cities, the top 10 cities, the algorithm and weights."""
+        """Totals, the top 10 cities, the live picture, and the algorithm (`STATS_DESCRIPTION`)."""
         settings = state.settings
         async with connection(state.pool, settings.db_connect_timeout_s) as conn:
             totals = await state.stats_cache.get(conn)
         return StatsResponse(
-            users=totals.users,
-            streams=totals.streams,
+            total_streams=totals.streams,
+            total_users=totals.users,
+            cities_covered=totals.cities,
+            top_cities=totals.top_cities,
+            algorithm=FORMULA,
             live_streams=totals.live_streams,
-            cities=totals.cities,
             live_cities=totals.live_cities,
-            top_cities=[CityStats(c.city, c.live_streams, c.viewers) for c in totals.top_cities],
-            algorithm=Algorithm(
+            top_live_cities=[
+                CityStats(c.city, c.live_streams, c.viewers) for c in totals.top_live_cities
+            ],
+            algorithm_details=Algorithm(
                 name=ALGORITHM,
                 distance_model="sphere (radius 6371008.77 m) for filter, order and distance_km",
                 formula=FORMULA,

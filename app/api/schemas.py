@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
@@ -49,12 +49,15 @@ class HealthResponse:
 
     The status follows the database only: without a click model `/hometown` still
     works, so the service is up; `model` says whether `/hometown-ml` can answer.
+    `endpoints` lists what the app serves ("POST /v1/scenarios/hometown", ...), read
+    from its route table, in the 503 answer too.
     """
 
     status: str
     version: str
     database: DatabaseStatus
     model: ModelStatus | None = None
+    endpoints: list[str] = field(default_factory=list)
 
 
 # --- HOMETOWN -----------------------------------------------------------------------
@@ -167,7 +170,7 @@ class HometownResponse(msgspec.Struct):
 
 
 class CityStats(msgspec.Struct):
-    """Live streams in one city right now."""
+    """Live streams in one city right now, and their current viewers."""
 
     city: str
     live_streams: int
@@ -185,12 +188,38 @@ class Algorithm(msgspec.Struct):
 
 
 class StatsResponse(msgspec.Struct):
-    """Totals the scenario draws on, the top 10 cities by live streams, and the algorithm."""
+    """What the scenario draws on.
 
-    users: int
-    streams: int
-    live_streams: int
-    cities: int
-    live_cities: int
-    top_cities: list[CityStats]
-    algorithm: Algorithm
+    The first five fields are the seed project's contract, with its names and types
+    (`total_streams`, `total_users`, `cities_covered`, `top_cities` as
+    `{city: streams}`, `algorithm` as the formula text); the rest add the live
+    picture and the ranking's parameters.
+    """
+
+    total_streams: Annotated[int, Meta(description="All streams, live or not.")]
+    total_users: Annotated[int, Meta(description="All users.")]
+    cities_covered: Annotated[
+        int, Meta(description="Distinct cities with at least one stream (live or not).")
+    ]
+    top_cities: Annotated[
+        dict[str, int],
+        Meta(
+            description="All streams (live or not) per city: the 10 cities with the most,"
+            " ordered by that count descending, then by city name.",
+            examples=[{"Los Angeles": 60, "London": 41}],
+        ),
+    ]
+    algorithm: Annotated[str, Meta(description="The score formula the ranking uses.")]
+    live_streams: Annotated[int, Meta(description="Streams live right now.")]
+    live_cities: Annotated[int, Meta(description="Distinct cities with a live stream.")]
+    top_live_cities: Annotated[
+        list[CityStats],
+        Meta(
+            description="The 10 cities with the most live streams (with their current"
+            " viewers), ordered by live streams descending, then by city name."
+        ),
+    ]
+    algorithm_details: Annotated[
+        Algorithm,
+        Meta(description="The ranking's name, distance model, widening factor and weights."),
+    ]

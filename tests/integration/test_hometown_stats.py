@@ -11,31 +11,80 @@ from app.settings import Settings
 from seed.loader import Dataset, load
 from tests.support import frames
 
+#: 19 streams in 12 cities: Lyon and Marseille tie (Lyon first by name), and of the
+#: nine one-stream cities only the first seven by name make the top 10.
+CITIES = ["Paris"] * 4 + ["Lyon"] * 3 + ["Marseille"] * 3 + [
+    "Tours", "Pau", "Nice", "Nancy", "Metz", "Lille", "Dijon", "Caen", "Brest",
+]  # fmt: skip
+#: Offline streams: 2 in Paris, all of Marseille, every one-stream city but Brest.
+OFFLINE = [0, 1, 7, 8, 9, *range(10, 18)]
 
-def test_stats_count_users_streams_live_and_cities(db_url: str) -> None:
-    users = frames.users(7)
-    streams = frames.streams(6)
-    streams.loc[0:2, "city"] = "Lyon"
-    streams.loc[[1, 4], ["is_live", "current_viewer_count", "live_since"]] = [False, 0, None]
-    load(db_url, Dataset(users, streams))
+
+def _known_world(db_url: str) -> None:
+    streams = frames.streams(len(CITIES))
+    streams["city"] = CITIES
+    streams.loc[OFFLINE, ["is_live", "current_viewer_count", "live_since"]] = [False, 0, None]
+    load(db_url, Dataset(frames.users(1234), streams))
+
+
+def test_a_client_of_the_seed_contract_reads_the_stats(db_url: str) -> None:
+    """The seed documents `{"total_streams": 500, "total_users": 1000, "cities_covered":
+    32, "top_cities": {"Los Angeles": 60, ...}, "algorithm": "..."}`; its client reads
+    the body like this."""
+    _known_world(db_url)
+    settings = Settings(DATABASE_URL=db_url, STATS_CACHE_SECONDS=0)
+    with TestClient(create_app(settings)) as client:
+        stats = client.get("/v1/scenarios/hometown/stats").json()
+    report = [
+        f"users: {stats['total_users']:,}",
+        f"streams: {stats['total_streams']:,}",
+        f"cities: {stats['cities_covered']:,}",
+        *(f"{city}: {n:,}" for city, n in stats["top_cities"].items()),
+        f"algorithm: {stats['algorithm']}",
+    ]
+    assert report[:3] == ["users: 1,234", "streams: 19", "cities: 12"]
+    assert report[3:-1] == [
+        "Paris: 4",
+        "Lyon: 3",
+        "Marseille: 3",
+        "Brest: 1",
+        "Caen: 1",
+        "Dijon: 1",
+        "Lille: 1",
+        "Metz: 1",
+        "Nancy: 1",
+        "Nice: 1",
+    ]
+    assert "1/(1 + distance_km)" in report[-1]
+
+
+def test_stats_add_the_live_picture_and_the_algorithm_details(db_url: str) -> None:
+    _known_world(db_url)
     settings = Settings(DATABASE_URL=db_url, STATS_CACHE_SECONDS=0)
     with TestClient(create_app(settings)) as client:
         body = client.get("/v1/scenarios/hometown/stats").json()
-    assert (body["users"], body["streams"], body["live_streams"]) == (7, 6, 4)
-    assert (body["cities"], body["live_cities"]) == (2, 2)
-    assert body["top_cities"] == [
-        {"city": "Lyon", "live_streams": 2, "viewers": 6},
+    assert (body["live_streams"], body["live_cities"]) == (6, 3)
+    assert body["top_live_cities"] == [
+        {"city": "Lyon", "live_streams": 3, "viewers": 9},
         {"city": "Paris", "live_streams": 2, "viewers": 6},
+        {"city": "Brest", "live_streams": 1, "viewers": 3},
     ]
-    assert body["algorithm"]["weights"]["proximity_weight"] == 1.5
-    assert "sphere" in body["algorithm"]["distance_model"]
+    details = body["algorithm_details"]
+    assert details["name"] == "hometown-exact-threshold"
+    assert details["weights"]["proximity_weight"] == 1.5
+    assert "sphere" in details["distance_model"]
+    assert details["formula"] == body["algorithm"]
 
 
 def test_stats_on_an_empty_database(db_url: str) -> None:
     with TestClient(create_app(Settings(DATABASE_URL=db_url))) as client:
         response = client.get("/v1/scenarios/hometown/stats")
     assert response.status_code == 200
-    assert response.json()["top_cities"] == []
+    body = response.json()
+    assert (body["total_users"], body["total_streams"], body["cities_covered"]) == (0, 0, 0)
+    assert (body["live_streams"], body["live_cities"]) == (0, 0)
+    assert body["top_cities"] == {}
+    assert body["top_live_cities"] == []
 
 
 def test_rings_widen_by_four_up_to_the_antipode() -> None:
