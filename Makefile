@@ -41,8 +41,8 @@ serve: ## serve the API without the set-up steps
 test: install ## README command 2: the whole suite against a real PostGIS
 	$(UV) run pytest
 
-test-fast: install ## the unit tests alone: no database, a few seconds
-	$(UV) run pytest tests/unit -q
+test-fast: install ## the unit tests alone: no database, seconds (tests marked slow left out)
+	$(UV) run pytest tests/unit -q -m "not slow"
 
 lint: install ## ruff and mypy
 	$(UV) run ruff check app seed ml tests migrations bench tools

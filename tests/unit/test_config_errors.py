@@ -64,6 +64,7 @@ def _assert_one_clear_line(done: subprocess.CompletedProcess[str], variable: str
     return lines[0]
 
 
+@pytest.mark.slow  # a subprocess each (about a second): `make test` runs them, test-fast not
 @pytest.mark.parametrize(("variable", "value"), BAD, ids=[f"{v}={x}" for v, x in BAD])
 @pytest.mark.parametrize(
     "command", [["-m", "app"], ["-m", "seed", "generate"]], ids=["app", "seed"]
@@ -77,7 +78,7 @@ def test_a_bad_setting_is_one_line_and_exit_2(
         assert SECRET not in line
 
 
-@pytest.mark.slow  # importing scikit-learn takes seconds
+@pytest.mark.slow  # a subprocess
 def test_ml_train_reports_a_bad_setting_the_same_way(tmp_path: Path) -> None:
     done = _run(["-m", "ml", "train"], tmp_path, API_KEY="short-key")
     assert "short-key" not in _assert_one_clear_line(done, "API_KEY")

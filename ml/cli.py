@@ -1,0 +1,207 @@
+"""The `python -m ml` command line: train, evaluate, compare (ml/__main__.py launches it)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from app.errors import UserNotFound
+from app.features.artifact import ModelError
+from app.hometown.service import Query
+from app.settings import load_settings
+from ml import compare, evaluate
+from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (defaults that depend on settings are filled in by `main`)."""
+    root = argparse.ArgumentParser(prog="python -m ml", description=__doc__)
+    jobs = root.add_subparsers(dest="job", required=True)
+    job = jobs.add_parser(
+        "train",
+        help="fit the click model on the impressions in DATABASE_URL (or a parquet file)",
+        description="Fit logistic regression and gradient boosting, evaluate both on"
+        " held-out users, and save the better one (by log loss) to the model path.",
+    )
+    job.add_argument(
+        "--model-path",
+        type=Path,
+        default=None,
+        help="where to save the model (default: MODEL_PATH, models/hometown_model.joblib)",
+    )
+    job.add_argument(
+        "--parquet",
+        type=Path,
+        default=None,
+        help="train from this parquet file (`clicked` + the 14 feature columns"
+        " [+ user_id]) instead of the database",
+    )
+    job.add_argument("--max-rows", type=_positive, default=None, help="use at most N impressions")
+    job.add_argument("--seed", type=int, default=42, help="seed for sampling and the models")
+    job.add_argument(
+        "--test-share", type=_share, default=0.2, help="share of users held out (default 0.2)"
+    )
+    job.add_argument(
+        "--model",
+        choices=("auto", "logistic", "boosting"),
+        default="auto",
+        help="which model to keep: auto picks the lower held-out log loss (default)",
+    )
+    job.add_argument(
+        "--boosting-max-rows",
+        type=_positive,
+        default=BOOSTING_MAX_ROWS,
+        help=f"training rows the boosted model sees at most (default {BOOSTING_MAX_ROWS:,})",
+    )
+    _add_evaluate(jobs)
+    _add_compare(jobs)
+    return root
+
+
+def _radius(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 20_000.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 20000] km, got {value}")
+    return value
+
+
+def _add_evaluate(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    job = jobs.add_parser(
+        "evaluate",
+        help="rank held-out impressions with basic, ML and baselines; report ranking metrics",
+        description="Rank each held-out user's shown streams with the basic score, the score"
+        " with the click model, and baselines; print a markdown table and write"
+        " evaluation.json and evaluation.png. See ml/evaluate.py for the definitions.",
+    )
+    job.add_argument(
+        "--model-path",
+        type=Path,
+        default=None,
+        help="the model to evaluate (default: MODEL_PATH, models/hometown_model.joblib)",
+    )
+    job.add_argument(
+        "--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)"
+    )
+    job.add_argument(
+        "--seed", type=int, default=42, help="seed of the random baselines and the bootstrap"
+    )
+    job.add_argument(
+        "--resamples", type=_positive, default=2000, help="bootstrap resamples (default 2000)"
+    )
+    job.add_argument(
+        "--radius-km",
+        type=_radius,
+        default=evaluate.DEFAULT_RADIUS_KM,
+        help="radius of the random-within-radius baseline (default 250, the API's)",
+    )
+
+
+def _add_compare(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    job = jobs.add_parser(
+        "compare",
+        help="one user's /hometown and /hometown-ml lists side by side, with score parts",
+        description="Ask the service for one user's basic and ML lists (the endpoints' code)"
+        " and print them side by side.",
+    )
+    job.add_argument("--user", required=True, help="the user_id to recommend for")
+    job.add_argument(
+        "--max-results", type=_positive, default=20, help="list length, 1..100 (default 20)"
+    )
+    job.add_argument("--radius-km", type=_radius, default=250.0, help="radius (default 250)")
+    job.add_argument(
+        "--model-path",
+        type=Path,
+        default=None,
+        help="the model (default: MODEL_PATH, models/hometown_model.joblib)",
+    )
+
+
+def _fail(message: str) -> None:
+    """One line on stderr and exit status 2: the user can fix this, it is no crash."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _train_to(model_path: Path | None) -> str:
+    """The training command for a model path given on the command line."""
+    if model_path is None:
+        return ""
+    return f" (for this path: `uv run python -m ml train --model-path {model_path}`)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments and run the job."""
+    args = parser().parse_args(argv)
+    settings = load_settings()
+    if args.job == "evaluate":
+        try:
+            evaluate.run(
+                evaluate.Options(
+                    database_url=settings.database_url,
+                    model_path=args.model_path or settings.model_path,
+                    out_dir=args.out_dir,
+                    weights=settings.weights,
+                    seed=args.seed,
+                    resamples=args.resamples,
+                    radius_km=args.radius_km,
+                )
+            )
+        except ModelError as exc:
+            _fail(str(exc) + _train_to(args.model_path))
+        except evaluate.EvaluationError as exc:
+            _fail(str(exc))
+        return
+    if args.job == "compare":
+        if args.max_results > 100:
+            _fail(f"--max-results must be at most 100 (as in the API), got {args.max_results}")
+        try:
+            model = compare.load_model(args.model_path or settings.model_path)
+            request = Query(
+                user_id=args.user,
+                max_results=args.max_results,
+                radius_km=args.radius_km,
+                explain=True,
+            )
+            result = asyncio.run(
+                compare.compare(
+                    settings.database_url,
+                    model,
+                    request,
+                    settings.weights,
+                    default_local_preference=settings.default_local_preference,
+                )
+            )
+        except ModelError as exc:
+            _fail(str(exc) + _train_to(args.model_path))
+        except UserNotFound as exc:
+            _fail(str(exc))
+        print(compare.table(result), flush=True)
+        return
+    options = Options(
+        model_path=args.model_path or settings.model_path,
+        database_url=settings.database_url,
+        parquet=args.parquet,
+        max_rows=args.max_rows,
+        seed=args.seed,
+        test_share=args.test_share,
+        model=args.model,
+        boosting_max_rows=args.boosting_max_rows,
+    )
+    say(f"training from {options.parquet or 'the database'}; model goes to {options.model_path}")
+    print(summary(train(options)), flush=True)
