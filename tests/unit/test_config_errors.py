@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings, describe_errors, load_settings
+from app.settings import Settings, load_settings
+from app.settings_errors import describe_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hunter2-hunter2"  # a password in a URL, or a too-short key: never printed
@@ -107,7 +108,7 @@ def test_several_bad_settings_give_one_line_each(tmp_path: Path) -> None:
 def _lines(**values: object) -> list[str]:
     with pytest.raises(ValidationError) as caught:
         Settings(_env_file=None, **values)  # type: ignore[arg-type]
-    return describe_errors(caught.value)
+    return describe_errors(caught.value, Settings)
 
 
 def test_the_line_names_the_rule_and_the_fix() -> None:
