@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m tools.cluster
 
-.PHONY: help install db db-stop migrate seed model run serve test test-fast lint bench-load bench-api bench-mixed soak
+.PHONY: help install db db-stop migrate seed model run serve test test-fast lint bench-load bench-api bench-mixed bench-memory soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ bench-api: db ## HTTP benchmark: POST /v1/scenarios/hometown (wrk) vs pgbench, 1
 
 bench-mixed: db ## live-status writes (2,500/s) while serving recommendations, 1M streams ~100k live (scratch db)
 	$(UV) run python -m bench.mixed --users 1000000 --streams 1000000
+
+bench-memory: model ## server RSS with the click model: python -m app against a server that loads pandas (scratch db)
+	$(UV) run python -m bench.memory
 
 soak: db ## ten minutes at 70% of capacity, reads and live-status writes mixed (scratch db)
 	$(UV) run python -m bench.soak --users 1000000 --streams 1000000

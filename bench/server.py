@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class Server:
         """VmHWM (peak resident set) of the server process, from /proc."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         cmdline = Path(f"/proc/{self.process.pid}/cmdline").read_bytes().split(b"\0")
-        if b"app" not in cmdline or "python" not in Path(os.fsdecode(cmdline[0])).name:
+        if "python" not in Path(os.fsdecode(cmdline[0])).name:
             raise RuntimeError(f"pid {self.process.pid} is not the Python server: {cmdline!r}")
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
@@ -50,6 +50,13 @@ class Server:
                 assert unit == "kB"
                 return int(value) * 1024
         raise RuntimeError("VmHWM missing from /proc status")
+
+    def rss_bytes(self) -> int:
+        """VmRSS (resident set now) of the server process, from /proc."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("VmRSS missing from /proc status")
 
     def stop(self) -> None:
         """SIGTERM, wait; SIGKILL only if it ignores that for too long."""
@@ -65,11 +72,17 @@ class Server:
             self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
-def start(database_url: str, extra_env: Mapping[str, str] | None = None) -> Server:
+def start(
+    database_url: str,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    python_args: Sequence[str] = ("-m", "app"),
+) -> Server:
     """Start the API on a free loopback port and wait until `GET /` answers 200.
 
     `extra_env` adds settings for this server only (e.g. `API_KEY`), so a secret
-    need not be put into our own environment or onto a command line.
+    need not be put into our own environment or onto a command line. `python_args`
+    is what the interpreter runs: `python -m app` unless a benchmark needs a variant.
     """
     port = free_port()
     env = {
@@ -82,7 +95,7 @@ def start(database_url: str, extra_env: Mapping[str, str] | None = None) -> Serv
     }
     say(f"starting the server: python -m app on {HOST}:{port}")
     # Its log goes to stderr with our progress: stdout is the report.
-    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=sys.stderr)
+    process = subprocess.Popen([sys.executable, *python_args], env=env, stdout=sys.stderr)
     server = Server(process=process, port=port)
     try:
         wait_healthy(server)
