@@ -3,6 +3,7 @@
     python -m seed generate [--users N] [--streams N] [--impressions N] [--seed S]
                             [--as-of ISO|now] [--if-empty]
     python -m seed import --users FILE --streams FILE [--interactions FILE] [--skip-invalid]
+                          [--allow-empty]
     python -m seed explore --out DIR
 
 `generate` and `import` replace the whole dataset in one swap (see seed/loader.py):
@@ -70,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--skip-invalid", action="store_true", help="load the good rows and report the bad ones"
     )
+    imp.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept users or streams files without data rows (empties the database)",
+    )
 
     exp = jobs.add_parser("explore", help="write PNG plots of the data")
     exp.add_argument("--out", type=Path, default=Path("out/explore"))
@@ -118,7 +124,11 @@ def run_import(args: argparse.Namespace, url: str) -> int:
     started = time.perf_counter()
     try:
         dataset, report = read_dataset(
-            args.users, args.streams, args.interactions, skip_invalid=args.skip_invalid
+            args.users,
+            args.streams,
+            args.interactions,
+            skip_invalid=args.skip_invalid,
+            allow_empty=args.allow_empty,
         )
     except InvalidDataError as exc:
         print(f"[import] refused, nothing was loaded:\n{exc}", file=sys.stderr)

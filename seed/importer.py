@@ -106,6 +106,7 @@ def read_dataset(
     interactions: Path | None = None,
     *,
     skip_invalid: bool = False,
+    allow_empty: bool = False,
     now: datetime | None = None,
 ) -> tuple[Dataset, ImportReport]:
     """Read and validate the import files; return the dataset to load and a report.
@@ -119,6 +120,11 @@ def read_dataset(
         skip_invalid: drop invalid rows instead of refusing the input; dropping a
             user or stream also drops the interactions that reference it. Problems
             with a whole file (unreadable, a missing column) are always fatal.
+        allow_empty: accept a users or streams file with no data rows (or none
+            left after skipping), which empties the database. Without it such a
+            file is refused: a header-only export would silently replace the whole
+            dataset with nothing. An empty interactions file is always accepted
+            (it is the same as giving none).
         now: the time written to `updated_at` and to `live_since` of live streams;
             defaults to the current time. A naive datetime is taken as UTC.
 
@@ -127,7 +133,8 @@ def read_dataset(
 
     Raises:
         InvalidDataError: with every problem found, when any file cannot be used,
-            or when a row is invalid and `skip_invalid` is false.
+            when a row is invalid and `skip_invalid` is false, or when users or
+            streams would be empty and `allow_empty` is false.
     """
     moment = _as_utc(now or datetime.now(UTC))
     paths = {"users": users, "streams": streams}
@@ -161,6 +168,8 @@ def read_dataset(
         raise InvalidDataError(problems)
 
     kept = {kind: result.frame[~result.findings.bad] for kind, result in checked.items()}
+    if not allow_empty:
+        _refuse_empty(sources, checked, kept)
     report = ImportReport(
         rows_read={kind: len(result.frame) for kind, result in checked.items()},
         rows_kept={kind: len(frame) for kind, frame in kept.items()},
@@ -170,6 +179,31 @@ def read_dataset(
     if "interactions" in kept:
         dataset.interactions = _interactions(kept["interactions"])
     return dataset, report
+
+
+def _refuse_empty(
+    sources: dict[str, _Source], checked: dict[str, Checked], kept: dict[str, pd.DataFrame]
+) -> None:
+    """Refuse to replace the users or streams with nothing (see `allow_empty`)."""
+    problems = []
+    for kind in ("users", "streams"):
+        if len(kept[kind]):
+            continue
+        read = len(checked[kind].frame)
+        what = f"has no valid rows left (all {read:,} are invalid)"
+        if read == 0:
+            what = "has no data rows, only a header"
+        problems.append(
+            Problem(
+                sources[kind].label,
+                None,
+                None,
+                f"{what}: importing it would empty the database;"
+                " pass --allow-empty (allow_empty=True) to do that on purpose",
+            )
+        )
+    if problems:
+        raise InvalidDataError(problems)
 
 
 def _check(source: _Source) -> Checked:

@@ -78,3 +78,60 @@ def test_a_missing_schema_is_one_clear_line(database_url: str) -> None:
     assert result.returncode == 1
     assert "run `alembic upgrade head` first" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+USERS_HEADER = (
+    "user_id,city,latitude,longitude,language,timezone_offset,total_watch_hours,"
+    "local_preference_strength,preferred_categories\n"
+)
+STREAMS_HEADER = (
+    "stream_id,creator_id,city,latitude,longitude,language,category_id,title,description,"
+    "avg_viewer_count,creator_followers,stream_quality_score,is_partnered,mature_content,tags\n"
+)
+
+
+def test_import_refuses_header_only_files_unless_allow_empty(db_url: str, tmp_path: Path) -> None:
+    assert seed(db_url, "generate", "--users", "10", "--streams", "10").returncode == 0
+    before = counts(db_url)
+    users = tmp_path / "users.csv"
+    users.write_text(USERS_HEADER)
+    streams = tmp_path / "streams.csv"
+    streams.write_text(
+        STREAMS_HEADER + "s1,c1,Paris,48.9,2.4,fr,gaming,t,d,10,20,5.5,false,false,\n"
+    )
+    interactions = tmp_path / "interactions.csv"
+    interactions.write_text(
+        "user_id,stream_id,clicked,watch_time_minutes,impression_timestamp,device_type,"
+        "page_position,session_id\n"
+    )
+    result = seed(db_url, "import", "--users", str(users), "--streams", str(streams))
+    assert result.returncode == 1
+    assert "nothing was loaded" in result.stderr
+    assert f"{users}: has no data rows, only a header" in result.stderr
+    assert "--allow-empty" in result.stderr
+    assert counts(db_url) == before
+
+    # Skipping every row leaves nothing either: refused the same way.
+    users.write_text(USERS_HEADER + "u1,Paris,123,2.3,fr,1,3,0.5,gaming\n")
+    skipped = seed(
+        db_url, "import", "--users", str(users), "--streams", str(streams), "--skip-invalid"
+    )
+    assert skipped.returncode == 1
+    assert f"{users}: has no valid rows left (all 1 are invalid)" in skipped.stderr
+    assert counts(db_url) == before
+
+    users.write_text(USERS_HEADER)
+    streams.write_text(STREAMS_HEADER)
+    emptied = seed(
+        db_url,
+        "import",
+        "--users",
+        str(users),
+        "--streams",
+        str(streams),
+        "--interactions",
+        str(interactions),
+        "--allow-empty",
+    )
+    assert emptied.returncode == 0, emptied.stderr
+    assert counts(db_url) == (0, 0, 0)

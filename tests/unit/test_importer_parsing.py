@@ -185,6 +185,7 @@ def test_problem_and_error_wording() -> None:
 
 
 def write_streams(folder: Path) -> Path:
+    """A streams file with a header and no rows (read with `allow_empty=True`)."""
     path = folder / "streams.csv"
     path.write_text(STREAM_HEADER + "\n")
     return path
@@ -227,7 +228,7 @@ def test_parquet_integer_ids_and_dictionary_text_are_read_as_text(tmp_path: Path
     )
     pq.write_table(table, users)
 
-    dataset, report = read_dataset(users, write_streams(tmp_path))
+    dataset, report = read_dataset(users, write_streams(tmp_path), allow_empty=True)
 
     assert dataset.users["user_id"].tolist() == ["7", "8"]
     assert dataset.users["city"].tolist() == ["Paris", "Lyon"]
