@@ -3,8 +3,9 @@
 `read_dataset` reads and validates the files and returns a `seed.loader.Dataset`
 ready for `seed.loader.load`. It checks everything the database would check
 (and a little more, such as NaN), so a file that passes never makes the load
-fail half-way; a file that does not pass is refused with every problem, by file,
-row number and column, before anything touches the database.
+fail half-way; a file that does not pass is refused with its problems, by file,
+row number and column (the first `DETAIL_LIMIT` in full, all of them counted by
+column and reason), before anything touches the database.
 
 Columns follow the seed project's data models; extra columns are ignored. Values
 that are not in the files are filled in as follows:
@@ -35,7 +36,14 @@ from app.db.limits import (
     USER_COLUMNS,
 )
 from seed.loader import Dataset
-from seed.problems import PRINT_LIMIT, InvalidDataError, Problem, format_problems
+from seed.problems import (
+    DETAIL_LIMIT,
+    PRINT_LIMIT,
+    InvalidDataError,
+    Problem,
+    Tally,
+    format_problems,
+)
 from seed.tabular import CsvLines, header, read
 from seed.validate import (
     ALIASES,
@@ -48,9 +56,11 @@ from seed.validate import (
 
 __all__ = [
     "DEFAULT_DURATION_MINUTES",
+    "DETAIL_LIMIT",
     "ImportReport",
     "InvalidDataError",
     "Problem",
+    "Tally",
     "format_problems",
     "read_dataset",
 ]
@@ -63,22 +73,32 @@ class ImportReport:
     Attributes:
         rows_read: data rows per file kind ("users", "streams", "interactions").
         rows_kept: rows in the returned dataset, per kind.
-        skipped: why rows were dropped (only with `skip_invalid`); a row with
-            several problems appears once per problem.
+        skipped: why rows were dropped (only with `skip_invalid`), the first
+            `DETAIL_LIMIT` problems in full; a row with several problems appears
+            once per problem.
+        tallies: every problem behind the dropped rows, counted by file,
+            column and reason.
     """
 
     rows_read: dict[str, int] = field(default_factory=dict)
     rows_kept: dict[str, int] = field(default_factory=dict)
     skipped: list[Problem] = field(default_factory=list)
+    tallies: list[Tally] = field(default_factory=list)
+
+    @property
+    def problem_count(self) -> int:
+        """How many problems the dropped rows had, including those not in `skipped`."""
+        return max(len(self.skipped), sum(tally.count for tally in self.tallies))
 
     def __str__(self) -> str:
         counts = ", ".join(
             f"{kind} {self.rows_kept[kind]:,} of {read:,}" for kind, read in self.rows_read.items()
         )
         text = f"kept {counts}"
-        if self.skipped:
+        if self.skipped or self.tallies:
             dropped = sum(read - self.rows_kept[kind] for kind, read in self.rows_read.items())
-            text += f"; skipped {dropped:,} invalid rows:\n{format_problems(self.skipped)}"
+            listed = format_problems(self.skipped, total=self.problem_count, tallies=self.tallies)
+            text += f"; skipped {dropped:,} invalid rows:\n{listed}"
         return text
 
 
@@ -132,7 +152,7 @@ def read_dataset(
         The dataset for `seed.loader.load`, and what was read, kept and skipped.
 
     Raises:
-        InvalidDataError: with every problem found, when any file cannot be used,
+        InvalidDataError: with the problems found, when any file cannot be used,
             when a row is invalid and `skip_invalid` is false, or when users or
             streams would be empty and `allow_empty` is false.
     """
@@ -157,15 +177,16 @@ def read_dataset(
                 cascade=skip_invalid,
             )
 
-    problems = [
-        problem
-        for kind, result in checked.items()
-        for problem in result.findings.problems(
-            sources[kind].label, sources[kind].lines, [spec.name for spec in FIELDS[kind]]
-        )
-    ]
-    if problems and not skip_invalid:
-        raise InvalidDataError(problems)
+    problems: list[Problem] = []
+    tallies: list[Tally] = []
+    for kind, result in checked.items():
+        order = [spec.name for spec in FIELDS[kind]]
+        if len(problems) < DETAIL_LIMIT:
+            found = result.findings.problems(sources[kind].label, sources[kind].lines, order)
+            problems.extend(found[: DETAIL_LIMIT - len(problems)])
+        tallies.extend(result.findings.tallies(sources[kind].label, order))
+    if tallies and not skip_invalid:
+        raise InvalidDataError(problems, tallies)
 
     kept = {kind: result.frame[~result.findings.bad] for kind, result in checked.items()}
     if not allow_empty:
@@ -174,6 +195,7 @@ def read_dataset(
         rows_read={kind: len(result.frame) for kind, result in checked.items()},
         rows_kept={kind: len(frame) for kind, frame in kept.items()},
         skipped=problems,
+        tallies=tallies,
     )
     dataset = Dataset(users=_users(kept["users"]), streams=_streams(kept["streams"], moment))
     if "interactions" in kept:

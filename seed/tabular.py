@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from seed.problems import InvalidDataError, Problem
+from seed.problems import DETAIL_LIMIT, InvalidDataError, Problem, Tally
 
 Format = Literal["csv", "parquet"]
 SUFFIXES: dict[str, Format] = {
@@ -246,24 +246,33 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
             ),
         )
     except pa.ArrowInvalid as error:
-        malformed = _malformed_rows(path, len(names))
+        malformed, count = _malformed_rows(path, len(names))
         if malformed:
-            raise InvalidDataError(malformed) from error
+            reason = f"has the wrong number of fields (the header has {len(names)})"
+            raise InvalidDataError(malformed, [Tally(str(path), None, reason, count)]) from error
         raise
     frame: pd.DataFrame = table.to_pandas()
     return frame
 
 
-def _malformed_rows(path: Path, width: int) -> list[Problem]:
-    """Rows whose field count differs from the header's, for a readable refusal."""
+def _malformed_rows(path: Path, width: int) -> tuple[list[Problem], int]:
+    """Rows whose field count differs from the header's, for a readable refusal.
+
+    Returns:
+        The first `DETAIL_LIMIT` of them, and how many there are in all.
+    """
+    problems: list[Problem] = []
+    count = 0
     try:
-        return [
-            Problem(str(path), row, None, f"has {len(fields)} fields, the header has {width}", line)
-            for row, (line, fields) in enumerate(_records(path), start=1)
-            if len(fields) != width
-        ]
+        for row, (line, fields) in enumerate(_records(path), start=1):
+            if len(fields) != width:
+                count += 1
+                if len(problems) < DETAIL_LIMIT:
+                    reason = f"has {len(fields)} fields, the header has {width}"
+                    problems.append(Problem(str(path), row, None, reason, line))
     except (csv.Error, UnicodeDecodeError):
-        return []
+        return [], 0
+    return problems, count
 
 
 def _read_parquet(path: Path, columns: list[str], texts: set[str]) -> pd.DataFrame:

@@ -4,7 +4,8 @@ The rules mirror the database: every NOT NULL, CHECK, primary and foreign key in
 `app.db.models` has a rule here, plus the limits of the column types (integer
 width, no NUL in text), so data that passes never makes `seed.loader.load` fail
 half-way through a million rows. Checks are vectorised; Python loops run only
-over the rows that have a problem, to word the message.
+over the rows that have a problem, to word the message, and only over the first
+`DETAIL_LIMIT` of them: the rest are counted (see `Findings`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from app.db.limits import (
     Bounds,
 )
 from seed.parsing import PARSERS, Parsed
-from seed.problems import Problem
+from seed.problems import DETAIL_LIMIT, Problem, Tally
 
 Kind = Literal["id", "text", "float", "int", "bool", "timestamp", "list"]
 PARSER_OF: dict[Kind, str] = {
@@ -145,21 +146,58 @@ def show(value: object) -> str:
 
 
 @dataclass
+class _Part:
+    """The rows that one `Findings.add` call reported: the first ones in full, all counted."""
+
+    positions: np.ndarray  # the first `DETAIL_LIMIT` rows, ascending
+    column: str | None
+    reasons: list[str]  # one per position
+    summary: str  # the reason without a value, for `Tally`
+    count: int  # every row, including those not in `positions`
+
+
+def _first_rows(mask: np.ndarray, limit: int) -> np.ndarray:
+    """The first `limit` positions where `mask` is true, without listing all of them."""
+    step = max(limit * 64, 1 << 20)
+    found: list[np.ndarray] = []
+    wanted = limit
+    for start in range(0, len(mask), step):
+        hits = np.flatnonzero(mask[start : start + step])[:wanted] + start
+        found.append(hits)
+        wanted -= len(hits)
+        if wanted <= 0:
+            break
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
 class Findings:
-    """The problems of one file, gathered column by column as arrays of row positions.
+    """The problems of one file, gathered column by column.
+
+    The masks are complete, so `skip_invalid` drops every bad row; messages are
+    worded for the first `limit` rows of each check only and the rest are
+    counted, so a file where every cell is wrong needs a few bytes per row here,
+    not a `Problem` per cell.
 
     Attributes:
         rows: how many data rows the file has.
+        limit: how many problems `problems` returns in full (`DETAIL_LIMIT`).
         bad: rows with at least one problem (the rows `skip_invalid` drops).
     """
 
     rows: int
+    limit: int = DETAIL_LIMIT
     bad: np.ndarray = field(init=False)
-    _parts: list[tuple[np.ndarray, str | None, list[str]]] = field(default_factory=list)
+    _parts: list[_Part] = field(default_factory=list)
     _columns: dict[str | None, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.bad = np.zeros(self.rows, dtype=bool)
+
+    @property
+    def count(self) -> int:
+        """How many problems were found (a row may have several)."""
+        return sum(part.count for part in self._parts)
 
     def bad_in(self, column: str) -> np.ndarray:
         """Rows with a problem in `column` (their parsed value is a placeholder)."""
@@ -170,18 +208,35 @@ class Findings:
         mask: np.ndarray,
         column: str | None,
         reason: str | Callable[[int], str],
+        summary: str | None = None,
     ) -> None:
-        """Record a problem for every row in `mask`; `reason` may word it per position."""
-        positions = np.flatnonzero(mask)
-        if len(positions) == 0:
+        """Record a problem for every row in `mask`.
+
+        Args:
+            mask: one boolean per row of the file.
+            column: the column in the file, or None.
+            reason: the message, or a function that words it for a 0-based row
+                (called for the first `limit` rows only).
+            summary: the kind of problem without a value, to count the rows
+                beyond `limit` by; defaults to `reason` when that is a string.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        count = int(np.count_nonzero(mask))
+        if count == 0:
             return
-        self.bad[positions] = True
-        self._columns.setdefault(column, np.zeros(self.rows, dtype=bool))[positions] = True
+        self.bad |= mask
+        if column in self._columns:
+            self._columns[column] |= mask
+        else:
+            self._columns[column] = mask.copy()
+        positions = _first_rows(mask, self.limit)
         if isinstance(reason, str):
             reasons = [reason] * len(positions)
+            summary = reason if summary is None else summary
         else:
+            assert summary is not None, "a reason worded per row needs a summary"
             reasons = [reason(int(position)) for position in positions]
-        self._parts.append((positions, column, reasons))
+        self._parts.append(_Part(positions, column, reasons, summary, count))
 
     def problems(
         self,
@@ -189,26 +244,36 @@ class Findings:
         lines: Callable[[np.ndarray], np.ndarray] | None,
         column_order: list[str],
     ) -> list[Problem]:
-        """Everything found, by row and then by column in `column_order`."""
+        """The first `limit` problems, by row and then by column in `column_order`."""
         if not self._parts:
             return []
-        positions = np.concatenate([part[0] for part in self._parts])
-        columns = [column for part in self._parts for column in [part[1]] * len(part[0])]
+        positions = np.concatenate([part.positions for part in self._parts])
+        columns = [part.column for part in self._parts for _ in range(len(part.positions))]
+        reasons = [reason for part in self._parts for reason in part.reasons]
         rank = {column: index for index, column in enumerate(column_order)}
-        ranks = np.array([rank.get(column or "", -1) for column in columns])
-        order = np.lexsort((ranks, positions))
-        reasons = [reason for part in self._parts for reason in part[2]]
-        numbers = lines(positions) if lines is not None else None
+        ranks = np.array([rank.get(column or "", -1) for column in columns], dtype=np.int64)
+        order = np.lexsort((ranks, positions))[: self.limit]
+        numbers = lines(positions[order]) if lines is not None else None
         return [
             Problem(
                 file,
                 int(positions[i]) + 1,
                 columns[i],
                 reasons[i],
-                None if numbers is None else int(numbers[i]),
+                None if numbers is None else int(numbers[k]),
             )
-            for i in order
+            for k, i in enumerate(order)
         ]
+
+    def tallies(self, file: str, column_order: list[str]) -> list[Tally]:
+        """Every problem counted by column (in `column_order`) and kind."""
+        counts: dict[tuple[str | None, str], int] = {}
+        for part in self._parts:
+            key = (part.column, part.summary)
+            counts[key] = counts.get(key, 0) + part.count
+        rank = {column: index for index, column in enumerate(column_order)}
+        keys = sorted(counts, key=lambda key: rank.get(key[0] or "", -1))
+        return [Tally(file, column, summary, counts[column, summary]) for column, summary in keys]
 
 
 @dataclass
@@ -272,6 +337,7 @@ def check_rows(kind: str, checked: Checked) -> None:
         unclicked & (np.nan_to_num(watch) != 0),
         "watch_time_minutes",
         lambda i: f"must be 0 when clicked is false, got {show(watch[i])}",
+        "must be 0 when clicked is false",
     )
 
 
@@ -292,17 +358,32 @@ def _check_column(spec: Field, raw: pd.Series, parsed: Parsed, findings: Finding
             findings.add(missing, name, "missing (empty or null): a value is required")
         elif missing.any():
             values = values.where(~missing, spec.empty)
-    findings.add(bad, name, lambda i: f"expected {parsed.expected}, got {show(raw.iat[i])}")
+    findings.add(
+        bad,
+        name,
+        lambda i: f"expected {parsed.expected}, got {show(raw.iat[i])}",
+        f"expected {parsed.expected}",
+    )
     if spec.kind not in ("float", "int"):
         return values
     numbers = values.to_numpy(dtype="float64", na_value=np.nan)
     usable = ~bad & ~np.isnan(numbers)
     infinite = usable & ~np.isfinite(numbers)
-    findings.add(infinite, name, lambda i: f"expected a finite number, got {show(raw.iat[i])}")
+    findings.add(
+        infinite,
+        name,
+        lambda i: f"expected a finite number, got {show(raw.iat[i])}",
+        "expected a finite number",
+    )
     usable &= ~infinite
     if spec.kind == "int":
         fraction = usable & (numbers != np.floor(np.where(usable, numbers, 0)))
-        findings.add(fraction, name, lambda i: f"expected a whole number, got {show(numbers[i])}")
+        findings.add(
+            fraction,
+            name,
+            lambda i: f"expected a whole number, got {show(numbers[i])}",
+            "expected a whole number",
+        )
         usable &= ~fraction
     _check_range(spec, numbers, usable, findings)
     if spec.kind == "int":
@@ -322,7 +403,12 @@ def _check_range(spec: Field, numbers: np.ndarray, usable: np.ndarray, findings:
     if high is not None:
         outside |= usable & (safe > high)
     allowed = _range_text(bounds)
-    findings.add(outside, spec.name, lambda i: f"out of range: {show(numbers[i])} ({allowed})")
+    findings.add(
+        outside,
+        spec.name,
+        lambda i: f"out of range: {show(numbers[i])} ({allowed})",
+        f"out of range ({allowed})",
+    )
 
 
 def _range_text(bounds: Bounds) -> str:
@@ -353,6 +439,7 @@ def _check_id(
         lengths > ID_MAX_LENGTH,
         name,
         lambda i: f"too long: {lengths[i]} characters (at most {ID_MAX_LENGTH})",
+        f"too long (at most {ID_MAX_LENGTH} characters)",
     )
     present = ids[ids != ""]
     repeat = present.duplicated(keep="first")
@@ -369,6 +456,7 @@ def _check_id(
             mask,
             name,
             lambda i: f"duplicate {name} {show(ids.iat[i])}: first seen at {where(first_of[i])}",
+            f"duplicate {name}",
         )
     return first_rows
 
@@ -404,6 +492,7 @@ def check_references(
         checkable & ~known,
         column,
         lambda i: f"unknown {column} {show(refs.iat[i])}: no such {noun} in {target_file}",
+        f"unknown {column}: no such {noun} in {target_file}",
     )
     if not cascade:
         return
@@ -415,4 +504,5 @@ def check_references(
             f"{noun} {show(refs.iat[i])} was skipped: {where(int(positions[i]))}"
             f" of {target_file} is invalid"
         ),
+        f"the {noun} was skipped: its row of {target_file} is invalid",
     )

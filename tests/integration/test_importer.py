@@ -22,6 +22,7 @@ import pytest
 
 from seed.importer import (
     DEFAULT_DURATION_MINUTES,
+    DETAIL_LIMIT,
     InvalidDataError,
     Problem,
     read_dataset,
@@ -641,11 +642,74 @@ def test_error_message_is_capped(tmp_path: Path) -> None:
     with pytest.raises(InvalidDataError) as caught:
         read_dataset(paths["users"], paths["streams"])
 
-    assert len(caught.value.problems) == 120
+    assert len(caught.value.problems) == caught.value.total == 120
     message = str(caught.value)
     assert message.startswith("invalid input: 120 problems in ")
-    assert message.rstrip().endswith("... and 70 more")
-    assert message.count("out of range") == 50
+    assert "\n  ... and 70 more\n" in message
+    assert message.rstrip().endswith(
+        f"{paths['users']}, column latitude: 120 x out of range (must be between -90 and 90)"
+    )
+    assert message.count("out of range: ") == 50
+
+
+def test_problems_beyond_the_detail_limit_are_counted_not_kept(db_url: str, tmp_path: Path) -> None:
+    import_files(db_url, write_set(tmp_path / "good", good_rows()))
+    before = snapshot(db_url)
+    rows = good_rows()
+    many = DETAIL_LIMIT + 500
+    rows["users"] = [
+        {**USERS[0], "user_id": f"x{i}", "latitude": 100 + i, "longitude": None}
+        for i in range(many)
+    ]
+    paths = write_set(tmp_path / "bad", rows)
+
+    with pytest.raises(InvalidDataError) as caught:
+        read_dataset(paths["users"], paths["streams"], paths["interactions"])
+
+    error = caught.value
+    assert len(error.problems) == DETAIL_LIMIT
+    assert error.total == 2 * many + 4  # and the 4 interactions name users now gone
+    # The first ones in full, by row and column, with their lines and values.
+    assert [(p.row, p.line, p.column) for p in error.problems[:3]] == [
+        (1, 2, "latitude"),
+        (1, 2, "longitude"),
+        (2, 3, "latitude"),
+    ]
+    assert error.problems[-1].row == DETAIL_LIMIT // 2
+    assert error.problems[2].reason == "out of range: 101 (must be between -90 and 90)"
+    users, interactions = str(paths["users"]), str(paths["interactions"])
+    assert [(t.file, t.column, t.reason, t.count) for t in error.tallies] == [
+        (users, "latitude", "out of range (must be between -90 and 90)", many),
+        (users, "longitude", "missing (empty or null): a value is required", many),
+        (interactions, "user_id", f"unknown user_id: no such user in {users}", 4),
+    ]
+    message = str(error)
+    assert message.startswith(f"invalid input: {error.total:,} problems in {users}, ")
+    assert f"  ... and {error.total - 50:,} more\n" in message
+    assert f"    {users}, column latitude: {many:,} x out of range" in message
+    assert snapshot(db_url) == before
+
+
+def test_skip_invalid_drops_every_bad_row_beyond_the_detail_limit(
+    db_url: str, tmp_path: Path
+) -> None:
+    rows = good_rows()
+    bad = [{**USERS[0], "user_id": f"bad{i}", "total_watch_hours": -1} for i in range(3000)]
+    rows["users"] = [*bad[:1500], *rows["users"], *bad[1500:]]
+    paths = write_set(tmp_path, rows)
+
+    report = import_files(db_url, paths, skip_invalid=True)
+
+    assert counts(db_url) == {"users": 3, "streams": 3, "interactions": 4}
+    assert report.rows_kept["users"] == 3
+    assert len(report.skipped) == DETAIL_LIMIT
+    assert report.problem_count == 3000
+    text = str(report)
+    assert text.startswith("kept users 3 of 3,003, streams 3 of 3, interactions 4 of 4;")
+    assert f"  ... and {3000 - 50:,} more\n" in text
+    assert text.rstrip().endswith(
+        f"{paths['users']}, column total_watch_hours: 3,000 x out of range (must be >= 0)"
+    )
 
 
 # --- skipping invalid rows ---------------------------------------------------------------

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.support.db import ROOT, fetch, run_sql
 
@@ -135,3 +138,78 @@ def test_import_refuses_header_only_files_unless_allow_empty(db_url: str, tmp_pa
     )
     assert emptied.returncode == 0, emptied.stderr
     assert counts(db_url) == (0, 0, 0)
+
+
+#: Runs `python -m seed import` under a limit on its address space: after a first
+#: import (of a small bad file) has loaded every library and started pyarrow's
+#: threads, the process may grow by `budget` bytes more.
+BOUNDED_IMPORT = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    from seed.__main__ import main
+    from seed.importer import InvalidDataError, read_dataset
+
+    users, streams, small, budget = sys.argv[1:]
+    try:
+        read_dataset(Path(users), Path(small))
+    except InvalidDataError:
+        pass
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmPeak"))
+    limit = peak * 1024 + int(budget)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sys.exit(main(["import", "--users", users, "--streams", streams]))
+    """
+)
+
+
+def empty_rows(path: Path, rows: int) -> Path:
+    """A streams file of `rows` rows whose every cell is empty: 13 problems a row."""
+    with path.open("w") as handle:
+        handle.write(STREAMS_HEADER)
+        block = "," * (STREAMS_HEADER.count(",")) + "\n"
+        for _ in range(rows // 100_000):
+            handle.write(block * 100_000)
+        handle.write(block * (rows % 100_000))
+    return path
+
+
+@pytest.mark.slow
+def test_a_million_rows_of_empty_cells_are_refused_in_bounded_memory(
+    db_url: str, tmp_path: Path
+) -> None:
+    # The old importer kept a Problem and a message per bad cell, 13 million of them
+    # here: over 4 GB, and 23.5 GB for ten million rows. Now it keeps DETAIL_LIMIT
+    # and counts the rest, and the whole refusal needs well under 768 MiB more than
+    # a small one (about 150 MiB on the 2-core machine of BENCHMARKS.md).
+    assert seed(db_url, "generate", "--users", "10", "--streams", "10").returncode == 0
+    before = counts(db_url)
+    users = tmp_path / "users.csv"
+    users.write_text(USERS_HEADER + "u1,Paris,48.8,2.3,fr,1,3,0.5,gaming|music\n")
+    streams = empty_rows(tmp_path / "streams.csv", 1_000_000)
+    small = empty_rows(tmp_path / "small.csv", 10)
+    env = {**os.environ, "DATABASE_URL": db_url, "MALLOC_ARENA_MAX": "2"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BOUNDED_IMPORT,
+            str(users),
+            str(streams),
+            str(small),
+            str(768 << 20),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 1
+    assert "refused, nothing was loaded" in result.stderr
+    assert f"invalid input: 13,000,000 problems in {streams}\n" in result.stderr
+    assert f"  ... and {13_000_000 - 50:,} more\n" in result.stderr
+    assert f"    {streams}, column stream_id: 1,000,000 x missing (empty or null)" in result.stderr
+    assert len(result.stderr.splitlines()) < 100
+    assert counts(db_url) == before

@@ -20,7 +20,7 @@ from seed.parsing import (
     parse_text,
     parse_timestamp,
 )
-from seed.problems import format_problems
+from seed.problems import DETAIL_LIMIT, format_problems
 
 USER_HEADER = (
     "user_id,city,latitude,longitude,language,timezone_offset,total_watch_hours,"
@@ -282,3 +282,22 @@ def test_parquet_list_columns_are_checked_without_a_python_loop() -> None:
         True,
         False,
     ]
+
+
+def test_malformed_rows_beyond_the_detail_limit_are_counted(tmp_path: Path) -> None:
+    users = tmp_path / "users.csv"
+    users.write_text(USER_HEADER + "\n" + "u,Paris,1\n" * (DETAIL_LIMIT + 10))
+
+    with pytest.raises(InvalidDataError) as caught:
+        read_dataset(users, write_streams(tmp_path))
+
+    width = USER_HEADER.count(",") + 1
+    assert len(caught.value.problems) == DETAIL_LIMIT
+    assert caught.value.total == DETAIL_LIMIT + 10
+    assert caught.value.problems[-1] == Problem(
+        str(users), DETAIL_LIMIT, None, f"has 3 fields, the header has {width}", DETAIL_LIMIT + 1
+    )
+    assert str(caught.value).endswith(
+        f"    {users}: {DETAIL_LIMIT + 10:,} x has the wrong number of fields"
+        f" (the header has {width})"
+    )
