@@ -175,6 +175,9 @@ def empty_rows(path: Path, rows: int) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads VmPeak from /proc (Linux)"
+)
 def test_a_million_rows_of_empty_cells_are_refused_in_bounded_memory(
     db_url: str, tmp_path: Path
 ) -> None:
