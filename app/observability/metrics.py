@@ -89,10 +89,13 @@ class Metrics:
         self, route: str | None, method: str, status: int, seconds: float, record: RequestRecord
     ) -> None:
         """Feed one finished request (and whatever its code noted) into the families."""
-        key = (route or UNMATCHED, method, status // 100)
+        key = (route or UNMATCHED, method, status if status == 499 else status // 100)
         series = self._series.get(key)
         if series is None:
-            series = self.latency.labels(key[0], method, f"{key[2]}xx")
+            # A client abort keeps its own label: lumped into 4xx it would look
+            # like a bad request, and it says the client gave up waiting.
+            label = "499" if status == 499 else f"{key[2]}xx"
+            series = self.latency.labels(key[0], method, label)
             self._series[key] = series
         series.observe(seconds)
         if record.scenario is not None:
