@@ -8,18 +8,22 @@ client library tidies the bytes on the wire. Every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import resource
 import selectors
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from litestar.testing import TestClient
 
@@ -70,7 +74,9 @@ def test_a_path_whose_escapes_are_not_utf8_is_refused(client: TestClient[Any]) -
 class Running:
     """A `python -m app` child with its stderr in a file."""
 
-    def __init__(self, url: str, env: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self, url: str, env: Mapping[str, str], log: Path, descriptors: int | None = None
+    ) -> None:
         self.port = free_port()
         self.log = log
         full = {
@@ -84,8 +90,17 @@ class Running:
             **env,
         }
         self._err = log.open("wb")
+
+        def limit() -> None:  # in the child, before it runs Python
+            if descriptors is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
         process = subprocess.Popen(
-            [sys.executable, "-m", "app"], env=full, stdout=subprocess.DEVNULL, stderr=self._err
+            [sys.executable, "-m", "app"],
+            env=full,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+            preexec_fn=limit,
         )
         self.server = api_server.Server(process=process, port=self.port)
         api_server.wait_healthy(self.server)
@@ -118,8 +133,9 @@ class Running:
 def start(small_world: str, tmp_path: Path) -> Iterator[Any]:
     started: list[Running] = []
 
-    def make(**env: str) -> Running:
-        running = Running(small_world, env, tmp_path / f"server{len(started)}.stderr")
+    def make(descriptors: int | None = None, **env: str) -> Running:
+        log = tmp_path / f"server{len(started)}.stderr"
+        running = Running(small_world, env, log, descriptors)
         started.append(running)
         return running
 
@@ -183,8 +199,6 @@ SILENT = 2000
 
 
 def test_silent_connections_are_closed_and_the_server_keeps_answering(start: Any) -> None:
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < SILENT + 200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, SILENT + 500), hard))
@@ -267,6 +281,34 @@ def test_past_the_connection_cap_requests_get_503_and_it_is_logged(start: Any) -
     assert lines and len(lines) <= 11  # throttled: a few lines, then a count
 
 
+def test_more_silent_connections_than_descriptors_never_break_the_server(start: Any) -> None:
+    """300 silent connections to a process allowed 256 descriptors: it resets the excess.
+
+    Before, accept() failed with EMFILE and every request after it, `GET /live`
+    included, went unanswered while the silent connections stayed open.
+    """
+    server = start(descriptors=256, MAX_CONNECTIONS="50", REQUEST_HEAD_TIMEOUT="2")
+    silent = [server.connect() for _ in range(300)]
+    try:
+        # The server frees every descriptor the silent ones took (at once past the
+        # ceiling, after 1 s past the cap, after the timeout below it) and then answers,
+        # though the test still holds all 300 of its ends open.
+        def live() -> bool:
+            try:
+                return server.exchange(request("GET", "/live"))[0] == 200
+            except OSError:
+                return False
+
+        time.sleep(0.5)
+        assert wait_for(live, 8)
+    finally:
+        for sock in silent:
+            sock.close()
+    text = server.log_text()
+    assert "the descriptor limit allows" in text
+    assert "Too many open files" not in text
+
+
 def test_a_connection_cap_above_the_descriptor_limit_is_refused_at_start(tmp_path: Path) -> None:
     env = {**os.environ, "MAX_CONNECTIONS": "1000000", "DATABASE_URL": "postgresql://x@h/db"}
     script = "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)); " + (
@@ -296,6 +338,43 @@ def test_a_client_hanging_up_mid_body_is_a_499_not_a_500(start: Any) -> None:
     assert re.search(rb'route="/v1/scenarios/hometown",status="499"', metrics), metrics[-2000:]
     assert b'status="5xx"' not in metrics
     assert "Traceback" not in server.log_text()
+
+
+def test_a_client_hanging_up_while_its_answer_is_computed_is_a_499(
+    start: Any, small_world: str
+) -> None:
+    """The handler waits on a row lock the test holds; the client leaves meanwhile."""
+    server = start(DB_STATEMENT_TIMEOUT="10000")  # lock_timeout: 5 s
+    locked, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        connection = await asyncpg.connect(small_world)
+        try:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT 1 FROM streams WHERE stream_id = 'stream_000000' FOR UPDATE"
+                )
+                locked.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    try:
+        assert locked.wait(10)
+        path = "/v1/streams/stream_000000/offline"
+        with server.connect() as sock:
+            sock.sendall(request("POST", path, b"{}", X_API_Key=API_KEY))
+            time.sleep(0.5)  # the handler is now waiting for the lock
+    finally:
+        time.sleep(0.3)
+        release.set()
+        holder.join(10)
+    assert wait_for(lambda: any(line["path"] == path for line in server.access_lines()), 5)
+    [line] = [line for line in server.access_lines() if line["path"] == path]
+    assert line["status"] == 499
 
 
 # -- 2. X-Forwarded-For ---------------------------------------------------------------
