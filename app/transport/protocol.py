@@ -229,9 +229,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._arm(self.limits.body_timeout_s, self._body_timed_out)
 
     def on_message_complete(self) -> None:
-        """The body is in: stop its deadline."""
+        """The body is in: stop its deadline; the bytes that follow are the next head."""
         if not self.pipeline:
             self._disarm()
+        self.reading_head = True
+        self.head = bytearray()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -239,7 +241,6 @@ class GuardedProtocol(HttpToolsProtocol):
         queued = bool(self.pipeline)  # then uvicorn starts the next request now
         super().on_response_complete()
         if not self.transport.is_closing() and not queued:
-            self.reading_head = True
             self._arm(self.limits.head_timeout_s, self._head_timed_out)
 
     def _restore_api_key(self) -> None:

@@ -9,6 +9,7 @@ client library tidies the bytes on the wire. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -320,6 +321,35 @@ def test_a_connection_cap_above_the_descriptor_limit_is_refused_at_start(tmp_pat
     assert done.returncode == 2, done.stderr
     assert "MAX_CONNECTIONS=1000000" in done.stderr and "ulimit -n" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_keep_alive_requests_still_work_under_the_deadlines(start: Any) -> None:
+    """An answer given before the body was read, then more requests on the connection."""
+    server = start(REQUEST_HEAD_TIMEOUT="2")
+    connection = http.client.HTTPConnection(api_server.HOST, server.port, timeout=10)
+    try:
+        body = json.dumps({"updates": [], "pad": "x" * 300_000}).encode()
+        headers = {"Content-Type": "application/json", "X-API-Key": "wrong-key-0123456789"}
+        connection.request("POST", "/v1/streams/live-status", body=body, headers=headers)
+        response = connection.getresponse()
+        assert response.status == 401
+        response.read()
+        for _ in range(3):  # the head deadline restarts with each request
+            time.sleep(0.8)
+            connection.request("GET", "/live")
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+        connection.request(
+            "POST",
+            "/v1/streams/stream_000000/offline",
+            body=b"{}",
+            headers={**headers, "X-API-Key": API_KEY},
+        )
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+    finally:
+        connection.close()
 
 
 # -- 3. a client that hangs up ------------------------------------------------------
