@@ -37,9 +37,11 @@ def main() -> None:
         max_connections=settings.max_connections,
         ceiling=ceiling,
     )
+    app = create_app(settings)
+    app.state.transport = limits  # its counts are in /metrics
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         # uvicorn's httptools protocol plus read deadlines and the connection cap

@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.observability.context import RequestRecord
@@ -125,6 +125,7 @@ class StateCollector(Collector):
             "1 when a click model is loaded (/v1/scenarios/hometown-ml can answer), else 0.",
             value=1.0 if slot is not None and slot.model is not None else 0.0,
         )
+        yield from self._transport()
         pool = self.state.get("pool")
         gauges = {
             "size": "Connections the pool holds open now.",
@@ -140,3 +141,25 @@ class StateCollector(Collector):
         values = {"size": size, "in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
         for name, doc in gauges.items():
             yield GaugeMetricFamily(f"hometown_db_pool_{name}", doc, value=float(values[name]))
+
+    def _transport(self) -> Iterator[Metric]:
+        """Open connections and the server protocol's refusals (under `python -m app`)."""
+        limits = self.state.get("transport")  # app/transport/protocol.py's Limits
+        if limits is None:
+            return
+        connections = limits.connections
+        yield GaugeMetricFamily(
+            "hometown_http_connections_open",
+            "Client connections open now (MAX_CONNECTIONS are served at once).",
+            value=float(len(connections) if connections is not None else 0),
+        )
+        refused = CounterMetricFamily(
+            "hometown_http_connections_refused",
+            "Connections the server refused or cut off, by reason: head_timeout,"
+            " body_timeout (408), over_capacity (503), descriptor_ceiling (reset),"
+            " head_too_large (431).",
+            labels=("reason",),
+        )
+        for reason, count in limits.refused.items():
+            refused.add_metric((reason,), float(count))
+        yield refused

@@ -46,6 +46,8 @@ OVER_CAPACITY_GRACE_S = 1.0
 RESERVED_FDS = 64
 #: Largest request head accepted (431 past it); the parser itself sets no limit.
 MAX_HEAD_BYTES = 64 * 1024
+#: Why the protocol refused or cut off a connection (the metrics' `reason` label).
+REASONS = ("head_timeout", "body_timeout", "over_capacity", "descriptor_ceiling", "head_too_large")
 API_KEY_LINE = re.compile(rb"\r\nx-api-key: ?([^\r\n]*)", re.IGNORECASE)
 
 
@@ -58,6 +60,10 @@ class Limits:
     max_connections: int
     ceiling: int  # connections past this are reset at once (descriptor limit)
     log: ThrottledLog = field(default_factory=ThrottledLog)
+    #: Connections refused or cut off, by reason (`REASONS`), for `/metrics`.
+    refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    #: The server's set of open connections (uvicorn's), once one was made.
+    connections: set[Any] | None = None
 
 
 def connection_ceiling(max_connections: int, pool_size: int) -> int:
@@ -150,6 +156,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self.deadline = None
         if not self.transport.is_closing():
+            self.limits.refused["head_timeout"] += 1
             self.limits.log.warning(
                 "head timeout",
                 f"closed a connection that sent no complete request head within"
@@ -162,6 +169,7 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if self.transport.is_closing() or cycle is None or cycle.response_complete:
             return
+        self.limits.refused["body_timeout"] += 1
         self.limits.log.warning(
             "body timeout",
             f"{self.scope.get('method')} {self.scope.get('path')}: the body did not arrive within"
@@ -179,8 +187,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Reset past the ceiling, refuse past the cap, else start the head deadline."""
         super().connection_made(transport)
+        self.limits.connections = self.connections
         open_now = len(self.connections)
         if open_now > self.limits.ceiling:
+            self.limits.refused["descriptor_ceiling"] += 1
             self.limits.log.warning(
                 "descriptor ceiling",
                 f"{open_now} connections open, past the {self.limits.ceiling} the descriptor"
@@ -189,6 +199,7 @@ class GuardedProtocol(HttpToolsProtocol):
             transport.abort()
             return
         if open_now > self.limits.max_connections:
+            self.limits.refused["over_capacity"] += 1
             self.limits.log.warning(
                 "connection cap",
                 f"{open_now} connections open, past MAX_CONNECTIONS={self.limits.max_connections}:"
@@ -214,6 +225,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.reading_head and len(self.head) > MAX_HEAD_BYTES:
             self.reading_head = False
             self.head = bytearray()
+            self.limits.refused["head_too_large"] += 1
             self.transport.write(HEAD_TOO_LARGE_RESPONSE)
             self.transport.close()
 

@@ -185,6 +185,13 @@ def hometown(xff: str | None = None) -> bytes:
     return request("POST", HOMETOWN, body, **extra)
 
 
+def refused(server: Running) -> dict[str, float]:
+    """`hometown_http_connections_refused_total` by reason, from `/metrics`."""
+    _, _, body = server.exchange(request("GET", "/metrics"))
+    pattern = rb'hometown_http_connections_refused_total\{reason="(\w+)"\} ([0-9.e+]+)'
+    return {m[1].decode(): float(m[2]) for m in re.finditer(pattern, body)}
+
+
 def wait_for(predicate: Any, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -241,6 +248,7 @@ def test_silent_connections_are_closed_and_the_server_keeps_answering(start: Any
             sock.close()
     text = server.log_text()
     assert 1 <= text.count("REQUEST_HEAD_TIMEOUT") <= 20, text[-3000:]  # throttled
+    assert refused(server)["head_timeout"] >= SILENT
 
 
 def test_a_half_sent_head_is_cut_off_too(start: Any) -> None:
@@ -264,6 +272,7 @@ def test_a_stalled_body_is_answered_408_and_cut_off(start: Any) -> None:
     assert headers["connection"] == "close"
     assert wait_for(lambda: any(line["status"] == 408 for line in server.access_lines()), 5)
     assert "REQUEST_BODY_TIMEOUT" in server.log_text()
+    assert refused(server)["body_timeout"] == 1
 
 
 def test_past_the_connection_cap_requests_get_503_and_it_is_logged(start: Any) -> None:
@@ -280,6 +289,7 @@ def test_past_the_connection_cap_requests_get_503_and_it_is_logged(start: Any) -
     assert wait_for(lambda: server.exchange(request("GET", "/live"))[0] == 200, 5)
     lines = [line for line in server.log_text().splitlines() if "MAX_CONNECTIONS=20" in line]
     assert lines and len(lines) <= 11  # throttled: a few lines, then a count
+    assert refused(server)["over_capacity"] >= 11  # the 10 silent ones past 20, and /live
 
 
 def test_more_silent_connections_than_descriptors_never_break_the_server(start: Any) -> None:
@@ -307,6 +317,7 @@ def test_more_silent_connections_than_descriptors_never_break_the_server(start: 
             sock.close()
     text = server.log_text()
     assert "the descriptor limit allows" in text
+    assert refused(server)["descriptor_ceiling"] > 0
     assert "Too many open files" not in text
 
 
