@@ -221,13 +221,19 @@ class GuardedProtocol(HttpToolsProtocol):
         """Keep the raw head bytes (for `X-API-Key`) until the head is complete."""
         if self.reading_head:
             self.head += data
+            if len(self.head) > MAX_HEAD_BYTES and not self._head_ends_in_time():
+                self.reading_head = False
+                self.head = bytearray()
+                self.limits.refused["head_too_large"] += 1
+                self.transport.write(HEAD_TOO_LARGE_RESPONSE)
+                self.transport.close()
+                return
         super().data_received(data)
-        if self.reading_head and len(self.head) > MAX_HEAD_BYTES:
-            self.reading_head = False
-            self.head = bytearray()
-            self.limits.refused["head_too_large"] += 1
-            self.transport.write(HEAD_TOO_LARGE_RESPONSE)
-            self.transport.close()
+
+    def _head_ends_in_time(self) -> bool:
+        """Whether the head buffered ends (a blank line) within MAX_HEAD_BYTES."""
+        end = MAX_HEAD_BYTES + 4
+        return self.head.find(b"\r\n\r\n", 0, end) >= 0 or self.head.find(b"\n\n", 0, end) >= 0
 
     def on_headers_complete(self) -> None:
         """The head is in: stop its deadline, start the body's."""

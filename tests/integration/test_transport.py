@@ -260,6 +260,16 @@ def test_a_half_sent_head_is_cut_off_too(start: Any) -> None:
         assert time.monotonic() - started < 5
 
 
+def test_a_head_over_64_kib_is_refused_with_431(start: Any) -> None:
+    server = start()
+    padding = {f"X_Pad_{i}": "x" * 1000 for i in range(70)}
+    status, headers, _ = server.exchange(request("GET", "/live", **padding))
+    assert status == 431
+    assert headers["connection"] == "close"
+    assert refused(server)["head_too_large"] == 1
+    assert server.exchange(request("GET", "/live", X_Pad="x" * 30_000))[0] == 200
+
+
 def test_a_stalled_body_is_answered_408_and_cut_off(start: Any) -> None:
     server = start(REQUEST_BODY_TIMEOUT="1")
     with server.connect() as sock:
