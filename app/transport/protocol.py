@@ -249,7 +249,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         """The body is in: stop its deadline; the bytes that follow are the next head."""
         if not self.pipeline:
-            self._disarm()
+            if self.cycle is not None and self.cycle.response_complete:
+                # Answered before its body was in (a 401, a 413): the next head's
+                # deadline starts now, as uvicorn's keep-alive timer was cancelled
+                # by the body's late bytes.
+                self._arm(self.limits.head_timeout_s, self._head_timed_out)
+            else:
+                self._disarm()
         self.reading_head = True
         self.head = bytearray()
         super().on_message_complete()

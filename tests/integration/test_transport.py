@@ -373,6 +373,27 @@ def test_keep_alive_requests_still_work_under_the_deadlines(start: Any) -> None:
         connection.close()
 
 
+def test_a_connection_answered_before_its_body_then_silent_is_closed(start: Any) -> None:
+    server = start(REQUEST_HEAD_TIMEOUT="2")
+    with server.connect() as sock:
+        head = request("POST", "/v1/streams/live-status", b"")[:-4]
+        head = head.replace(b"Connection: close", b"Connection: keep-alive")
+        sock.sendall(head.replace(b"Length: 0", b"Length: 1000") + b"\r\nX-API-Key: wrong\r\n\r\n")
+        sock.sendall(b"x" * 10)
+        sock.settimeout(5)
+        answer = sock.recv(65536)
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+            parse(answer)[1]["content-length"]
+        ):
+            answer += sock.recv(65536)
+        assert parse(answer)[0] == 401
+        time.sleep(0.2)
+        sock.sendall(b"x" * 990)  # the rest of the body, then nothing
+        started = time.monotonic()
+        assert read_all(sock, timeout_s=8) == b""
+        assert time.monotonic() - started < 6
+
+
 # -- 3. a client that hangs up ------------------------------------------------------
 
 
