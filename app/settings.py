@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         default=(), validation_alias="TRUSTED_PROXIES"
     )
     #: Seconds a connection may take to send a request's head (line and headers);
-    #: then it is closed. Counts from the connection, or from the previous response.
+    #: then it is closed. Counts from the connection's start or its previous request's end.
     request_head_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, validation_alias="REQUEST_HEAD_TIMEOUT"
     )
