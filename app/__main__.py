@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType
 
 from app.lean import refuse_offline_imports
@@ -23,12 +24,32 @@ def main() -> None:
     import uvicorn
 
     from app.main import create_app
+    from app.transport.protocol import Limits, connection_ceiling, protocol_class
 
+    try:
+        ceiling = connection_ceiling(settings.max_connections, settings.db_pool_size)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    limits = Limits(
+        head_timeout_s=settings.request_head_timeout_s,
+        body_timeout_s=settings.request_body_timeout_s,
+        max_connections=settings.max_connections,
+        ceiling=ceiling,
+    )
+    app = create_app(settings)
+    app.state.transport = limits  # its counts are in /metrics
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
+        # uvicorn's httptools protocol plus read deadlines and the connection cap
+        # (app/transport/protocol.py).
+        http=protocol_class(limits),
+        # Client addresses come from TRUSTED_PROXIES alone (app/transport/proxies.py):
+        # uvicorn would otherwise believe any X-Forwarded-For sent from 127.0.0.1.
+        proxy_headers=False,
         log_level="info",
         # SIGTERM: stop accepting, let in-flight requests finish, cancel what is
         # still running after this many seconds (each query has its own deadline).

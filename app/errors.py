@@ -100,6 +100,14 @@ class ThrottledLog:
 
     def error(self, kind: str, message: str) -> None:
         """Log `message` unless this `kind` already used its lines in the current window."""
+        self.log(kind, message, logging.ERROR)
+
+    def warning(self, kind: str, message: str) -> None:
+        """`error`, at warning level: for what the server handles as designed."""
+        self.log(kind, message, logging.WARNING)
+
+    def log(self, kind: str, message: str, level: int) -> None:
+        """Log `message` at `level`, unless this `kind` used its lines in the current window."""
         now = self.clock()
         start, used = self.window.get(kind, (-math.inf, 0))
         if now - start >= self.every_s:
@@ -110,7 +118,7 @@ class ThrottledLog:
             return
         held = self.held.pop(kind, 0)
         self.window[kind] = (start, used + 1)
-        log.error("%s%s", message, f" ({held} more like it held back)" if held else "")
+        log.log(level, "%s%s", message, f" ({held} more like it held back)" if held else "")
 
 
 _failures = ThrottledLog()

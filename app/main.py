@@ -31,6 +31,7 @@ from app.observability.logs import configure_logging, log_unexpected
 from app.observability.metrics import Metrics
 from app.observability.middleware import Observability
 from app.settings import Settings, get_settings
+from app.transport.proxies import ClientAddress, parse_networks
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -88,7 +89,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Outermost, around routing and the exception middleware, so that 404s from
     # routing and every error response carry the request id and are timed too.
     app.asgi_handler = Observability(
-        app.asgi_handler, state.metrics, log_access=settings.access_log
+        app.asgi_handler,
+        state.metrics,
+        log_access=settings.access_log,
+        clients=ClientAddress(parse_networks(settings.trusted_proxies)),
     )
     openapi.tighten(app.openapi_schema, REQUEST_MODELS)
     return app

@@ -16,15 +16,16 @@ import re
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from app.hometown.weights import Weights
 from app.settings_errors import describe_errors, unparsable
+from app.transport.proxies import parse_networks
 
 #: The private development database: the local cluster that `make db` starts, and the
 #: port docker-compose publishes its `db` service on. One URL serves both paths.
@@ -112,11 +113,38 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=20, ge=1, validation_alias="RATE_LIMIT_BURST")
     #: Largest request body accepted (413 above it): a full 5,000-update batch is ~0.7 MB.
     max_body_bytes: int = Field(default=2_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
+    #: Peers whose `X-Forwarded-For` is believed (IPs or CIDRs, comma-separated); none
+    #: by default, so a client cannot pick its own address (app/transport/proxies.py).
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias="TRUSTED_PROXIES"
+    )
+    #: Seconds a connection may take to send a request's head (line and headers);
+    #: then it is closed. Counts from the connection's start or its previous request's end.
+    request_head_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, validation_alias="REQUEST_HEAD_TIMEOUT"
+    )
+    #: Seconds a request's body may take to arrive once its head is in; then 408.
+    request_body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias="REQUEST_BODY_TIMEOUT"
+    )
+    #: Open connections served at once; one accepted past it is answered 503.
+    max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000, validation_alias="MAX_CONNECTIONS"
+    )
 
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(str(n) for n in parse_networks(str(v) for v in value))
+        return value
 
     @model_validator(mode="after")
     def _production_needs_a_key(self) -> Settings:

@@ -25,10 +25,14 @@ SECRET_VARIABLES = frozenset({"API_KEY", "DATABASE_URL"})
 #: How to fix a variable, where "such a value" would not say enough.
 _FIXES = {
     "DATABASE_URL": f"a URL like {URL_SHAPE} (postgres:// and postgresql+DRIVER:// work too)",
+    "TRUSTED_PROXIES": "a list like 10.0.0.5,10.1.0.0/16",
     "API_KEY": "such a key (`python -c 'import secrets; print(secrets.token_hex(32))'` prints one)",
 }
 #: What unsetting a variable without a default means.
-_UNSET = {"API_KEY": "or unset it (every write is then refused)"}
+_UNSET = {
+    "API_KEY": "or unset it (every write is then refused)",
+    "TRUSTED_PROXIES": "or unset it (no proxy is trusted)",
+}
 
 
 def describe_errors(exc: ValidationError, settings: type[BaseSettings]) -> list[str]:

@@ -3,6 +3,10 @@
 Both sides are hashed before the constant-time comparison, so neither the
 timing nor the length of a wrong key tells anything about the right one. The
 key itself is a SecretStr: it appears in no repr, log line or error body.
+
+The header's value is compared as sent: no stripping here, and under
+`python -m app` the server protocol restores the whitespace the HTTP parser drops
+before a value (app/transport/protocol.py), so `X-API-Key:<TAB>KEY` is a wrong key.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.observability.context import RequestRecord
@@ -89,10 +89,13 @@ class Metrics:
         self, route: str | None, method: str, status: int, seconds: float, record: RequestRecord
     ) -> None:
         """Feed one finished request (and whatever its code noted) into the families."""
-        key = (route or UNMATCHED, method, status // 100)
+        key = (route or UNMATCHED, method, status if status == 499 else status // 100)
         series = self._series.get(key)
         if series is None:
-            series = self.latency.labels(key[0], method, f"{key[2]}xx")
+            # A client abort keeps its own label: lumped into 4xx it would look
+            # like a bad request, and it says the client gave up waiting.
+            label = "499" if status == 499 else f"{key[2]}xx"
+            series = self.latency.labels(key[0], method, label)
             self._series[key] = series
         series.observe(seconds)
         if record.scenario is not None:
@@ -122,6 +125,7 @@ class StateCollector(Collector):
             "1 when a click model is loaded (/v1/scenarios/hometown-ml can answer), else 0.",
             value=1.0 if slot is not None and slot.model is not None else 0.0,
         )
+        yield from self._transport()
         pool = self.state.get("pool")
         gauges = {
             "size": "Connections the pool holds open now.",
@@ -137,3 +141,25 @@ class StateCollector(Collector):
         values = {"size": size, "in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
         for name, doc in gauges.items():
             yield GaugeMetricFamily(f"hometown_db_pool_{name}", doc, value=float(values[name]))
+
+    def _transport(self) -> Iterator[Metric]:
+        """Open connections and the server protocol's refusals (under `python -m app`)."""
+        limits = self.state.get("transport")  # app/transport/protocol.py's Limits
+        if limits is None:
+            return
+        connections = limits.connections
+        yield GaugeMetricFamily(
+            "hometown_http_connections_open",
+            "Client connections open now (MAX_CONNECTIONS are served at once).",
+            value=float(len(connections) if connections is not None else 0),
+        )
+        refused = CounterMetricFamily(
+            "hometown_http_connections_refused",
+            "Connections the server refused or cut off, by reason: head_timeout,"
+            " body_timeout (408), over_capacity (503), descriptor_ceiling (reset),"
+            " head_too_large (431).",
+            labels=("reason",),
+        )
+        for reason, count in limits.refused.items():
+            refused.add_metric((reason,), float(count))
+        yield refused

@@ -130,6 +130,25 @@ def test_the_line_names_the_rule_and_the_fix() -> None:
     assert "short-key" not in line
 
 
+def test_the_transport_settings_say_what_they_want() -> None:
+    assert _lines(TRUSTED_PROXIES="10.0.0.1,proxy.internal") == [
+        "error: TRUSTED_PROXIES='10.0.0.1,proxy.internal' is invalid: it must be a"
+        " comma-separated list of IP addresses or CIDR networks, and 'proxy.internal' is"
+        " neither. Fix: set TRUSTED_PROXIES to a list like 10.0.0.5,10.1.0.0/16, or unset it"
+        " (no proxy is trusted)."
+    ]
+    (line,) = _lines(REQUEST_HEAD_TIMEOUT="0")
+    assert line.startswith("error: REQUEST_HEAD_TIMEOUT='0' is invalid: it must be a number")
+    assert line.endswith("or unset it to use the default (10.0).")
+    (line,) = _lines(MAX_CONNECTIONS="many")
+    assert line.startswith("error: MAX_CONNECTIONS='many' is invalid: it must be a whole number")
+    assert Settings(_env_file=None, TRUSTED_PROXIES="10.0.0.1, 10.1.0.0/16").trusted_proxies == (
+        "10.0.0.1/32",
+        "10.1.0.0/16",
+    )
+    assert Settings(_env_file=None).trusted_proxies == ()
+
+
 def test_production_without_a_key_says_what_to_set() -> None:
     assert _lines(ENVIRONMENT="production") == [
         "error: ENVIRONMENT=production needs API_KEY (16 characters or more):"

@@ -1,0 +1,1 @@
+"""The HTTP transport: the server protocol (timeouts, connection cap) and client addresses."""
