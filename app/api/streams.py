@@ -35,7 +35,7 @@ StreamId = Annotated[str, Parameter(min_length=1, max_length=200, pattern=r"^[^\
 
 
 class RejectedUpdate(RecoError):
-    """A single-stream update whose `at` lies too far in the future."""
+    """A single-stream update whose `at` is too far in the future, or outside years 1-9999 UTC."""
 
     status_code = 400
 
