@@ -90,7 +90,17 @@ class HometownRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Annotated[float, Meta(ge=LOCAL_PREFERENCE.low, le=LOCAL_PREFERENCE.high)] | None
     ) = None
     max_results: Annotated[int, Meta(ge=1, le=100)] = 20
-    radius_km: Annotated[float, Meta(gt=0, le=20000)] = 250.0
+    radius_km: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=20000,
+            description="Ring 0: only streams within this distance (km, on the sphere)."
+            " When it holds fewer than `max_results`, the search widens ×4 per ring from"
+            " `radius_km`, or from 1 km if that is larger, up to the whole globe: at most"
+            " 9 rings.",
+        ),
+    ] = 250.0
     languages: Codes | None = None
     category_ids: Codes | None = None
     include_mature: bool = True
