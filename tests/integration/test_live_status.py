@@ -382,6 +382,13 @@ def test_a_new_channel_appears_without_a_reseed(client: TestClient[Any], loaded:
         ({"typical_duration_minutes": 0}, "typical_duration_minutes"),
         ({"city": ""}, "city"),
         ({"is_live": True}, "is_live"),  # live state is not part of a profile
+        ({"city": "Par\ris"}, "city"),  # control characters but tab: refused
+        ({"city": "Oslo\x1b[31m"}, "city"),
+        ({"title": "bell\x07"}, "title"),
+        ({"title": "two\nlines"}, "title"),
+        ({"creator_id": "me\x85"}, "creator_id"),
+        ({"tags": ["ok", "a\x1fb"]}, "tags"),
+        ({"description": "esc\x1b in free text"}, "description"),
     ],
 )
 def test_profiles_are_validated_like_the_importer(
@@ -390,6 +397,14 @@ def test_profiles_are_validated_like_the_importer(
     response = client.put("/v1/streams/bad_one", json={**PROFILE, **change}, headers=KEYED)
     assert response.status_code == 400, response.text
     assert field in response.text
+
+
+def test_tabs_and_description_line_breaks_are_text(client: TestClient[Any]) -> None:
+    profile = {**PROFILE, "city": "Oslo\tEast", "description": "one\r\ntwo\nthree\tfour"}
+    response = client.put("/v1/streams/tabbed", json=profile, headers=KEYED)
+    assert response.status_code == 201, response.text
+    odd = client.post("/v1/streams/esc%1Bape/live", headers=KEYED)  # ESC, percent-encoded
+    assert odd.status_code == 400 and "stream_id" in odd.text, odd.text
 
 
 # --- the effect on recommendations ------------------------------------------------------------
