@@ -90,10 +90,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.asgi_handler = Observability(
         app.asgi_handler, state.metrics, log_access=settings.access_log
     )
-    openapi.tighten(app.openapi_schema, REQUEST_MODELS)
+    openapi.tighten(app.openapi_schema, REQUEST_MODELS, optional_bodies=OPTIONAL_BODIES)
     return app
 
 
+#: Paths whose POST body may be left out (`strict_json(..., optional=True)`).
+OPTIONAL_BODIES = ("/v1/streams/{stream_id}/live", "/v1/streams/{stream_id}/offline")
 #: Request bodies whose strictness the OpenAPI schema must show (see app/api/openapi.py).
 REQUEST_MODELS = (
     HometownRequest,

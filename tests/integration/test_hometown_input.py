@@ -241,6 +241,14 @@ def test_control_characters_but_tab_are_refused_naming_the_field(
     _assert_refused(client.post(ROUTE, json=body), field)
 
 
+def test_a_whole_number_written_with_a_point_is_an_integer(client: TestClient[Any]) -> None:
+    """JSON Schema calls 5.0 an integer, so the schema's `integer` admits it; so does the app."""
+    response = client.post(ROUTE, json={**HERE, "max_results": 5.0})
+    assert response.status_code == 200, response.text
+    for value in (5.5, "5", True):
+        _assert_refused(client.post(ROUTE, json={**HERE, "max_results": value}), "max_results")
+
+
 def test_a_tab_is_text(client: TestClient[Any]) -> None:
     response = client.post(ROUTE, json={**HERE, "language": "e\tn", "languages": ["f\tr"]})
     assert response.status_code == 200, response.text
