@@ -94,10 +94,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         log_access=settings.access_log,
         clients=ClientAddress(parse_networks(settings.trusted_proxies)),
     )
-    openapi.tighten(app.openapi_schema, REQUEST_MODELS)
+    openapi.tighten(app.openapi_schema, REQUEST_MODELS, optional_bodies=OPTIONAL_BODIES)
     return app
 
 
+#: Paths whose POST body may be left out (`strict_json(..., optional=True)`).
+OPTIONAL_BODIES = ("/v1/streams/{stream_id}/live", "/v1/streams/{stream_id}/offline")
 #: Request bodies whose strictness the OpenAPI schema must show (see app/api/openapi.py).
 REQUEST_MODELS = (
     HometownRequest,

@@ -234,7 +234,7 @@ def _check(source: _Source) -> Checked:
     texts = {
         source.columns[spec.name]
         for spec in fields
-        if spec.kind in ("id", "text") and spec.name in source.columns
+        if spec.kind in ("id", "text", "long_text") and spec.name in source.columns
     }
     raw = read(source.path, list(source.columns.values()), texts)
     source.lines = raw.lines

@@ -30,6 +30,13 @@ FALSE_WORDS = ("false", "0", "0.0", "no")
 LIST_SEPARATORS = re.compile(r"[|;]")
 #: PostgreSQL text cannot hold NUL, so COPY would refuse any value containing one.
 NUL = "\x00"
+#: Control characters a one-line text (an id, a city, a title, a list element) may not
+#: hold: all of C0, DEL and C1 but the tab. A CR or an ESC in a city breaks CSV round
+#: trips and terminals; the API refuses the same (app/api/schemas.py).
+CONTROL = "[\x00-\x08\x0a-\x1f\x7f-\x9f]"
+#: Long free text (a description) may also hold line breaks (LF, CR: CRLF too).
+LONG_CONTROL = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_CONTROL = re.compile(CONTROL)
 
 
 @dataclass
@@ -58,11 +65,20 @@ def as_text(column: pd.Series) -> pd.Series:
 
 
 def parse_text(column: pd.Series) -> Parsed:
-    """Trimmed text; a NUL character makes a value bad (PostgreSQL refuses it)."""
+    """Trimmed one-line text; a control character other than tab makes a value bad."""
+    return _text(column, CONTROL, "text without control characters (tab aside)")
+
+
+def parse_long_text(column: pd.Series) -> Parsed:
+    """Trimmed free text: tab, LF and CR allowed, other control characters bad."""
+    return _text(column, LONG_CONTROL, "text without control characters (tab, line breaks aside)")
+
+
+def _text(column: pd.Series, control: str, expected: str) -> Parsed:
     text = as_text(column)
     missing = (text == "").to_numpy(dtype=bool)
-    bad = text.str.contains(NUL, regex=False).to_numpy(dtype=bool)
-    return Parsed(text, missing, bad, "text without NUL characters")
+    bad = text.str.contains(control, regex=True).to_numpy(dtype=bool)
+    return Parsed(text, missing, bad, expected)
 
 
 def parse_number(column: pd.Series) -> Parsed:
@@ -154,7 +170,7 @@ def parse_list_text(text: str) -> list[str] | None:
         items = _pg_array(text[1:-1])
     else:
         items = [part.strip() for part in LIST_SEPARATORS.split(text) if part.strip()]
-    if items is None or any(NUL in item for item in items):
+    if items is None or any(_CONTROL.search(item) for item in items):
         return None
     return items
 
@@ -322,14 +338,15 @@ def _distinct_lists(column: pd.Series) -> np.ndarray:
     """Convert an arrow list column, each distinct list once; None marks bad rows.
 
     Rows are keyed by their elements joined with NUL, which no good element can
-    contain; rows with a null or NUL-holding element are bad.
+    contain; rows with a null element, or one holding a control character, are bad.
     """
     array = pa.array(column)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     lists = pc.cast(array, pa.list_(pa.string()))
     flat = pc.list_flatten(lists)
-    broken = pc.fill_null(pc.match_substring(flat, NUL), True).to_numpy(zero_copy_only=False)
+    broken = pc.fill_null(pc.match_substring_regex(flat, CONTROL), True)
+    broken = broken.to_numpy(zero_copy_only=False)
     bad = np.zeros(len(lists), dtype=bool)
     bad[pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)[broken]] = True
     encoded = pc.dictionary_encode(pc.binary_join(lists, NUL))
@@ -367,7 +384,7 @@ def _list_value(value: object) -> list[str] | None:
         return []
     if isinstance(value, np.ndarray | list | tuple):
         items = _strings(value)
-        if items is None or any(NUL in item for item in items):
+        if items is None or any(_CONTROL.search(item) for item in items):
             return None
         return items
     return None
@@ -375,6 +392,7 @@ def _list_value(value: object) -> list[str] | None:
 
 PARSERS: dict[str, Callable[[pd.Series], Parsed]] = {
     "text": parse_text,
+    "long_text": parse_long_text,
     "number": parse_number,
     "bool": parse_bool,
     "timestamp": parse_timestamp,

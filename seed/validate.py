@@ -36,10 +36,11 @@ from app.db.limits import (
 from seed.parsing import PARSERS, Parsed
 from seed.problems import DETAIL_LIMIT, Problem, Tally
 
-Kind = Literal["id", "text", "float", "int", "bool", "timestamp", "list"]
+Kind = Literal["id", "text", "long_text", "float", "int", "bool", "timestamp", "list"]
 PARSER_OF: dict[Kind, str] = {
     "id": "text",
     "text": "text",
+    "long_text": "long_text",
     "float": "number",
     "int": "number",
     "bool": "bool",
@@ -103,7 +104,7 @@ STREAM_FIELDS = (
     Field("language", "text"),
     Field("category_id", "text"),
     Field("title", "text"),
-    Field("description", "text", empty=""),
+    Field("description", "long_text", empty=""),
     Field("avg_viewer_count", "int", bounds=VIEWERS),
     Field("creator_followers", "int", bounds=FOLLOWERS),
     Field("stream_quality_score", "float", bounds=QUALITY),

@@ -5,7 +5,8 @@ a bool) and lets a few malformed bodies through to a 500 (invalid UTF-8, nesting
 deep enough to exhaust the decoder's recursion). A `before_request` hook decodes
 the raw body strictly first and turns every failure into a 400 that names the
 field, or a 415 for a body that does not say it is JSON. A body that passes is
-one Litestar's own conversion reads the same way.
+one Litestar's own conversion reads the same way. A number with nothing after the
+point counts as a whole number (`"max_results": 64.0`), as JSON Schema says.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def strict_json(
         try:
             decoder.decode(body)
         except msgspec.ValidationError as exc:
+            if _passes_with_whole_numbers(body, model, optional=optional):
+                return
             raise ValidationException(
                 f"Validation failed for {request.method} {request.url.path}",
                 extra=[{"message": str(exc), "key": "data", "source": "body"}],
@@ -60,3 +63,33 @@ def strict_json(
             ) from exc
 
     return check
+
+
+#: Beyond this, a float no longer spells one integer exactly.
+_EXACT = 2**53
+
+
+def _whole(value: Any) -> Any:
+    """`value` with every float that has nothing after the point as an int (64.0 -> 64)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
+        return int(value)
+    if isinstance(value, list):
+        return [_whole(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole(item) for key, item in value.items()}
+    return value
+
+
+def _passes_with_whole_numbers(body: bytes, model: type[Any], *, optional: bool) -> bool:
+    """Whether the body decodes strictly once `64.0` counts as the integer 64.
+
+    JSON Schema calls 64.0 an integer, so the schema's `integer` fields admit it;
+    Litestar's own conversion then reads it as 64. Anything else the strict decode
+    refused ("64", 64.5, true) stays refused.
+    """
+    try:
+        value = _whole(msgspec.json.decode(body))
+        msgspec.convert(value, model | None if optional else model, strict=True)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return False
+    return True

@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from app.api.schemas import _TEXT, Id, Latitude, Longitude
+from app.api.schemas import _LONG_TEXT, _TEXT, Id, Latitude, Longitude
 from app.db.limits import (
     DEFAULT_DURATION_MINUTES,
     DESCRIPTION_MAX_LENGTH,
@@ -29,7 +29,7 @@ from app.db.limits import (
 MAX_BATCH = 5000
 
 Text = Annotated[str, Meta(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=_TEXT)]
-LongText = Annotated[str, Meta(max_length=DESCRIPTION_MAX_LENGTH, pattern=_TEXT)]
+LongText = Annotated[str, Meta(max_length=DESCRIPTION_MAX_LENGTH, pattern=_LONG_TEXT)]
 #: RFC 3339 with an offset: an event time without a zone could be any of 26 instants.
 EventTime = Annotated[datetime, Meta(tz=True)]
 Viewers = Annotated[int, Meta(ge=VIEWERS.low, le=VIEWERS.high)]

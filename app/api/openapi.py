@@ -1,11 +1,15 @@
-"""Make the OpenAPI schema as strict as the request bodies really are.
+"""Make the OpenAPI schema say exactly what the request bodies accept.
 
-Litestar derives the schema from the msgspec structs but drops two rules they
+Litestar derives the schema from the msgspec structs but drops rules they
 enforce: `forbid_unknown_fields` (so the schema allowed extra keys that the app
-refuses with a 400) and the constraints on list items (a `tags` entry must be 1 to
-500 characters without NUL). msgspec's own JSON schema keeps both; this copies
-them into the components Litestar generated, so a client, or a fuzzer, that
-trusts the schema sends only what the app accepts.
+refuses with a 400), the constraints on list items (a `tags` entry must be 1 to
+500 characters without control characters), and a bound of 0 (`ge=0` on a viewer
+count or on `local_preference_strength` vanished, 0 being falsy). msgspec's own
+JSON schema keeps them all; this copies them into the components Litestar
+generated. It also writes what no struct can say: a body that may be left out is
+not `required` (`/live`, `/offline`), and a HOMETOWN request names either a
+`user_id` or a location, not both (`VIEWER_RULE`). So a client, or a fuzzer, that
+trusts the schema sends only what the app accepts, and the app accepts it.
 """
 
 from __future__ import annotations
@@ -14,14 +18,69 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import OpenAPI, Schema
+from litestar.openapi.spec import OpenAPI, OpenAPIType, Reference, RequestBody, Schema
 
 #: Constraints worth carrying from msgspec's schema of a list's items.
 ITEM_RULES = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
+#: Bounds of numbers, carried where Litestar lost them (it drops a bound of 0).
+NUMBER_RULES = {
+    "minimum": "minimum",
+    "maximum": "maximum",
+    "exclusiveMinimum": "exclusive_minimum",
+    "exclusiveMaximum": "exclusive_maximum",
+}
+#: The fields of a signed-out viewer, which a request with `user_id` may not carry.
+VIEWER_FIELDS: tuple[str, ...] = ("latitude", "longitude", "language", "preferred_categories")
+VIEWER_FIELDS += ("local_preference_strength",)
 
 
-def tighten(schema: OpenAPI, models: Iterable[type[msgspec.Struct]]) -> None:
-    """Add `additionalProperties: false` and list-item rules to each model's component."""
+def viewer_rule(properties: dict[str, Any]) -> list[Schema]:
+    """HometownRequest: `user_id` and no viewer field, or `latitude` + `longitude`.
+
+    A field left out or null counts as absent, as in the app (`HometownRequest`'s
+    `__post_init__`). The two variants exclude each other. Each repeats the
+    constraints of the fields it requires (from msgspec's schema, `properties`), so
+    a generator that builds from one variant keeps them.
+    """
+    null = Schema(type=OpenAPIType.NULL)
+    absent: dict[str, Schema | Reference] = {name: null for name in VIEWER_FIELDS}
+    known = Schema(
+        required=["user_id"], properties={"user_id": _present(properties["user_id"]), **absent}
+    )
+    located = Schema(
+        required=["latitude", "longitude"],
+        properties={
+            "user_id": null,
+            "latitude": _present(properties["latitude"]),
+            "longitude": _present(properties["longitude"]),
+        },
+    )
+    return [known, located]
+
+
+def _present(wanted: dict[str, Any]) -> Schema:
+    """The non-null variant of an optional field of msgspec's schema, as a Schema."""
+    variant = next(v for v in wanted.get("anyOf", [wanted]) if v.get("type") != "null")
+    return Schema(
+        type=OpenAPIType(variant["type"]),
+        min_length=variant.get("minLength"),
+        max_length=variant.get("maxLength"),
+        pattern=variant.get("pattern"),
+        minimum=variant.get("minimum"),
+        maximum=variant.get("maximum"),
+    )
+
+
+def tighten(
+    schema: OpenAPI,
+    models: Iterable[type[msgspec.Struct]],
+    *,
+    optional_bodies: Iterable[str] = (),
+) -> None:
+    """Carry the structs' rules into their components (see the module's docstring).
+
+    `optional_bodies` names the paths whose POST body may be left out.
+    """
     models = list(models)
     _, definitions = msgspec.json.schema_components(models)
     components = schema.components.schemas if schema.components else None
@@ -40,6 +99,25 @@ def tighten(schema: OpenAPI, models: Iterable[type[msgspec.Struct]]) -> None:
                 for key, attribute in ITEM_RULES.items():
                     if key in rules:
                         setattr(items, attribute, rules[key])
+            if isinstance(have, Schema):
+                for key, value in _number_rules(wanted).items():
+                    if getattr(have, NUMBER_RULES[key]) is None:
+                        setattr(have, NUMBER_RULES[key], value)
+        if model.__name__ == "HometownRequest":
+            target.one_of = viewer_rule(source["properties"])
+    for path in optional_bodies:
+        item = schema.paths.get(path) if schema.paths else None
+        body = item.post.request_body if item and item.post else None
+        if isinstance(body, RequestBody):
+            body.required = False
+
+
+def _number_rules(wanted: dict[str, Any]) -> dict[str, Any]:
+    """The bounds of a (possibly optional) number in msgspec's schema."""
+    for variant in [wanted, *wanted.get("anyOf", [])]:
+        if variant.get("type") in ("integer", "number"):
+            return {key: variant[key] for key in NUMBER_RULES if key in variant}
+    return {}
 
 
 def _item_rules(wanted: dict[str, Any]) -> dict[str, Any]:

@@ -62,9 +62,14 @@ class HealthResponse:
 
 # --- HOMETOWN -----------------------------------------------------------------------
 
-#: No NUL and no lone surrogate: PostgreSQL text can hold neither, so such an id
-#: could never match and would only fail deep in the driver.
-_TEXT = r"^[^\x00\ud800-\udfff]*$"
+#: No control character but tab (C0, DEL, C1: a CR or an ESC breaks CSV round trips
+#: and terminals, and PostgreSQL text cannot hold NUL), as the importer refuses
+#: (seed/parsing.py). Lone surrogates never get this far: the JSON decoder refuses
+#: them. The pattern is one every JSON Schema engine reads (no surrogate range, which
+#: the generators behind schemathesis reject as "not a regex" and then ignore).
+_TEXT = r"^[^\x00-\x08\x0a-\x1f\x7f-\x9f]*$"
+#: Long free text (a description): line breaks (LF, CR: CRLF too) allowed as well.
+_LONG_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=_TEXT)]
 Code = Annotated[str, Meta(min_length=1, max_length=CODE_MAX_LENGTH, pattern=_TEXT)]
 Codes = Annotated[list[Code], Meta(max_length=LIST_MAX_LENGTH)]
@@ -90,7 +95,17 @@ class HometownRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Annotated[float, Meta(ge=LOCAL_PREFERENCE.low, le=LOCAL_PREFERENCE.high)] | None
     ) = None
     max_results: Annotated[int, Meta(ge=1, le=100)] = 20
-    radius_km: Annotated[float, Meta(gt=0, le=20000)] = 250.0
+    radius_km: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=20000,
+            description="Ring 0: only streams within this distance (km, on the sphere)."
+            " When it holds fewer than `max_results`, the search widens ×4 per ring from"
+            " `radius_km`, or from 1 km if that is larger, up to the whole globe: at most"
+            " 9 rings.",
+        ),
+    ] = 250.0
     languages: Codes | None = None
     category_ids: Codes | None = None
     include_mature: bool = True

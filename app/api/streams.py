@@ -25,17 +25,19 @@ from app.api.live_schemas import (
     StreamProfileResponse,
     StreamStatusResponse,
 )
+from app.api.schemas import _TEXT
+from app.db.limits import ID_MAX_LENGTH
 from app.db.pool import connection
 from app.errors import RecoError, StreamNotFound
 from app.live import profiles, status
 from app.live.status import Outcome, StatusUpdate
 from app.observability.context import note_status_updates
 
-StreamId = Annotated[str, Parameter(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+StreamId = Annotated[str, Parameter(min_length=1, max_length=ID_MAX_LENGTH, pattern=_TEXT)]
 
 
 class RejectedUpdate(RecoError):
-    """A single-stream update whose `at` lies too far in the future."""
+    """A single-stream update whose `at` is too far in the future, or outside years 1-9999 UTC."""
 
     status_code = 400
 

@@ -1,9 +1,9 @@
 """HOMETOWN orchestration: who is asking, which rings to search, what to answer.
 
 Ring 0 is the requested radius. When it holds fewer qualifying live streams than
-asked for, the search widens ×4 per ring up to the whole globe and appends each
-wider ring's best, so a viewer in a remote place still gets a full list while
-live streams exist anywhere.
+asked for, the search widens ×4 per ring (from the radius, or from 1 km when the
+radius is smaller) up to the whole globe and appends each wider ring's best, so a
+viewer in a remote place still gets a full list while live streams exist anywhere.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ from app.hometown.weights import Weights
 from app.observability.context import note_search
 
 WIDENING_FACTOR = 4.0
+#: Ring 1 ends at `WIDENING_FACTOR` times the radius or this, whichever is larger.
+WIDENING_FLOOR_KM = 1.0
+#: Rings any request can search: ring 0, then ×4 from 1 km (4 km ... 16,384 km), then
+#: the rest of the globe.
+MAX_RINGS = 9
 #: At most this many qualifying live streams are ranked by reading them all.
 SMALL_SET = 5_000
 #: The last ring reaches past the antipode by this much, so float rounding of a
@@ -115,9 +120,18 @@ class Recommendation:
 
 
 def rings(radius_km: float) -> list[Ring]:
-    """Ring 0 = the radius; each next ring ×4 farther, the last one to the antipode."""
-    found: list[Ring] = []
-    inner, outer = -1.0, radius_km * 1000.0
+    """Ring 0 = the radius; each next ring ×4 farther, the last one to the antipode.
+
+    The widening counts from `radius_km` or `WIDENING_FLOOR_KM`, whichever is larger:
+    ring 0 is still exactly "within `radius_km`", but a radius of a metre (or of
+    5e-324 km, which the schema allows) reaches 4 km in its second ring instead of
+    taking hundreds of rings, so no request searches more than `MAX_RINGS`.
+    """
+    radius_m = radius_km * 1000.0
+    if radius_m >= HALF_CIRCUMFERENCE_M:
+        return [Ring(-1.0, HALF_CIRCUMFERENCE_M + GLOBE_SLACK_M)]
+    found = [Ring(-1.0, radius_m)]
+    inner, outer = radius_m, max(radius_m, WIDENING_FLOOR_KM * 1000.0) * WIDENING_FACTOR
     while outer < HALF_CIRCUMFERENCE_M:
         found.append(Ring(inner, outer))
         inner, outer = outer, outer * WIDENING_FACTOR

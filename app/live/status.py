@@ -68,7 +68,7 @@ class Outcome(StrEnum):
     STALE = "stale"  # the stream already holds a state from this `at` or later
     UNKNOWN = "unknown"  # no such stream
     SUPERSEDED = "superseded"  # the same batch carries a newer update for the stream
-    REJECTED = "rejected"  # `at` too far in the future
+    REJECTED = "rejected"  # `at` too far in the future, or not an instant we can store
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,21 @@ class Result:
     detail: str | None = None
 
 
+def representable(at: datetime) -> bool:
+    """Whether `at` in UTC is still a datetime (years 1 to 9999).
+
+    RFC 3339 allows `0001-01-01T00:00:00+01:00`, which is in year 0 in UTC, and
+    `9999-12-31T23:59:59-01:00`, in year 10000: Python cannot convert either to UTC,
+    so the driver would fail on them (PostgreSQL's range, 4713 BC to 294276 AD,
+    holds every instant that passes here).
+    """
+    try:
+        at.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 async def apply(
     conn: asyncpg.Connection, updates: Sequence[StatusUpdate], now: datetime | None = None
 ) -> list[Result]:
@@ -102,6 +117,13 @@ async def apply(
     results: list[Result | None] = [None] * len(updates)
     newest: dict[str, int] = {}  # stream_id -> position of its newest update here
     for position, update in enumerate(updates):
+        if not representable(update.at):
+            results[position] = Result(
+                update.stream_id,
+                Outcome.REJECTED,
+                f"`at` {update.at.isoformat()} is outside the years 1 to 9999 in UTC",
+            )
+            continue
         if update.at > now + MAX_FUTURE:
             results[position] = Result(
                 update.stream_id,

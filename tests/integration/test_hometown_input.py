@@ -230,6 +230,30 @@ def test_nul_bytes_and_lone_surrogates_never_crash(
         _assert_refused(response, statuses=(400, 404))
 
 
+@pytest.mark.parametrize("text", ["a\rb", "\x1b[31m", "two\nlines", "del\x7f", "c1\x85"], ids=repr)
+@pytest.mark.parametrize("field", ["user_id", "language", "languages", "preferred_categories"])
+def test_control_characters_but_tab_are_refused_naming_the_field(
+    client: TestClient[Any], field: str, text: str
+) -> None:
+    """No stored id or code holds one (the importer refuses them too), so say so."""
+    value: Any = [text] if field in {"languages", "preferred_categories"} else text
+    body = {field: value} if field == "user_id" else {**HERE, field: value}
+    _assert_refused(client.post(ROUTE, json=body), field)
+
+
+def test_a_whole_number_written_with_a_point_is_an_integer(client: TestClient[Any]) -> None:
+    """JSON Schema calls 5.0 an integer, so the schema's `integer` admits it; so does the app."""
+    response = client.post(ROUTE, json={**HERE, "max_results": 5.0})
+    assert response.status_code == 200, response.text
+    for value in (5.5, "5", True):
+        _assert_refused(client.post(ROUTE, json={**HERE, "max_results": value}), "max_results")
+
+
+def test_a_tab_is_text(client: TestClient[Any]) -> None:
+    response = client.post(ROUTE, json={**HERE, "language": "e\tn", "languages": ["f\tr"]})
+    assert response.status_code == 200, response.text
+
+
 def test_lists_at_the_limit_are_accepted(client: TestClient[Any]) -> None:
     hundred = [f"c{i}" for i in range(100)]
     response = client.post(

@@ -636,6 +636,13 @@ def test_spread_of_max_results_and_radius(world: World, max_results: int) -> Non
         for uid in users
         for radius in (1, 10, 250, 1500, 20000)
     ]
+    # Radii under the 1 km widening floor (README, "Widening"); not for the edge users,
+    # who sit on a stream, i.e. on ring 0's boundary.
+    requests += [
+        {"user_id": uid, "max_results": max_results, "radius_km": radius}
+        for uid in users[: -len(EDGE_USERS)]
+        for radius in (5e-324, 0.001, 0.3)
+    ]
     _assert_no_problems(world, requests)
 
 

@@ -537,6 +537,26 @@ REFUSALS = {
             ("interactions", 4, 5, "page_position", "must be between 1 and"),
         ],
     ),
+    "control characters other than tab": (
+        lambda rows: [
+            _set("users", 0, "city", "Par\x1b[31mis")(rows),
+            _set("streams", 0, "title", "an \x1b escape")(rows),
+            _set("streams", 1, "city", "new\nline")(rows),
+            _set("streams", 1, "description", "bell\x07 in free text")(rows),
+            _set("streams", 2, "tags", "a|b\x85c")(rows),
+            _set("streams", 2, "description", "tab\tand\r\nline breaks are fine")(rows),
+            _set("streams", 2, "title", "a\ttab is fine")(rows),
+            _set("interactions", 0, "session_id", "s\x7f")(rows),
+        ],
+        [
+            ("users", 1, 2, "city", "without control characters"),
+            ("streams", 1, 2, "title", "without control characters (tab aside)"),
+            ("streams", 2, 4, "city", "without control characters (tab aside)"),
+            ("streams", 2, 4, "description", "(tab, line breaks aside)"),
+            ("streams", 3, 6, "tags", "expected a list"),
+            ("interactions", 1, 2, "session_id", "without control characters"),
+        ],
+    ),
 }
 
 
@@ -612,6 +632,30 @@ def test_bad_parquet_values_are_refused(db_url: str, tmp_path: Path) -> None:
     assert reasons[1].startswith("missing")
     assert reasons[2] == "expected a finite number, got inf"
     assert str(caught.value).startswith("invalid input: 4 problems in ")
+    assert snapshot(db_url) == before
+
+
+def test_parquet_text_refuses_control_characters_but_tab(db_url: str, tmp_path: Path) -> None:
+    """A CR or an ESC in a city would break a CSV written from the table; tab is text."""
+    import_files(db_url, write_set(tmp_path / "first", good_rows(), "parquet"))
+    before = snapshot(db_url)
+    rows = good_rows()
+    rows["users"][0]["city"] = "Par\ris"
+    rows["users"][1]["city"] = "tab\tis fine"
+    rows["streams"][0]["title"] = "\x1b[2Jcleared"
+    rows["streams"][1]["tags"] = ["ok", "bad\x00"]
+    rows["streams"][2]["description"] = "line\r\nbreaks\tand tabs are fine"
+    paths = write_set(tmp_path / "bad", rows, "parquet")
+
+    with pytest.raises(InvalidDataError) as caught:
+        import_files(db_url, paths)
+
+    assert [(p.row, p.column) for p in caught.value.problems] == [
+        (1, "city"),
+        (1, "title"),
+        (2, "tags"),
+    ]
+    assert "control characters" in caught.value.problems[0].reason
     assert snapshot(db_url) == before
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from app.live import status
@@ -21,7 +23,7 @@ from app.settings import Settings
 from seed.generate import generate
 from seed.loader import Dataset, load
 from tests.support import oracle
-from tests.support.db import fetch
+from tests.support.db import fetch, run_sql
 
 KEY = "test-key-0123456789-abcdef"
 KEYED = {"X-API-Key": KEY}
@@ -202,6 +204,77 @@ def test_bad_batches_are_refused_whole_with_the_field_named(
     assert _state(loaded, sid)["status_at"] is None
 
 
+#: Any offset RFC 3339 can write (whole minutes, strictly inside ±24 h).
+OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+EXTREME_TIMES = st.one_of(
+    st.datetimes(datetime(1, 1, 1), datetime(1, 1, 3), timezones=OFFSETS),
+    st.datetimes(datetime(9999, 12, 29), datetime.max, timezones=OFFSETS),
+    st.datetimes(timezones=OFFSETS),
+)
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(at=EXTREME_TIMES)
+@example(at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))))  # year 0 in UTC
+@example(at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=-23, minutes=-59))))
+@example(at=datetime.max.replace(tzinfo=timezone(timedelta(hours=-1))))  # year 10000 in UTC
+@example(at=datetime.max.replace(tzinfo=timezone(timedelta(hours=23, minutes=59))))
+def test_extreme_event_times_never_fail_and_never_cost_the_batch(
+    client: TestClient[Any], loaded: str, at: datetime
+) -> None:
+    """Any `at` the schema allows is the update's own outcome: applied, stale or rejected."""
+    odd, normal = _stream_ids(loaded, 2)
+    text = at.isoformat()
+    fresh = datetime.now(UTC) - timedelta(microseconds=1)  # newer than any earlier example
+    updates = [
+        {"stream_id": odd, "is_live": True, "at": text},
+        {"stream_id": normal, "is_live": True, "at": fresh.isoformat(), "current_viewer_count": 5},
+    ]
+    response = client.post(BATCH, json={"updates": updates}, headers=KEYED)
+    assert response.status_code == 200, (text, response.text)
+    odd_result, normal_result = response.json()["results"]
+    assert normal_result["status"] == "applied", (text, normal_result)
+    assert _state(loaded, normal)["status_at"] == fresh
+    assert odd_result["status"] in {"applied", "stale", "rejected"}, (text, odd_result)
+    if odd_result["status"] == "rejected":
+        assert "`at`" in odd_result["detail"], odd_result
+    for action in ("live", "offline"):
+        one = client.post(f"/v1/streams/{odd}/{action}", json={"at": text}, headers=KEYED)
+        assert one.status_code in {200, 400}, (action, text, one.text)
+        if one.status_code == 400:
+            assert "`at`" in one.json()["detail"], one.text
+
+
+def test_instants_outside_utc_years_1_to_9999_are_rejected(
+    client: TestClient[Any], loaded: str
+) -> None:
+    odd, normal = _stream_ids(loaded, 2)
+    for text in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        updates = [
+            {"stream_id": odd, "is_live": True, "at": text},
+            {"stream_id": normal, "is_live": True, "at": _at(1)},
+        ]
+        body = client.post(BATCH, json={"updates": updates}, headers=KEYED).json()
+        assert [r["status"] for r in body["results"]] == ["rejected", "applied"], body
+        assert "outside the years 1 to 9999" in body["results"][0]["detail"]
+        for action in ("live", "offline"):
+            one = client.post(f"/v1/streams/{odd}/{action}", json={"at": text}, headers=KEYED)
+            assert one.status_code == 400 and "`at`" in one.json()["detail"], one.text
+        run_sql(loaded, "UPDATE streams SET status_at = NULL")
+    assert _state(loaded, odd)["status_at"] is None
+    # The earliest instant that is representable is an ordinary (old) event.
+    first = {"at": "0001-01-01T00:00:00-01:00"}
+    assert client.post(f"/v1/streams/{odd}/live", json=first, headers=KEYED).json()["status"] == (
+        "applied"
+    )
+
+
 def test_single_stream_endpoints(client: TestClient[Any], loaded: str) -> None:
     sid = _stream_ids(loaded, 1)[0]
     live = client.post(f"/v1/streams/{sid}/live", headers=KEYED)  # no body: now
@@ -309,6 +382,13 @@ def test_a_new_channel_appears_without_a_reseed(client: TestClient[Any], loaded:
         ({"typical_duration_minutes": 0}, "typical_duration_minutes"),
         ({"city": ""}, "city"),
         ({"is_live": True}, "is_live"),  # live state is not part of a profile
+        ({"city": "Par\ris"}, "city"),  # control characters but tab: refused
+        ({"city": "Oslo\x1b[31m"}, "city"),
+        ({"title": "bell\x07"}, "title"),
+        ({"title": "two\nlines"}, "title"),
+        ({"creator_id": "me\x85"}, "creator_id"),
+        ({"tags": ["ok", "a\x1fb"]}, "tags"),
+        ({"description": "esc\x1b in free text"}, "description"),
     ],
 )
 def test_profiles_are_validated_like_the_importer(
@@ -317,6 +397,14 @@ def test_profiles_are_validated_like_the_importer(
     response = client.put("/v1/streams/bad_one", json={**PROFILE, **change}, headers=KEYED)
     assert response.status_code == 400, response.text
     assert field in response.text
+
+
+def test_tabs_and_description_line_breaks_are_text(client: TestClient[Any]) -> None:
+    profile = {**PROFILE, "city": "Oslo\tEast", "description": "one\r\ntwo\nthree\tfour"}
+    response = client.put("/v1/streams/tabbed", json=profile, headers=KEYED)
+    assert response.status_code == 201, response.text
+    odd = client.post("/v1/streams/esc%1Bape/live", headers=KEYED)  # ESC, percent-encoded
+    assert odd.status_code == 400 and "stream_id" in odd.text, odd.text
 
 
 # --- the effect on recommendations ------------------------------------------------------------

@@ -162,11 +162,16 @@ def haversine_km(
 
 
 def ring_bounds(radius_km: float) -> list[tuple[float, float]]:
-    """(min_km, max_km) of every ring for `radius_km`, the last one ending at the antipode."""
+    """(min_km, max_km) of every ring for `radius_km`, the last one ending at the antipode.
+
+    Ring 0 is the radius; ring j >= 1 ends at 4^j times the radius or 1 km,
+    whichever is larger (README, "Widening").
+    """
     bounds = [(0.0, min(radius_km, HALF_CIRCUMFERENCE_KM))]
+    base = max(radius_km, 1.0)
     j = 1
     while bounds[-1][1] < HALF_CIRCUMFERENCE_KM:
-        bounds.append((radius_km * 4.0 ** (j - 1), min(radius_km * 4.0**j, HALF_CIRCUMFERENCE_KM)))
+        bounds.append((bounds[-1][1], min(base * 4.0**j, HALF_CIRCUMFERENCE_KM)))
         j += 1
     return bounds
 

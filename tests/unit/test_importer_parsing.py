@@ -57,7 +57,7 @@ def text(*values: str | None) -> pd.Series:
         ("['a' 'b c']", ["a", "b c"]),
         ("['gaming']", ["gaming"]),
         ("['a' 'b'\n 'c']", ["a", "b", "c"]),  # a long array wraps over lines
-        ("[\"it's\" 'x\\ny' 'é']", ["it's", "x\ny", "é"]),
+        ("[\"it's\" 'x\\ty' 'é']", ["it's", "x\ty", "é"]),  # a tab is text
         ("[ 1.5  2.  -3. ]", ["1.5", "2.0", "-3.0"]),
         ("[1 2 3]", ["1", "2", "3"]),
         # A Python list of numpy scalars under numpy 2.
@@ -75,6 +75,8 @@ def test_list_notations(written: str, expected: list[str]) -> None:
     [
         "[unclosed",
         '{"unclosed}',
+        "['x\\ny']",  # an escaped newline: no control character but tab in an element
+        "a|b\x1bc",
         "{a,NULL}",
         "{{a},{b}}",
         "{a,,b}",
