@@ -26,6 +26,7 @@ from urllib.parse import unquote_to_bytes
 
 from app.observability.context import begin_request, end_request
 from app.observability.metrics import Metrics
+from app.transport.answers import send_json
 from app.transport.flags import BODY_TIMED_OUT, CLIENT_GONE
 from app.transport.proxies import ClientAddress
 
@@ -112,7 +113,7 @@ class Observability:
 
         try:
             if _bad_path(scope):
-                await _refuse_bad_path(send_with_id)
+                await send_json(send_with_id, 400, BAD_PATH_BODY)
             else:
                 await self.app(app_scope, receive_watching, send_with_id)
         finally:
@@ -137,20 +138,6 @@ def _bad_path(scope: Any) -> bool:
     except UnicodeDecodeError:
         return True
     return False
-
-
-async def _refuse_bad_path(send: Any) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(BAD_PATH_BODY)).encode("ascii")),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": BAD_PATH_BODY})
 
 
 def _log_access(scope: Any, method: str, status: int, seconds: float) -> None:

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.errors import ThrottledLog
+from app.transport.answers import send_json
 from app.transport.flags import BODY_TIMED_OUT, CLIENT_GONE
 
 #: How long a connection accepted past MAX_CONNECTIONS may take to send its head.
@@ -116,19 +117,9 @@ OVER_CAPACITY_BODY = b'{"status_code":503,"detail":"the server is at its connect
 
 async def over_capacity(scope: Any, receive: Any, send: Any) -> None:
     """The app a connection accepted past MAX_CONNECTIONS gets: 503, then close."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(OVER_CAPACITY_BODY)).encode("ascii")),
-                (b"retry-after", b"1"),
-                (b"connection", b"close"),
-            ],
-        }
+    await send_json(
+        send, 503, OVER_CAPACITY_BODY, [(b"retry-after", b"1"), (b"connection", b"close")]
     )
-    await send({"type": "http.response.body", "body": OVER_CAPACITY_BODY})
 
 
 class GuardedProtocol(HttpToolsProtocol):
