@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from app.features.artifact import save
 from app.main import create_app
 from app.settings import Settings
 from seed.loader import load
 from tests.support import frames
 from tests.support.db import fetch, run_sql
-from tests.support.models import fitted_model
+from tests.support.models import saved_model
 
 KEY = "battery-key-0123456789-abcdef"
 MAX_BODY = 64 * 1024
@@ -86,8 +85,7 @@ def loaded(migrated_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def client(loaded: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient[Any]]:
-    model_path = tmp_path_factory.mktemp("battery-model") / "click.joblib"
-    save(fitted_model(), model_path)
+    _, model_path = saved_model(tmp_path_factory.mktemp("battery-model"))
     settings = Settings(
         DATABASE_URL=loaded,
         API_KEY=KEY,

@@ -41,14 +41,13 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.openapi.checks import RejectedPositiveData, UndefinedStatusCode
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from app.features.artifact import save
 from app.live import status
 from app.main import create_app
 from app.settings import Settings
 from seed.generate import generate
 from seed.loader import Dataset, load
 from tests.support.db import fetch, run_sql
-from tests.support.models import fitted_model
+from tests.support.models import saved_model
 
 KEY = "fuzz-key-0123456789-abcdef"
 MAX_EXAMPLES = 40
@@ -85,8 +84,7 @@ class Fuzzed:
 def fuzzed(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     data = generate(60, 120, 0, seed=20261122, live_share=0.5)
     load(migrated_url, Dataset(users=data.users, streams=data.streams))
-    model_path = tmp_path_factory.mktemp("fuzz-model") / "click.joblib"
-    save(fitted_model(), model_path)
+    _, model_path = saved_model(tmp_path_factory.mktemp("fuzz-model"))
     settings = Settings(
         DATABASE_URL=migrated_url, API_KEY=KEY, MODEL_PATH=str(model_path), ACCESS_LOG=False
     )

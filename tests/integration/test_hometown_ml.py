@@ -33,7 +33,7 @@ from seed.generate import generate
 from seed.loader import Dataset, load
 from tests.support import oracle
 from tests.support.db import fetch, run_sql
-from tests.support.models import fitted_model
+from tests.support.models import fitted_model, saved_model
 
 ROUTE = "/v1/scenarios/hometown-ml"
 USER_EXTRA = ("user_id", "city", "total_watch_hours")
@@ -58,9 +58,7 @@ def _table(url: str, table: str, fields: tuple[str, ...]) -> pd.DataFrame:
 def world(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data = generate(600, 1500, 0, seed=20261123, live_share=0.5)
     load(migrated_url, Dataset(users=data.users, streams=data.streams))
-    model_path = tmp_path_factory.mktemp("model") / "click.joblib"
-    model = fitted_model()
-    save(model, model_path)
+    model, model_path = saved_model(tmp_path_factory.mktemp("model"))
     try:
         users = _table(migrated_url, "users", oracle.USER_FIELDS).merge(
             _table(migrated_url, "users", USER_EXTRA), on="user_id"

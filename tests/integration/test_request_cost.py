@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from litestar.testing import TestClient
 
-from app.features.artifact import ClickModel, save
+from app.features.artifact import ClickModel
 from app.hometown import service
 from app.hometown.click_model import probability_of
 from app.hometown.weights import Weights
@@ -28,7 +28,7 @@ from seed.generate import generate
 from seed.loader import Dataset, load
 from tests.support import oracle
 from tests.support.db import run_sql
-from tests.support.models import fitted_model
+from tests.support.models import saved_model
 
 ROUTES = ("/v1/scenarios/hometown", "/v1/scenarios/hometown-ml")
 RADII = (5e-324, 1e-9, 0.001, 0.5, 1.0, 1.2, 250.0, 20000.0)
@@ -57,9 +57,7 @@ class World:
 def world(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data = generate(100, 1500, 0, seed=20261201, live_share=0.5)
     load(migrated_url, Dataset(users=data.users, streams=data.streams))
-    model_path = tmp_path_factory.mktemp("cost-model") / "click.joblib"
-    model = fitted_model()
-    save(model, model_path)
+    model, model_path = saved_model(tmp_path_factory.mktemp("cost-model"))
     settings = Settings(DATABASE_URL=migrated_url, MODEL_PATH=str(model_path), ACCESS_LOG=False)
     try:
         with TestClient(create_app(settings)) as client:

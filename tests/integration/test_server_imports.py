@@ -19,9 +19,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from app.features.artifact import save
 from bench import server as api_server
-from tests.support.models import fitted_model
+from tests.support.models import saved_model
 from tools.cluster import free_port
 
 FORBIDDEN = ("ml", "seed", "bench", "tools", "pandas", "pyarrow", "matplotlib")
@@ -35,8 +34,7 @@ def imported(stderr: str) -> set[str]:
 
 
 def test_the_server_loads_no_offline_package_or_pandas(small_world: str, tmp_path: Path) -> None:
-    model_path = tmp_path / "click.joblib"
-    save(fitted_model(), model_path)
+    _, model_path = saved_model(tmp_path)
     port = free_port()
     log = tmp_path / "server.stderr"
     env = {

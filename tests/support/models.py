@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from app.features.artifact import ClickModel
+from app.features.artifact import ClickModel, save
 from app.features.clicks import FEATURE_NAMES
 
 
@@ -25,3 +27,11 @@ def fitted_model(seed: int = 5, feature_names: tuple[str, ...] = FEATURE_NAMES) 
         "training_rows": 4000,
     }
     return ClickModel(estimator=estimator, metadata=metadata)
+
+
+def saved_model(folder: Path) -> tuple[ClickModel, Path]:
+    """`fitted_model()` saved (with its checksum) as `folder/click.joblib`."""
+    model = fitted_model()
+    path = folder / "click.joblib"
+    save(model, path)
+    return model, path
