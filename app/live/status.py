@@ -9,9 +9,12 @@ and sending an update twice changes nothing the second time.
 The batch is one `UPDATE ... FROM unnest(...)`: the comparison with `status_at`
 happens in the row's own update, so two batches racing for one stream settle it
 by `at`, not by arrival (PostgreSQL re-checks the condition on the row version
-the other batch wrote). Rows are updated in `stream_id` order, so two batches
-lock their common rows in the same order; a batch that still waits past the lock
-timeout, or loses a deadlock, is run again.
+the other batch wrote). Before it, one `SELECT ... ORDER BY stream_id FOR
+UPDATE` in the same transaction locks the batch's rows in `stream_id` order, so two
+batches take their common rows in the same order and cannot deadlock: the UPDATE's
+own join visits rows in whatever order the plan likes (a hash join walks the table
+in its physical order, which every update changes). A batch that still waits past
+the lock timeout is run again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ MAX_FUTURE = timedelta(minutes=5)
 #: Attempts when the batch waited too long for rows another batch holds, or was
 #: picked as a deadlock's victim; past them, the caller answers 503.
 LOCK_ATTEMPTS = 4
+
+#: Locks come before the update, in one order for every batch (see the docstring).
+#: PostgreSQL sorts before it locks, so `ORDER BY` is the order the locks are taken.
+LOCK_SQL = """
+SELECT 1 FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE
+"""
 
 APPLY_SQL = """
 WITH batch AS (
@@ -163,12 +172,14 @@ async def _apply_sorted(
     )
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
-            rows = await conn.fetch(APPLY_SQL, *columns)
+            async with conn.transaction():
+                await conn.execute(LOCK_SQL, columns[0])
+                rows = await conn.fetch(APPLY_SQL, *columns)
             break
         except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
             # Another batch held some of these rows past the session's lock timeout
-            # (or, rarely, the two deadlocked). The statement is idempotent in effect:
-            # run it again after a short, jittered pause.
+            # (or a writer outside this module deadlocked with us). The statements are
+            # idempotent in effect: run them again after a short, jittered pause.
             if attempt == LOCK_ATTEMPTS:
                 raise
             await asyncio.sleep(random.uniform(0.02, 0.1) * attempt)

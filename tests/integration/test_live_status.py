@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -292,10 +293,21 @@ def test_single_stream_endpoints(client: TestClient[Any], loaded: str) -> None:
     assert bad.status_code == 400 and "viewers" in bad.text
 
 
-def test_racing_batches_settle_by_event_time(loaded: str) -> None:
-    """Two writers send overlapping batches in opposite orders; the newest `at` wins."""
+def _deadlocks(url: str) -> int:
+    """Deadlocks PostgreSQL has detected in this database (writers flush it as they exit)."""
+    (row,) = fetch(url, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+    return int(row["deadlocks"])
+
+
+def test_racing_batches_settle_by_event_time_and_never_deadlock(loaded: str) -> None:
+    """Two writers send overlapping batches in opposite orders; the newest `at` wins.
+
+    Neither waits for a deadlock to be detected (a second each, which under load
+    pushed a batch past its statement timeout): both lock in `stream_id` order.
+    """
     ids = _stream_ids(loaded, 300)
     rng = np.random.default_rng(3)
+    deadlocks = _deadlocks(loaded)
 
     async def race() -> dict[str, datetime]:
         newest: dict[str, datetime] = {}
@@ -328,6 +340,8 @@ def test_racing_batches_settle_by_event_time(loaded: str) -> None:
     newest = asyncio.run(race())
     rows = fetch(loaded, "SELECT stream_id, status_at FROM streams WHERE status_at IS NOT NULL")
     assert {r["stream_id"]: r["status_at"] for r in rows} == newest
+    time.sleep(0.5)  # the writers' backends report their statistics as they exit
+    assert _deadlocks(loaded) == deadlocks
 
 
 # --- profiles ------------------------------------------------------------------------------
