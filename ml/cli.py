@@ -12,6 +12,7 @@ from app.features.artifact import ModelError
 from app.hometown.service import Query
 from app.settings import load_settings
 from ml import compare, evaluate
+from ml.feed import cli as feed_cli
 from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
 
 
@@ -71,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_evaluate(jobs)
     _add_compare(jobs)
+    feed_cli.add(jobs)
     return root
 
 
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the arguments and run the job."""
     args = parser().parse_args(argv)
     settings = load_settings()
+    if args.job == "feed":
+        feed_cli.main(args, settings)
+        return
     if args.job == "evaluate":
         try:
             evaluate.run(

@@ -1,0 +1,1 @@
+"""The home feed's offline models: candidates (LightGCN, ALS, popularity), a reranker, their evaluation."""

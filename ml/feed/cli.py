@@ -1,0 +1,144 @@
+"""`python -m ml feed train|evaluate`: the home feed's models (ml/cli.py routes here)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.settings import Settings
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _common(job: argparse.ArgumentParser) -> None:
+    job.add_argument(
+        "--interactions",
+        type=Path,
+        default=None,
+        help="a file alone in the seed's real-data format (parquet or CSV): user_id, stream_id,"
+        " watch_time, rating (optional), timestamp; default: the database's interactions",
+    )
+    job.add_argument(
+        "--watch-time-unit",
+        choices=("minutes", "seconds"),
+        default="minutes",
+        help="the unit of the file's watch_time (default minutes)",
+    )
+    job.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="where the reranker and the training summary live (default: MODEL_PATH's directory)",
+    )
+    job.add_argument("--seed", type=int, default=42, help="seed of every random step")
+
+
+def add(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `feed` command and its two jobs."""
+    feed = jobs.add_parser("feed", help="the home feed's models: LightGCN, ALS, the reranker")
+    feed_jobs = feed.add_subparsers(dest="feed_job", required=True)
+    train = feed_jobs.add_parser(
+        "train",
+        help="fit LightGCN, ALS and popularity, then the LambdaRank reranker",
+        description="Split each user's interactions in time (fit, tune, test), fit the"
+        " candidate models on the fit slice and the reranker on the tune slice, store the"
+        " embeddings in PostgreSQL and the reranker in --model-dir.",
+    )
+    _common(train)
+    train.add_argument(
+        "--force-synthetic",
+        action="store_true",
+        help="first generate the seed's synthetic set (10,000 users, 50,000 streams, 500,000"
+        " interactions) and load it into DATABASE_URL, replacing what the database holds",
+    )
+    train.add_argument(
+        "--test-ratio", type=_share, default=0.2, help="each user's latest share held out (0.2)"
+    )
+    train.add_argument(
+        "--tune-ratio",
+        type=_share,
+        default=0.2,
+        help="share of the rest the reranker learns from and LightGCN stops on (0.2)",
+    )
+    train.add_argument(
+        "--max-epochs", type=_positive, default=40, help="LightGCN epochs at most (default 40)"
+    )
+    evaluate = feed_jobs.add_parser(
+        "evaluate",
+        help="measure each stage on the test slice: recall of the sources, NDCG of the orders",
+        description="Rebuild training's split, rank each test user's candidates with every"
+        " source and ranker, print markdown, write feed_evaluation.json and PNGs.",
+    )
+    _common(evaluate)
+    evaluate.add_argument(
+        "--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)"
+    )
+    evaluate.add_argument(
+        "--resamples", type=_positive, default=2000, help="bootstrap resamples (default 2000)"
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> None:
+    """Run `ml feed <job>`."""
+    from app.feed.artifact import ModelError
+
+    from ml.feed import evaluate, train
+    from ml.feed.data import FeedDataError
+    from ml.feed.pipeline import Source
+
+    source = Source(
+        database_url=settings.database_url,
+        interactions=args.interactions,
+        watch_time_unit=args.watch_time_unit,
+    )
+    model_dir = args.model_dir or settings.model_path.parent
+    try:
+        if args.feed_job == "train":
+            if args.force_synthetic:
+                if args.interactions is not None:
+                    _fail("--force-synthetic and --interactions exclude each other")
+                from seed.generate import generate
+                from seed.loader import load
+
+                load(settings.database_url, generate(*train.SYNTHETIC_SIZES, seed=args.seed))
+            result = train.train(
+                train.Options(
+                    source=source,
+                    model_dir=model_dir,
+                    test_ratio=args.test_ratio,
+                    tune_ratio=args.tune_ratio,
+                    seed=args.seed,
+                    max_epochs=args.max_epochs,
+                )
+            )
+            print(train.report(result), flush=True)
+        else:
+            evaluate.run(
+                evaluate.Options(
+                    source=source,
+                    model_dir=model_dir,
+                    out_dir=args.out_dir,
+                    seed=args.seed,
+                    resamples=args.resamples,
+                )
+            )
+    except (FeedDataError, ModelError, evaluate.EvaluationError, ValueError) as exc:
+        _fail(str(exc))

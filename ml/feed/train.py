@@ -1,0 +1,258 @@
+"""`python -m ml feed train`: fit both stages of the home feed and save them.
+
+1. Read the interactions (database, a file alone, or a freshly generated
+   synthetic set) and split them per user in time (ml/feed/split.py).
+2. Stage 1 on the fit slice: LightGCN (early stopping on the tune slice), and in
+   the same run the baselines it must beat: implicit's ALS and popularity.
+3. Stage 2: for every user with a tune-slice row, the candidates the sources
+   propose from the fit slice, their features, and graded labels from the tune
+   slice's watch time; LambdaRank learns to order them.
+4. Save: the embeddings of LightGCN (active) and ALS (the fallback) into
+   PostgreSQL, where every serving process reads them; the reranker to
+   `--model-dir` with its checksum; a JSON summary beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import numpy as np
+
+from app.feed import artifact, embeddings
+from app.feed.features import FEATURE_NAMES
+from ml.feed import candidates, history, rerank
+from ml.feed.als import fit_als
+from ml.feed.lightgcn import LightGCNConfig, fit_lightgcn
+from ml.feed.pipeline import Prepared, Source, prepare
+from ml.feed.retrieval import Embeddings
+from ml.feed.split import warm_users
+
+T = TypeVar("T")
+
+#: The seed's synthetic home-feed set (`--force-synthetic`).
+SYNTHETIC_SIZES = (10_000, 50_000, 500_000)
+RERANKER_FILE = "feed_reranker.ubj"
+SUMMARY_FILE = "feed_training.json"
+
+
+def say(message: str) -> None:
+    """Progress on stderr, as the other long jobs print it."""
+    import sys
+
+    print(f"[feed] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `ml feed train` was asked to do."""
+
+    source: Source
+    model_dir: Path
+    test_ratio: float = 0.2
+    tune_ratio: float = 0.2
+    seed: int = 42
+    max_epochs: int = 40
+    store: bool = True
+
+
+@dataclass
+class Result:
+    """What training produced and how long each step took."""
+
+    prepared: Prepared
+    lightgcn: Embeddings
+    als: Embeddings
+    reranker: rerank.Fitted
+    versions: dict[str, str]
+    reranker_path: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _timed(label: str, seconds: dict[str, float], work: Callable[[], T]) -> T:
+    started = time.perf_counter()
+    value = work()
+    seconds[label] = time.perf_counter() - started
+    say(f"{label}: {seconds[label]:.1f}s")
+    return value
+
+
+def training_table(
+    prepared: Prepared, cf: Embeddings, seed: int, progress: Callable[[str], None] = say
+) -> rerank.Table:
+    """Stage 2's training queries: cut before the tune slice, labelled by it."""
+    log, cut = prepared.log, prepared.split
+    users = np.flatnonzero(np.bincount(log.user[cut.tune], minlength=log.n_users) > 0)
+    queries = candidates.queries_for(log, cut.tune, users.astype(np.int64))
+    past = history.build(log, cut.fit, prepared.data.tables)
+    lists = candidates.gather(queries, past, prepared.data.tables, cf)
+    label_minutes = prepared_minutes(prepared, cut.tune)
+    table = rerank.Table([], [], [])
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for done, rows in enumerate(
+        candidates.featurise(queries, lists, past, prepared.data.tables, log, cf), start=1
+    ):
+        minutes = history.row_values(label_minutes, rows.user, rows.items)
+        table.add(rows.user, rows.features, rerank.grades(minutes), rng)
+        if done % 2000 == 0:
+            progress(
+                f"reranker queries: {done:,} / {len(users):,}"
+                f" ({time.perf_counter() - started:.0f}s)"
+            )
+    progress(f"reranker queries: {len(table):,} of {len(users):,} users have a watched candidate")
+    return table
+
+
+def prepared_minutes(prepared: Prepared, mask: np.ndarray) -> Any:
+    """Watch minutes per (user, stream) over the rows of `mask`."""
+    from ml.feed.pipeline import positives
+
+    return positives(prepared.log, mask, weights="minutes").astype(np.float64)
+
+
+async def _store(
+    url: str,
+    prepared: Prepared,
+    models: dict[str, tuple[str, Embeddings]],
+    metadata: dict[str, Any],
+) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for kind, (version, vectors) in models.items():
+            await embeddings.save_model(
+                conn,
+                version=version,
+                kind=kind,
+                user_ids=[str(u) for u in prepared.log.user_ids],
+                users=vectors.users,
+                stream_ids=[str(s) for s in prepared.log.stream_ids],
+                streams=vectors.items,
+                metadata={**metadata, "kind": kind},
+                activate=kind == "lightgcn",
+            )
+        await embeddings.prune(conn)
+    finally:
+        await conn.close()
+
+
+def train(options: Options) -> Result:
+    """Run every step; see the module docstring."""
+    seconds: dict[str, float] = {}
+    prepared = _timed(
+        "read and split",
+        seconds,
+        lambda: prepare(options.source, options.test_ratio, options.tune_ratio, say),
+    )
+    log, cut = prepared.log, prepared.split
+    warm = warm_users(log, cut.fit)
+    say(
+        f"split: fit {int(cut.fit.sum()):,}, tune {int(cut.tune.sum()):,},"
+        f" test {int(cut.test.sum()):,} rows; {int(prepared.fit.nnz):,} watched pairs to fit;"
+        f" {int((~warm).sum()):,} of {log.n_users:,} users cold-start before the tune slice"
+    )
+    config = LightGCNConfig(max_epochs=options.max_epochs, seed=options.seed)
+    gcn = _timed(
+        "LightGCN",
+        seconds,
+        lambda: fit_lightgcn(prepared.fit, prepared.tune, config, progress=say),
+    )
+    als = _timed("ALS", seconds, lambda: fit_als(prepared.fit, seed=options.seed))
+    table = _timed(
+        "reranker candidates and features",
+        seconds,
+        lambda: training_table(prepared, gcn.embeddings, options.seed),
+    )
+    fitted = _timed("reranker fit", seconds, lambda: rerank.fit(table, seed=options.seed))
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    versions = {kind: f"{kind}-{stamp}-{prepared.data_hash[:8]}" for kind in ("lightgcn", "als")}
+    metadata: dict[str, Any] = {
+        "data_hash": prepared.data_hash,
+        "source": log.source,
+        "test_ratio": options.test_ratio,
+        "tune_ratio": options.tune_ratio,
+        "users": log.n_users,
+        "streams": log.n_items,
+        "interactions": len(log),
+        "trained_at": stamp,
+    }
+    options.model_dir.mkdir(parents=True, exist_ok=True)
+    path = options.model_dir / RERANKER_FILE
+    ranker = artifact.FeedRanker.from_booster(
+        fitted.booster,
+        {
+            **metadata,
+            "feature_names": list(FEATURE_NAMES),
+            "candidate_models": versions,
+            "rows": fitted.rows,
+            "queries": fitted.queries,
+            "best_iteration": fitted.best_iteration,
+            "validation_ndcg@10": fitted.validation_ndcg10,
+            "training_data_hash": fitted.data_hash,
+        },
+    )
+    artifact.save_ranker(ranker, path)
+    if options.store:
+        _timed(
+            "store embeddings",
+            seconds,
+            lambda: asyncio.run(
+                _store(
+                    options.source.database_url,
+                    prepared,
+                    {
+                        "lightgcn": (versions["lightgcn"], gcn.embeddings),
+                        "als": (versions["als"], als),
+                    },
+                    {**metadata, "best_epoch": gcn.best_epoch, "epochs_run": gcn.epochs_run},
+                )
+            ),
+        )
+    summary = {
+        **metadata,
+        "versions": versions,
+        "reranker": str(path),
+        "lightgcn": {
+            "best_epoch": gcn.best_epoch,
+            "epochs_run": gcn.epochs_run,
+            "history": gcn.history,
+        },
+        "reranker_fit": {
+            "queries": fitted.queries,
+            "rows": fitted.rows,
+            "best_iteration": fitted.best_iteration,
+            "validation_ndcg@10": fitted.validation_ndcg10,
+        },
+        "seconds": seconds,
+    }
+    (options.model_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    return Result(prepared, gcn.embeddings, als, fitted, versions, path, summary, seconds)
+
+
+def report(result: Result) -> str:
+    """The closing summary, a few lines."""
+    s = result.seconds
+    total = sum(s.values())
+    fit = result.summary["reranker_fit"]
+    gcn = result.summary["lightgcn"]
+    return "\n".join(
+        [
+            f"trained the home feed on {result.prepared.log.source} in {total:.0f}s:",
+            f"  LightGCN: best epoch {gcn['best_epoch']} of {gcn['epochs_run']}"
+            f" ({s.get('LightGCN', 0):.0f}s); ALS {s.get('ALS', 0):.1f}s",
+            f"  reranker: {fit['queries']:,} queries, {fit['rows']:,} rows,"
+            f" {fit['best_iteration'] + 1} trees, validation NDCG@10"
+            f" {fit['validation_ndcg@10']:.4f} ({s.get('reranker fit', 0):.0f}s)",
+            f"  saved {result.reranker_path} and embeddings {', '.join(result.versions.values())}",
+            "  evaluate with: uv run python -m ml feed evaluate",
+        ]
+    )
