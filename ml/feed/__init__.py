@@ -1,7 +1,8 @@
-"""Stage-1 models of the home feed as a pure library: arrays in, arrays out.
+"""The home feed's offline models: stage-1 candidates, the stage-2 reranker, their evaluation.
 
-LightGCN (the candidate model), implicit's ALS (the baseline and the fallback when no
-LightGCN model exists), popularity (the last resort) and exact top-k retrieval over the
-embeddings they produce. Nothing here reads a database or a file, so the unit tests
-drive every model with small matrices, and training, evaluation and serving share it.
+The stage-1 models (lightgcn.py, als.py, popularity.py, retrieval.py) are a pure
+library, arrays in and arrays out, so unit tests drive them with small matrices.
+Around them: data.py reads the interactions, split.py cuts them in time,
+history.py and candidates.py build what the reranker sees, rerank.py fits it,
+train.py and evaluate.py are the two commands (cli.py).
 """
