@@ -243,7 +243,7 @@ def candidates_of(
 ) -> Candidates:
     """The reranker's view of one query's candidates."""
     creators = history.creator[items]
-    devices = np.array(DEVICES + (None,), dtype=object)
+    devices = np.array([*DEVICES, None], dtype=object)
     cf_score = (
         (embeddings.items[items] @ embeddings.users[u]).astype(np.float64)
         if embeddings is not None

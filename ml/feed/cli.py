@@ -98,7 +98,7 @@ def _fail(message: str) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> None:
     """Run `ml feed <job>`."""
-    from app.feed.artifact import ModelError
+    from app.feed.artifact import RankerError
 
     from ml.feed import evaluate, train
     from ml.feed.data import FeedDataError
@@ -140,5 +140,5 @@ def main(args: argparse.Namespace, settings: Settings) -> None:
                     resamples=args.resamples,
                 )
             )
-    except (FeedDataError, ModelError, evaluate.EvaluationError, ValueError) as exc:
+    except (FeedDataError, RankerError, evaluate.EvaluationError, ValueError) as exc:
         _fail(str(exc))

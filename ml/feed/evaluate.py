@@ -33,7 +33,6 @@ from typing import Any
 import asyncpg
 import numpy as np
 import numpy.typing as npt
-import xgboost as xgb
 
 from app.feed import artifact, embeddings
 from app.feed.features import FEATURE_NAMES, haversine_km
@@ -42,7 +41,7 @@ from app.hometown.weights import Weights
 from ml import metrics
 from ml.feed import candidates, history, rerank
 from ml.feed.metrics import STAGE1_KS, STAGE2_K, stage1, stage2_metrics
-from ml.feed.pipeline import Prepared, Source, positives, prepare
+from ml.feed.pipeline import RERANKER_FILE, SUMMARY_FILE, Prepared, Source, positives, prepare
 from ml.feed.retrieval import Embeddings, top_k
 from ml.feed.split import MIN_HISTORY, warm_users
 
@@ -158,13 +157,14 @@ def _means(
 def evaluate(options: Options) -> Evaluation:
     """Build every list and score it; see the module docstring."""
     started = time.perf_counter()
-    ranker_path = options.model_dir / "feed_reranker.ubj"
-    summary_path = options.model_dir / "feed_training.json"
+    ranker_path = options.model_dir / RERANKER_FILE
+    summary_path = options.model_dir / SUMMARY_FILE
     try:
         trained = json.loads(summary_path.read_text())
     except (OSError, ValueError) as exc:
         raise EvaluationError(
-            f"no training summary at {summary_path} ({exc}); train with: uv run python -m ml feed train"
+            f"no training summary at {summary_path} ({exc});"
+            " train with: uv run python -m ml feed train"
         ) from exc
     prepared = prepare(options.source, trained["test_ratio"], trained["tune_ratio"], say)
     if prepared.data_hash != trained["data_hash"]:
@@ -254,7 +254,6 @@ def _stage2(
 ) -> dict[str, Any]:
     log, tables = prepared.log, prepared.data.tables
     ranker = artifact.load_ranker(ranker_path, FEATURE_NAMES)
-    booster = ranker.booster()
     rng = np.random.default_rng(options.seed)
     per_query: dict[str, list[FloatArray]] = {
         n: [] for n in ("reranker", *SINGLE_RANKERS, "random")
@@ -272,8 +271,7 @@ def _stage2(
         query_rows.append((rows, labels))
     if not keep:
         raise EvaluationError("no test user has a watched stream among the candidates")
-    matrix = xgb.DMatrix(np.concatenate(blocks), feature_names=list(FEATURE_NAMES), missing=np.nan)
-    scores = np.asarray(booster.predict(matrix), dtype=np.float64)
+    scores = ranker.score(np.concatenate(blocks)).astype(np.float64)
     offsets = np.cumsum([0] + [len(b) for b in blocks])
     for i, (rows, labels) in enumerate(query_rows):
         ids = rows.items  # codes follow stream_id order, so they break ties by id

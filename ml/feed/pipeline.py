@@ -21,6 +21,10 @@ from ml.feed.split import Split, split
 
 BoolArray = npt.NDArray[np.bool_]
 
+#: What `ml feed train` writes into the model directory.
+RERANKER_FILE = "feed_reranker.ubj"
+SUMMARY_FILE = "feed_training.json"
+
 
 @dataclass(frozen=True)
 class Source:

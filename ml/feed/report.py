@@ -35,7 +35,8 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     for group, by_source in summary["stage1_by_group"].items():
         lines += [
-            f"## Stage 1: candidate sources ({group} users, {next(iter(by_source.values()))['users']:,})",
+            f"## Stage 1: candidate sources ({group} users,"
+            f" {next(iter(by_source.values()))['users']:,})",
             "",
         ]
         header = ["source", *(f"Recall@{k}" for k in STAGE1_KS), f"NDCG@{STAGE1_NDCG_K}"]
@@ -52,7 +53,8 @@ def markdown(summary: dict[str, Any]) -> str:
         for group, by_ranker in summary["stage2_by_group"].items():
             users = next(iter(by_ranker.values()))["users"]
             lines += [
-                f"## Stage 2: ordering the union ({group} users with a watched candidate, {users:,})",
+                f"## Stage 2: ordering the union ({group} users with a watched"
+                f" candidate, {users:,})",
                 "",
             ]
             header = ["ranker", f"NDCG@{STAGE2_K}", f"Recall@{STAGE2_K}", "MAP", "MRR"]
@@ -76,7 +78,8 @@ def markdown(summary: dict[str, Any]) -> str:
             else "no significant difference"
         )
         lines += [
-            f"Reranker − {c['against']} ({c['metric']}, {c['users']} users): {c['difference']:+.4f},"
+            f"Reranker − {c['against']} ({c['metric']}, {c['users']} users):"
+            f" {c['difference']:+.4f},"
             f" 95% paired bootstrap interval [{c['low']:+.4f}, {c['high']:+.4f}]"
             f" ({c['resamples']:,} resamples): {verdict}.",
             "",

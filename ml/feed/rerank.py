@@ -101,7 +101,7 @@ def fit(table: Table, *, seed: int = 0, trees: int = 300, threads: int = 2) -> F
         )
     started = time.perf_counter()
     order = np.random.default_rng(seed).permutation(len(table))
-    n_valid = max(1, int(round(len(table) * VALIDATION_SHARE)))
+    n_valid = max(1, round(len(table) * VALIDATION_SHARE))
     valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
     x, y, qid = _stack([table.features[i] for i in train], [table.labels[i] for i in train])
     xv, yv, qv = _stack([table.features[i] for i in valid], [table.labels[i] for i in valid])

@@ -31,7 +31,7 @@ from app.feed.features import FEATURE_NAMES
 from ml.feed import candidates, history, rerank
 from ml.feed.als import fit_als
 from ml.feed.lightgcn import LightGCNConfig, fit_lightgcn
-from ml.feed.pipeline import Prepared, Source, prepare
+from ml.feed.pipeline import RERANKER_FILE, SUMMARY_FILE, Prepared, Source, positives, prepare
 from ml.feed.retrieval import Embeddings
 from ml.feed.split import warm_users
 
@@ -39,8 +39,6 @@ T = TypeVar("T")
 
 #: The seed's synthetic home-feed set (`--force-synthetic`).
 SYNTHETIC_SIZES = (10_000, 50_000, 500_000)
-RERANKER_FILE = "feed_reranker.ubj"
-SUMMARY_FILE = "feed_training.json"
 
 
 def say(message: str) -> None:
@@ -70,9 +68,9 @@ class Result:
     prepared: Prepared
     lightgcn: Embeddings
     als: Embeddings
-    reranker: rerank.Fitted
+    reranker: rerank.Fitted | None
     versions: dict[str, str]
-    reranker_path: Path
+    reranker_path: Path | None
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -114,8 +112,6 @@ def training_table(
 
 def prepared_minutes(prepared: Prepared, mask: np.ndarray) -> Any:
     """Watch minutes per (user, stream) over the rows of `mask`."""
-    from ml.feed.pipeline import positives
-
     return positives(prepared.log, mask, weights="minutes").astype(np.float64)
 
 
@@ -166,13 +162,6 @@ def train(options: Options) -> Result:
         lambda: fit_lightgcn(prepared.fit, prepared.tune, config, progress=say),
     )
     als = _timed("ALS", seconds, lambda: fit_als(prepared.fit, seed=options.seed))
-    table = _timed(
-        "reranker candidates and features",
-        seconds,
-        lambda: training_table(prepared, gcn.embeddings, options.seed),
-    )
-    fitted = _timed("reranker fit", seconds, lambda: rerank.fit(table, seed=options.seed))
-
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     versions = {kind: f"{kind}-{stamp}-{prepared.data_hash[:8]}" for kind in ("lightgcn", "als")}
     metadata: dict[str, Any] = {
@@ -186,21 +175,32 @@ def train(options: Options) -> Result:
         "trained_at": stamp,
     }
     options.model_dir.mkdir(parents=True, exist_ok=True)
-    path = options.model_dir / RERANKER_FILE
-    ranker = artifact.FeedRanker.from_booster(
-        fitted.booster,
-        {
-            **metadata,
-            "feature_names": list(FEATURE_NAMES),
-            "candidate_models": versions,
-            "rows": fitted.rows,
-            "queries": fitted.queries,
-            "best_iteration": fitted.best_iteration,
-            "validation_ndcg@10": fitted.validation_ndcg10,
-            "training_data_hash": fitted.data_hash,
-        },
-    )
-    artifact.save_ranker(ranker, path)
+    path: Path | None = None
+    fitted: rerank.Fitted | None = None
+    if prepared.data.tables is None:
+        say("stage 2 skipped: a file alone has no users or streams tables to rank by")
+    else:
+        table = _timed(
+            "reranker candidates and features",
+            seconds,
+            lambda: training_table(prepared, gcn.embeddings, options.seed),
+        )
+        fitted = _timed("reranker fit", seconds, lambda: rerank.fit(table, seed=options.seed))
+        path = options.model_dir / RERANKER_FILE
+        ranker = artifact.FeedRanker(
+            booster=fitted.booster[: fitted.best_iteration + 1],  # the trees early stopping kept
+            metadata={
+                **metadata,
+                "feature_names": list(FEATURE_NAMES),
+                "candidate_models": versions,
+                "rows": fitted.rows,
+                "queries": fitted.queries,
+                "best_iteration": fitted.best_iteration,
+                "validation_ndcg@10": fitted.validation_ndcg10,
+                "training_data_hash": fitted.data_hash,
+            },
+        )
+        artifact.save_ranker(ranker, path)
     if options.store:
         _timed(
             "store embeddings",
@@ -220,18 +220,22 @@ def train(options: Options) -> Result:
     summary = {
         **metadata,
         "versions": versions,
-        "reranker": str(path),
+        "reranker": str(path) if path is not None else None,
         "lightgcn": {
             "best_epoch": gcn.best_epoch,
             "epochs_run": gcn.epochs_run,
             "history": gcn.history,
         },
-        "reranker_fit": {
-            "queries": fitted.queries,
-            "rows": fitted.rows,
-            "best_iteration": fitted.best_iteration,
-            "validation_ndcg@10": fitted.validation_ndcg10,
-        },
+        "reranker_fit": (
+            {
+                "queries": fitted.queries,
+                "rows": fitted.rows,
+                "best_iteration": fitted.best_iteration,
+                "validation_ndcg@10": fitted.validation_ndcg10,
+            }
+            if fitted is not None
+            else None
+        ),
         "seconds": seconds,
     }
     (options.model_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
@@ -244,15 +248,22 @@ def report(result: Result) -> str:
     total = sum(s.values())
     fit = result.summary["reranker_fit"]
     gcn = result.summary["lightgcn"]
-    return "\n".join(
-        [
-            f"trained the home feed on {result.prepared.log.source} in {total:.0f}s:",
-            f"  LightGCN: best epoch {gcn['best_epoch']} of {gcn['epochs_run']}"
-            f" ({s.get('LightGCN', 0):.0f}s); ALS {s.get('ALS', 0):.1f}s",
+    lines = [
+        f"trained the home feed on {result.prepared.log.source} in {total:.0f}s:",
+        f"  LightGCN: best epoch {gcn['best_epoch']} of {gcn['epochs_run']}"
+        f" ({s.get('LightGCN', 0):.0f}s); ALS {s.get('ALS', 0):.1f}s",
+    ]
+    if fit is None:
+        lines.append("  reranker: not trained (no users or streams tables)")
+    else:
+        lines.append(
             f"  reranker: {fit['queries']:,} queries, {fit['rows']:,} rows,"
             f" {fit['best_iteration'] + 1} trees, validation NDCG@10"
-            f" {fit['validation_ndcg@10']:.4f} ({s.get('reranker fit', 0):.0f}s)",
-            f"  saved {result.reranker_path} and embeddings {', '.join(result.versions.values())}",
-            "  evaluate with: uv run python -m ml feed evaluate",
-        ]
-    )
+            f" {fit['validation_ndcg@10']:.4f} ({s.get('reranker fit', 0):.0f}s),"
+            f" saved to {result.reranker_path}"
+        )
+    lines += [
+        f"  embeddings in PostgreSQL: {', '.join(result.versions.values())}",
+        "  evaluate with: uv run python -m ml feed evaluate",
+    ]
+    return "\n".join(lines)
