@@ -36,8 +36,8 @@ def test_stage1_recall_counts_every_watched_stream_even_unretrieved_ones() -> No
 
 
 def test_stage1_cut_offs_see_only_the_retrieved_prefix() -> None:
-    # Stream 9 is found at rank 30: inside @50, outside @20.
-    ranked = np.arange(100, 130).tolist() + [9]
+    # Stream 9 is found at rank 31: inside @50, outside @20.
+    ranked = [*range(100, 130), 9]
     relevant = [(np.array([9]), np.array([1.0]))]
     found = stage1(relevant, {"source": [np.array(ranked)]})["source"]
     assert found["recall@20"] == 0.0
