@@ -14,6 +14,7 @@ plain numbers can, and the indexed geography is still always there and in step.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from geoalchemy2 import Geography
 from sqlalchemy import (
@@ -31,7 +32,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.db import limits
@@ -238,3 +239,66 @@ class Interaction(Base):
     device_type: Mapped[str] = mapped_column(Text, comment="mobile, desktop, tablet or tv.")
     page_position: Mapped[int] = mapped_column(Integer, comment="Slot on the page, 1 = top.")
     session_id: Mapped[str] = mapped_column(Text, comment="Browsing session id.")
+
+
+class FeedModel(Base):
+    """A home-feed candidate model (LightGCN or ALS); at most one is active (migration 0007)."""
+
+    __tablename__ = "feed_models"
+    __table_args__ = (
+        CheckConstraint("kind IN ('lightgcn', 'als')", name="kind"),
+        CheckConstraint("dim BETWEEN 1 AND 1024", name="dim_range"),
+        CheckConstraint("version <> ''", name="version_nonempty"),
+        Index("uq_feed_models_active", "active", unique=True, postgresql_where=text("active")),
+        {"comment": "Home-feed candidate models (LightGCN or ALS), one row per trained version."},
+    )
+
+    version: Mapped[str] = mapped_column(
+        Text,
+        primary_key=True,
+        comment="Model version, e.g. lightgcn-20261201T2300Z-1a2b3c4d (kind, time, data hash).",
+    )
+    kind: Mapped[str] = mapped_column(Text, comment="Model family: lightgcn or als.")
+    dim: Mapped[int] = mapped_column(Integer, comment="Embedding dimensions, 1..1024.")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), comment="When the model was stored."
+    )
+    # `metadata` is the declarative base's own attribute, so the column maps to `meta`.
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata",
+        JSONB,
+        server_default=text("'{}'::jsonb"),
+        comment="Training data hash, metrics, library versions and configuration.",
+    )
+    active: Mapped[bool] = mapped_column(
+        Boolean,
+        server_default="false",
+        comment="The candidate model the server loads; at most one row is active.",
+    )
+
+
+class FeedEmbedding(Base):
+    """One user's or stream's vector in one feed model (no foreign key to users or streams)."""
+
+    __tablename__ = "feed_embeddings"
+    __table_args__ = (
+        CheckConstraint("entity IN ('user', 'stream')", name="entity_kind"),
+        CheckConstraint("entity_id <> ''", name="entity_id_nonempty"),
+        CheckConstraint("octet_length(vector) > 0", name="vector_nonempty"),
+        {"comment": "User and stream vectors of the feed candidate models (one row per entity)."},
+    )
+
+    model_version: Mapped[str] = mapped_column(
+        ForeignKey("feed_models.version", ondelete="CASCADE"),
+        primary_key=True,
+        comment="The model these vectors belong to.",
+    )
+    entity: Mapped[str] = mapped_column(
+        Text, primary_key=True, comment="What the vector describes: user or stream."
+    )
+    entity_id: Mapped[str] = mapped_column(
+        Text, primary_key=True, comment="The user_id or stream_id (not a foreign key)."
+    )
+    vector: Mapped[bytes] = mapped_column(
+        BYTEA, comment="Little-endian float32 values, 4 x dim bytes."
+    )

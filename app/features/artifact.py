@@ -15,7 +15,9 @@ guards against accidents, not attackers: whoever can write the model can write
 its checksum.) Both files are written to a temporary name in the same directory
 and renamed into place, so a server that loads while training saves sees the
 old model or the new one, never half of one. The two renames are not one step;
-a reader caught between them sees a mismatch and reads both once more.
+a reader caught between them sees a mismatch and reads both once more. The
+checksum and atomic-write helpers live in app/features/files.py, shared with
+the feed reranker's artifact (app/feed/artifact.py).
 
 The artifact's own SHA-256 cannot be stored inside it; `save` and `load` put it
 into `metadata["sha256"]` of the in-memory model instead.
@@ -23,11 +25,7 @@ into `metadata["sha256"]` of the in-memory model instead.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,17 +35,19 @@ import numpy as np
 import numpy.typing as npt
 
 from app.features.clicks import FEATURE_NAMES
+from app.features.files import ArtifactError, checksum_path, read_verified, write_checksummed
+
+#: `checksum_path` is part of this module's interface (tests and tools find the checksum file).
+__all__ = ["FORMAT", "TRAIN_HINT", "ClickModel", "ModelError", "checksum_path", "load", "save"]
 
 FloatArray = npt.NDArray[np.float64]
 
 #: Version of the file layout above; bump when the stored dict changes shape.
 FORMAT = 1
 TRAIN_HINT = "train one with `uv run python -m ml train`"
-#: How long to wait before re-reading when the checksum does not match (see above).
-_RETRY_S = 0.2
 
 
-class ModelError(Exception):
+class ModelError(ArtifactError):
     """The click model cannot be used; the message says why and how to fix it."""
 
 
@@ -80,23 +80,13 @@ class ClickModel:
         return clicked
 
 
-def checksum_path(path: Path) -> Path:
-    """Where the checksum of the artifact at `path` lives."""
-    return path.with_name(path.name + ".sha256")
-
-
 def save(model: ClickModel, path: Path) -> None:
     """Write the model and its checksum atomically; sets `model.metadata["sha256"]`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     stored = {k: v for k, v in model.metadata.items() if k != "sha256"}
     buffer = io.BytesIO()
     joblib.dump({"format": FORMAT, "estimator": model.estimator, "metadata": stored}, buffer)
-    payload = buffer.getvalue()
-    digest = hashlib.sha256(payload).hexdigest()
-    _write_atomically(path, payload)
-    _write_atomically(checksum_path(path), f"{digest}  {path.name}\n".encode())
-    model.metadata["sha256"] = digest
+    model.metadata["sha256"] = write_checksummed(path, buffer.getvalue())
 
 
 def load(path: Path) -> ClickModel:
@@ -108,7 +98,7 @@ def load(path: Path) -> ClickModel:
             was trained on other features than `FEATURE_NAMES`.
     """
     path = Path(path)
-    payload, digest = _read_verified(path)
+    payload, digest = read_verified(path, what="click model", hint=TRAIN_HINT, error=ModelError)
     try:
         stored = joblib.load(io.BytesIO(payload))
     except Exception as exc:  # any unpickling failure means the same thing here
@@ -131,53 +121,3 @@ def load(path: Path) -> ClickModel:
         raise ModelError(f"the click model {path} cannot predict probabilities; {TRAIN_HINT}")
     metadata["sha256"] = digest
     return ClickModel(estimator=estimator, metadata=metadata)
-
-
-def _read_verified(path: Path) -> tuple[bytes, str]:
-    """The artifact's bytes and digest, once they match the checksum file."""
-    for attempt in range(2):
-        try:
-            payload = path.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"no click model at {path}; {TRAIN_HINT}") from None
-        except OSError as exc:
-            raise ModelError(f"cannot read the click model {path}: {exc}; {TRAIN_HINT}") from exc
-        digest = hashlib.sha256(payload).hexdigest()
-        expected = _expected_digest(path)
-        if digest == expected:
-            return payload, digest
-        if attempt == 0:
-            time.sleep(_RETRY_S)  # perhaps caught between the two renames of a save
-    if expected is None:
-        raise ModelError(
-            f"the click model {path} has no readable checksum file"
-            f" {checksum_path(path).name}; {TRAIN_HINT}"
-        )
-    raise ModelError(
-        f"the click model {path} does not match its checksum (sha256 {digest},"
-        f" expected {expected}): the file is damaged or incomplete; {TRAIN_HINT}"
-    )
-
-
-def _expected_digest(path: Path) -> str | None:
-    """The digest the checksum file records, or None if it is missing or unreadable."""
-    try:
-        words = checksum_path(path).read_text().split()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return words[0].lower() if words else None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the model from a server's user
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.db.models import Base
 from app.hometown.tiers import TIERS
 from tests.support.db import alembic_config, fetch, run_sql
 
@@ -72,6 +78,55 @@ def test_migrations_run_down_and_up_again(migrated_url: str) -> None:
         " WHERE attrelid = 'streams'::regclass AND attname = 'location'",
     )
     assert kinds[0]["t"] == "geography(Point,4326)"
+    assert _feed_tables(migrated_url) == ["feed_embeddings", "feed_models"]
+
+
+def _feed_tables(url: str) -> list[str]:
+    rows = fetch(
+        url,
+        "SELECT relname FROM pg_class WHERE relname LIKE 'feed\\_%' AND relkind = 'r'"
+        " AND relnamespace = 'public'::regnamespace ORDER BY 1",
+    )
+    return [row["relname"] for row in rows]
+
+
+def test_feed_models_migration_runs_down_and_up_again(migrated_url: str) -> None:
+    """0007 alone: its downgrade drops both feed tables and leaves 0006's schema whole."""
+    config = alembic_config(migrated_url)
+    command.downgrade(config, "0006")
+    try:
+        assert _feed_tables(migrated_url) == []
+        assert fetch(migrated_url, "SELECT to_regclass('public.streams') AS t")[0]["t"]
+        assert fetch(migrated_url, "SELECT version_num FROM alembic_version")[0][0] == "0006"
+    finally:
+        command.upgrade(config, "head")
+    assert _feed_tables(migrated_url) == ["feed_embeddings", "feed_models"]
+    indexes = fetch(
+        migrated_url,
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'feed_models' ORDER BY 1",
+    )
+    assert [row["indexname"] for row in indexes] == ["pk_feed_models", "uq_feed_models_active"]
+    assert "UNIQUE" in indexes[1]["indexdef"] and "WHERE active" in indexes[1]["indexdef"]
+
+
+def test_the_models_match_the_migrated_schema(migrated_url: str) -> None:
+    """app/db/models.py and the migrations describe the same feed tables (no autogenerate diff)."""
+
+    async def diff() -> list[object]:
+        engine = create_async_engine(migrated_url.replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda sync: compare_metadata(
+                        MigrationContext.configure(sync, opts={"compare_type": True}),
+                        Base.metadata,
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    feed = [d for d in asyncio.run(diff()) if "feed_" in repr(d)]
+    assert feed == []
 
 
 def test_every_table_and_column_has_a_comment(migrated_url: str) -> None:
@@ -80,13 +135,13 @@ def test_every_table_and_column_has_a_comment(migrated_url: str) -> None:
         """
         SELECT c.relname, a.attname FROM pg_class c
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        WHERE c.relname IN ('users', 'streams', 'interactions')
+        WHERE c.relname IN ('users', 'streams', 'interactions', 'feed_models', 'feed_embeddings')
           AND c.relnamespace = 'public'::regnamespace
           AND col_description(c.oid, a.attnum) IS NULL
         """,
     )
     assert missing == []
-    for table in ("users", "streams", "interactions"):
+    for table in ("users", "streams", "interactions", "feed_models", "feed_embeddings"):
         comment = fetch(migrated_url, "SELECT obj_description($1::regclass) AS c", table)
         assert comment[0]["c"]
 
