@@ -20,7 +20,11 @@ T = TypeVar("T")
 
 @pytest.fixture
 def feed_url(db_url: str) -> Iterator[str]:
-    """A migrated database whose feed tables are emptied after the test."""
+    """A migrated database with empty feed tables, emptied again after the test.
+
+    (conftest's `db_url` empties users, streams and interactions only.)
+    """
+    run_sql(db_url, "TRUNCATE feed_models CASCADE")
     yield db_url
     run_sql(db_url, "TRUNCATE feed_models CASCADE")
 
@@ -98,22 +102,23 @@ def test_vectors_round_trip_bit_exact(feed_url: str) -> None:
     assert {row["n"] for row in stored} == {16}
 
 
-def test_float64_input_is_stored_as_little_endian_float32(feed_url: str) -> None:
+def test_float64_and_numpy_ids_are_accepted_and_stored_little_endian(feed_url: str) -> None:
     users = np.array([[1.5, -2.25], [3.0, 0.125]], dtype=np.float64)
     streams = np.array([[1.0, 2.0]], dtype=">f4")  # big-endian in, little-endian stored
     save(
         feed_url,
         "als-1",
         "als",
-        user_ids=["a", "b"],
+        user_ids=np.array(["a", "b"]),
         users=users,
         stream_ids=["s"],
         streams=streams,
     )
     raw = fetch(feed_url, "SELECT vector FROM feed_embeddings WHERE entity_id = 's'")[0]["vector"]
     assert raw == np.array([1.0, 2.0], dtype="<f4").tobytes()
-    _, loaded = run(feed_url, lambda conn: load_vectors(conn, "als-1", "user"))
-    np.testing.assert_array_equal(loaded, users.astype(np.float32))
+    ids, loaded = run(feed_url, lambda conn: load_vectors(conn, "als-1", "user", np.array(["b"])))
+    assert ids == ["b"]
+    np.testing.assert_array_equal(loaded, users[1:].astype(np.float32))
 
 
 def test_ids_subset_sorted_and_missing_ids_absent(feed_url: str) -> None:
