@@ -151,24 +151,27 @@ def top_k_scores(
 def _block_top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top k of every row of a dense block, ties at the k-th score by lower index.
 
-    `np.partition` finds each row's k-th largest score t. Every score above t is kept,
-    and of those equal to t only the first ones in index order, as many as are still
-    needed; `np.nonzero` then yields each row's k kept indices in ascending order, and
-    a stable sort by descending score keeps that order among equal scores.
+    `np.partition` finds each row's k-th largest score t (one copy of the block, far
+    cheaper than `np.argpartition`'s index array). One `np.nonzero` over `block >= t`
+    then lists, row by row in index order, every cell above t (fewer than k per row)
+    and every cell tied at t; each row keeps all of the former and as many of the
+    latter, in index order, as it still needs. A stable sort by descending score keeps
+    that index order among equal scores. (Scores must not be NaN; -inf is fine and is
+    how exclusions are written.)
     """
     rows, m = block.shape
-    threshold = np.partition(block, m - k, axis=1)[:, m - k][:, None]
-    keep = block > threshold
-    needed = k - keep.sum(axis=1)
-    # The tied cells come out of np.nonzero row by row, in index order; keep each row's
-    # first `needed`. Memory is per tied cell, not per cell of the block.
-    tied_rows, tied_cols = np.nonzero(block == threshold)
-    row_starts = np.searchsorted(tied_rows, np.arange(rows))
-    rank_in_row = np.arange(tied_rows.size) - row_starts[tied_rows]
-    chosen = rank_in_row < needed[tied_rows]
-    keep[tied_rows[chosen], tied_cols[chosen]] = True
-    index = np.nonzero(keep)[1].reshape(rows, k)
-    value = np.take_along_axis(block, index, axis=1)
+    threshold = np.partition(block, m - k, axis=1)[:, m - k]
+    cell_rows, cell_cols = np.nonzero(block >= threshold[:, None])
+    values = block[cell_rows, cell_cols]
+    tied = values == threshold[cell_rows]
+    # Every row has at least k cells here, so each row's first cell exists.
+    row_starts = np.searchsorted(cell_rows, np.arange(rows))
+    above = np.add.reduceat(~tied, row_starts)
+    tied_before = np.cumsum(tied) - tied  # tied cells earlier in the whole list
+    rank_in_row = tied_before - tied_before[row_starts][cell_rows]
+    keep = ~tied | (rank_in_row < (k - above)[cell_rows])
+    index = cell_cols[keep].reshape(rows, k)
+    value = values[keep].reshape(rows, k)
     order = np.argsort(-value, axis=1, kind="stable")
     return (
         np.take_along_axis(index, order, axis=1).astype(np.int64, copy=False),
