@@ -65,6 +65,11 @@ class LightGCNConfig:
         eval_every: epochs between two validation evaluations (the last epoch is
             always evaluated).
         k: cut-off of the validation Recall@k.
+        eval_users: validation users evaluated (a fixed random sample drawn once from
+            the seed), or None for all of them. Ranking every item for every user
+            costs more than an epoch of training at 10K users × 50K items (about 6 s
+            against 5-10 s), and the early-stopping decision compares epochs on the
+            same users, so a sample of 2,000 is precise enough for it.
         seed: seed of the initialisation, the shuffles and the negatives.
         threads: threads sharing each sparse product (scipy releases the GIL in
             them); 1 keeps the fit on one core.
@@ -79,6 +84,7 @@ class LightGCNConfig:
     patience: int = 3
     eval_every: int = 1
     k: int = 100
+    eval_users: int | None = 2000
     seed: int = 0
     threads: int = 1
 
@@ -86,6 +92,8 @@ class LightGCNConfig:
         for name in ("dim", "batch", "max_epochs", "patience", "eval_every", "k", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_users is not None and self.eval_users < 1:
+            raise ValueError(f"eval_users must be at least 1 or None, got {self.eval_users}")
         if self.layers < 0:
             raise ValueError(f"layers must be at least 0, got {self.layers}")
 
@@ -406,6 +414,8 @@ def fit_lightgcn(
     valid_bin = None if validation is None else sp.csr_matrix(validation > 0, dtype=np.float32)
     if valid_bin is not None and valid_bin.nnz == 0:
         valid_bin = None
+    if valid_bin is not None and config.eval_users is not None:
+        valid_bin = _sample_users(valid_bin, config.eval_users, config.seed)
 
     rng = np.random.default_rng(config.seed)
     adj = NormalizedAdjacency.build(train_bin, blocks=config.threads)
@@ -477,6 +487,23 @@ def fit_lightgcn(
         history=history,
         seconds=time.perf_counter() - started,
     )
+
+
+def _sample_users(validation: sp.csr_matrix, size: int, seed: int) -> sp.csr_matrix:
+    """Validation with only `size` of its users kept (the others' rows emptied).
+
+    Drawn from its own generator, so the sample does not shift the training's
+    random stream: the same seed trains the same model whatever `eval_users` is.
+    """
+    users = np.flatnonzero(np.diff(validation.indptr) > 0)
+    if users.size <= size:
+        return validation
+    chosen = np.random.default_rng([seed, 1]).choice(users, size, replace=False)
+    keep = np.zeros(validation.shape[0], dtype=np.float32)
+    keep[chosen] = 1.0
+    sampled = sp.csr_matrix(sp.diags(keep) @ validation)
+    sampled.eliminate_zeros()
+    return sampled
 
 
 class _Adam:
