@@ -257,3 +257,14 @@ def test_without_validation_all_epochs_run_and_the_last_is_kept() -> None:
     assert result.epochs_run == result.best_epoch == 2
     assert all(h["recall"] is None for h in result.history)
     assert isinstance(result.embeddings, Embeddings)
+
+
+def test_the_validation_sample_does_not_change_what_is_trained() -> None:
+    train, test = planted(n_users=150, n_items=200)
+    # Evaluated once, at the last epoch, so that epoch is kept whatever its recall.
+    sampled = LightGCNConfig(dim=8, batch=256, max_epochs=2, eval_every=2, eval_users=20)
+    with_sample = fit_lightgcn(train, test, sampled)
+    without = fit_lightgcn(train, None, LightGCNConfig(dim=8, batch=256, max_epochs=2))
+    assert with_sample.best_epoch == 2 and with_sample.history[0]["recall"] is None
+    np.testing.assert_array_equal(with_sample.embeddings.users, without.embeddings.users)
+    np.testing.assert_array_equal(with_sample.embeddings.items, without.embeddings.items)
