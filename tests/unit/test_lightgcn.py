@@ -237,6 +237,11 @@ def test_training_is_deterministic_for_a_seed() -> None:
     np.testing.assert_array_equal(first.embeddings.items, second.embeddings.items)
     other = fit_lightgcn(train, test, LightGCNConfig(dim=8, batch=256, max_epochs=3, seed=2))
     assert not np.array_equal(first.embeddings.users, other.embeddings.users)
+    # Threads split the rows of each product, so their number changes nothing.
+    single = fit_lightgcn(train, test, LightGCNConfig(dim=8, batch=256, max_epochs=3, seed=1,
+                                                      threads=1))  # fmt: skip
+    np.testing.assert_array_equal(first.embeddings.users, single.embeddings.users)
+    np.testing.assert_array_equal(first.embeddings.items, single.embeddings.items)
 
 
 def test_users_and_items_without_interactions_do_not_break_training() -> None:
