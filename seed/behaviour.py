@@ -104,7 +104,7 @@ class ClickModel:
     partnered: float = 0.1
     mature: float = -0.2
     affinity: float = 2.6  # taste: per unit of community affinity a(u, s)
-    favourite: float = 1.8  # loyalty: the stream is one of the user's favourite channels
+    favourite: float = 1.5  # loyalty: the stream is one of the user's favourite channels
     usual_device: float = 0.15  # habit: on the device the user mostly uses
     usual_hour: float = 0.25  # habit: near the hour the user mostly watches
     device_effect: tuple[float, ...] = (0.0, 0.15, -0.05, -0.3)  # in DEVICES order
