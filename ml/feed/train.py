@@ -155,7 +155,9 @@ def train(options: Options) -> Result:
         f" test {int(cut.test.sum()):,} rows; {int(prepared.fit.nnz):,} watched pairs to fit;"
         f" {int((~warm).sum()):,} of {log.n_users:,} users cold-start before the tune slice"
     )
-    config = LightGCNConfig(max_epochs=options.max_epochs, seed=options.seed)
+    config = LightGCNConfig(
+        max_epochs=options.max_epochs, seed=options.seed, exclude_seen=False, threads=2
+    )
     gcn = _timed(
         "LightGCN",
         seconds,
