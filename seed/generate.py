@@ -19,7 +19,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -253,6 +253,11 @@ def make_users(
             "registration_date": timestamps(registered_us),
         }
     )
+    # The latent traits, drawn after every column above (so they leave the frame alone).
+    bias = rng.normal(0.0, CLICK_MODEL.user_sd, size=n)
+    community, weight = user_communities(rng, communities, mask)
+    device, device_habit = habitual_devices(rng, communities, community[:, 0])
+    peak, hour_habit, hour_spread = peak_hours(rng, DIURNAL_P, n)
     audience = Audience(
         latitude=frame["latitude"].to_numpy(),
         longitude=frame["longitude"].to_numpy(),
@@ -263,23 +268,7 @@ def make_users(
         region=PLACES.region[place],
         utc_offset=PLACES.utc_offset[place],
         activity=(1.0 + hours) ** 0.35,
-        bias=rng.normal(0.0, CLICK_MODEL.user_sd, size=n),
-        community=np.empty((n, 0), dtype=np.int64),
-        community_weight=np.empty((n, 0)),
-        device=np.empty(0, dtype=np.int64),
-        device_habit=np.empty(0),
-        peak_hour=np.empty(0),
-        hour_habit=np.empty(0),
-        hour_spread=np.empty(0),
-        loyalty=np.empty(0),
-        favourites=np.full((n, MAX_FAVOURITES), -1, dtype=np.int64),
-        n_favourites=np.zeros(n, dtype=np.int64),
-    )
-    community, weight = user_communities(rng, communities, mask)
-    device, device_habit = habitual_devices(rng, communities, community[:, 0])
-    peak, hour_habit, hour_spread = peak_hours(rng, DIURNAL_P, n)
-    audience = replace(
-        audience,
+        bias=bias,
         community=community,
         community_weight=weight,
         device=device,
@@ -288,6 +277,8 @@ def make_users(
         hour_habit=hour_habit,
         hour_spread=hour_spread,
         loyalty=loyalty_shares(rng, n),
+        favourites=np.full((n, MAX_FAVOURITES), -1, dtype=np.int64),  # `with_favourites`
+        n_favourites=np.zeros(n, dtype=np.int64),
     )
     return frame.loc[:, list(USER_COLUMNS)], audience
 
