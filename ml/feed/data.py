@@ -32,13 +32,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from app.feed.facts import DEVICES
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 Progress = Callable[[str], None]
 
-#: Device codes of `Log.device`; -1 = unknown (a file has no device column).
-DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet", "tv")
+#: Device codes of `Log.device` index app.feed.facts.DEVICES; -1 = unknown (a file has none).
 #: The seed's real-data columns; `rating` may be absent.
 FILE_COLUMNS = ("user_id", "stream_id", "watch_time", "timestamp")
 #: How many bad rows an error lists before "and N more".
