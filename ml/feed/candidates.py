@@ -31,7 +31,8 @@ import numpy.typing as npt
 from sklearn.neighbors import BallTree
 
 from app.feed.features import Candidates, Context, Viewer, pair_features
-from ml.feed.data import DEVICES, Log, Tables
+from app.feed.facts import DEVICES
+from ml.feed.data import Log, Tables
 from ml.feed.history import History, row_values
 from ml.feed.retrieval import Embeddings, top_k
 

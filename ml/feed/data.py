@@ -189,7 +189,9 @@ def from_database(url: str, progress: Progress | None = None) -> Data:
         )
     user_ids = pd.Index(users.pop("user_id").astype(str))
     stream_ids = pd.Index(streams.pop("stream_id").astype(str))
-    users["preferred_categories"] = [frozenset(c or ()) for c in users["preferred_categories"]]
+    users["preferred_categories"] = pd.Series(
+        [frozenset(c or ()) for c in users["preferred_categories"]], dtype=object
+    )
     for column in ("partnered", "mature"):
         streams[column] = streams[column].astype(np.float64)
     user = _codes(table.column("user_id"), user_ids)
@@ -278,13 +280,11 @@ def _instants_us(column: pa.ChunkedArray) -> tuple[IntArray, BoolArray]:
         )
         from_numbers = pd.to_datetime(numeric * 1e6, unit="us", utc=True, errors="coerce")
         stamps = stamps.fillna(from_numbers)
-    bad = stamps.isna().to_numpy()
-    us = (
-        stamps.astype("datetime64[us, UTC]").astype("int64").to_numpy()
-        if not bad.all()
-        else np.zeros(len(stamps), dtype=np.int64)
-    )
-    return np.where(bad, 0, us).astype(np.int64), bad
+    bad = np.asarray(stamps.isna().to_numpy(), dtype=bool)
+    epoch = pd.Timestamp(0, tz="UTC")
+    filled = pd.Series(stamps).fillna(epoch).astype("datetime64[us, UTC]")
+    us = np.asarray(filled.astype("int64").to_numpy(), dtype=np.int64)
+    return us, bad
 
 
 def from_file(
