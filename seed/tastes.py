@@ -197,8 +197,13 @@ def peak_hours(
 
 
 def pick_slot(uniform: FloatArray, weights: FloatArray) -> IntArray:
-    """Column index per row, drawn with probability `weights[row]` (rows sum to 1)."""
+    """Column index per row, drawn with probability proportional to `weights[row]`.
+
+    The CDF is normalised so its last used entry is exactly 1: a column of weight 0
+    after it is never picked, whatever the rounding of the weights' sum.
+    """
     cdf = np.cumsum(weights, axis=1)
+    cdf = cdf / cdf[:, -1:]
     slot = (uniform[:, None] >= cdf).sum(axis=1)
     return np.asarray(np.minimum(slot, weights.shape[1] - 1), dtype=np.int64)
 
