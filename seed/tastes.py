@@ -147,7 +147,9 @@ def user_communities(
         preferred = ((mask[:, None] >> bits) & 1).astype(np.float64)
         weight = communities.size * (PREFERENCE_BASE + preferred @ communities.category_profile.T)
         keys = np.log(weight) + rng.gumbel(size=weight.shape)
-        chosen[first : first + _BLOCK] = np.argsort(-keys, axis=1)[:, :k_max]
+        top = np.argpartition(-keys, k_max - 1, axis=1)[:, :k_max]  # the k largest keys...
+        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)  # ...largest first
+        chosen[first : first + _BLOCK] = np.take_along_axis(top, order, axis=1)
     raw = rng.gamma(USER_COMMUNITY_CONCENTRATION, size=(n, k_max))
     used = np.arange(k_max) < count[:, None]
     raw = np.where(used, raw, 0.0)
@@ -197,8 +199,13 @@ def peak_hours(
 
 
 def pick_slot(uniform: FloatArray, weights: FloatArray) -> IntArray:
-    """Column index per row, drawn with probability `weights[row]` (rows sum to 1)."""
+    """Column index per row, drawn with probability proportional to `weights[row]`.
+
+    The CDF is normalised so its last used entry is exactly 1: a column of weight 0
+    after it is never picked, whatever the rounding of the weights' sum.
+    """
     cdf = np.cumsum(weights, axis=1)
+    cdf = cdf / cdf[:, -1:]
     slot = (uniform[:, None] >= cdf).sum(axis=1)
     return np.asarray(np.minimum(slot, weights.shape[1] - 1), dtype=np.int64)
 

@@ -16,7 +16,13 @@ import pytest
 from seed.behaviour import DEVICES, click_probability, hour_gap
 from seed.cities import haversine_km
 from seed.generate import World, generate, make_world
-from seed.tastes import MAX_USER_COMMUNITIES, N_COMMUNITIES, affinity, categorical_rows
+from seed.tastes import (
+    MAX_USER_COMMUNITIES,
+    N_COMMUNITIES,
+    affinity,
+    categorical_rows,
+    pick_slot,
+)
 
 N_USERS, N_STREAMS, N_IMPRESSIONS = 5_000, 20_000, 300_000
 SEED = 9
@@ -339,3 +345,13 @@ def test_watch_time_is_graded_by_taste(log: Log) -> None:
     bands = pd.cut(positives["affinity"], [-0.01, 0.0, 0.5, 1.0])
     median = positives.groupby(bands, observed=True)["watch_time_minutes"].median().to_numpy()
     assert np.all(np.diff(median) > 0) and median[-1] > 2 * median[0]
+
+
+def test_pick_slot_never_picks_a_zero_weight_column() -> None:
+    weights = np.array([[0.3, 0.4, 1 - 0.3 - 0.4, 0.0], [0.7, 0.3, 0.0, 0.0]])  # row 0: cumsum < 1
+    rows = np.repeat([0, 1], 20_000)
+    uniform = np.random.default_rng(2).random(len(rows))
+    uniform[:2] = 1 - 1e-16  # at least the sum of row 0's weights
+    slot = pick_slot(uniform, weights[rows])
+    assert slot[rows == 0].max() == 2 and slot[rows == 1].max() == 1
+    assert np.mean(slot[rows == 1] == 0) == pytest.approx(0.7, abs=0.01)
