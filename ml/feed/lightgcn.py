@@ -32,7 +32,7 @@ import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -59,7 +59,9 @@ class LightGCNConfig:
         layers: propagation layers L; the final embedding averages L + 1 layers.
         lr: Adam's learning rate.
         l2: weight of the L2 penalty on the batch's ego embeddings (see `bpr_loss_and_grad`).
-        batch: positives per gradient step.
+        batch: positives per gradient step (at least; see `max_batches`).
+        max_batches: gradient steps per epoch at most: on a larger graph the batches
+            grow, because every step propagates over the whole graph.
         max_epochs: upper bound on passes over the training positives.
         patience: evaluations without a better validation recall before stopping.
         eval_every: epochs between two validation evaluations (the last epoch is
@@ -80,18 +82,19 @@ class LightGCNConfig:
     lr: float = 0.01
     l2: float = 1e-4
     batch: int = 8192
+    max_batches: int = 32
     max_epochs: int = 40
     patience: int = 3
     eval_every: int = 1
     k: int = 100
     exclude_seen: bool = True
-    validation_users: int = 10_000
+    validation_users: int = 3_000
     seed: int = 0
     threads: int = 1
 
     def __post_init__(self) -> None:
-        numbers = ("dim", "batch", "max_epochs", "patience", "eval_every", "k", "threads",
-                   "validation_users")  # fmt: skip
+        numbers = ("dim", "batch", "max_batches", "max_epochs", "patience", "eval_every",
+                   "k", "threads", "validation_users")  # fmt: skip
         for name in numbers:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -396,6 +399,46 @@ def fit_lightgcn(
     config: LightGCNConfig = LightGCNConfig(),
     progress: Callable[[str], None] | None = None,
 ) -> LightGCNResult:
+    """Train LightGCN on the users and items that have a training positive.
+
+    A user or item without one has no edge: propagation never reaches it, and its
+    embedding would only ever be pushed around as a random negative. At a million
+    streams most of the catalogue is such, and carrying it through every batch's
+    full-graph propagation and Adam step cost most of the time. They are left out
+    of the fit and get zero embeddings (a score of 0 for everyone), which is what
+    a model that knows nothing about them should say.
+
+    Args and returns as `fit_connected`; the embeddings have the full shape.
+    """
+    train_bin = sp.csr_matrix(train > 0, dtype=np.float32)
+    n_users, n_items = train_bin.shape
+    if validation is not None and validation.shape != train_bin.shape:
+        raise ValueError(f"validation has shape {validation.shape}, train {train_bin.shape}")
+    users = np.flatnonzero(np.diff(train_bin.indptr) > 0)
+    items = np.flatnonzero(np.bincount(train_bin.indices, minlength=n_items) > 0)
+    part = sp.csr_matrix(train_bin[users][:, items])
+    valid_part = (
+        None if validation is None else sp.csr_matrix(sp.csr_matrix(validation)[users][:, items])
+    )
+    if progress is not None and (len(users) < n_users or len(items) < n_items):
+        progress(
+            f"lightgcn: fitting the {len(users):,} users and {len(items):,} streams with a"
+            f" training positive (of {n_users:,} and {n_items:,})"
+        )
+    result = fit_connected(part, valid_part, config, progress)
+    full_users = np.zeros((n_users, config.dim), dtype=np.float32)
+    full_items = np.zeros((n_items, config.dim), dtype=np.float32)
+    full_users[users] = result.embeddings.users
+    full_items[items] = result.embeddings.items
+    return replace(result, embeddings=Embeddings(full_users, full_items))
+
+
+def fit_connected(
+    train: sp.csr_matrix | sp.csr_array,
+    validation: sp.csr_matrix | sp.csr_array | None,
+    config: LightGCNConfig = LightGCNConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> LightGCNResult:
     """Train LightGCN with BPR and Adam, early-stopped on validation Recall@k.
 
     Each epoch shuffles all training positives and visits each once, as a batch row
@@ -423,6 +466,9 @@ def fit_lightgcn(
         valid_bin = None
 
     rng = np.random.default_rng(config.seed)
+    # Each batch propagates over the whole graph, so an epoch costs its number of
+    # batches: past `max_batches` per epoch, the batches grow instead.
+    batch = max(config.batch, -(-train_bin.nnz // config.max_batches))
     adj = NormalizedAdjacency.build(train_bin, blocks=config.threads)
     coo = train_bin.tocoo()
     pair_users = coo.row.astype(np.int64)
@@ -443,8 +489,8 @@ def fit_lightgcn(
             epoch_started = time.perf_counter()
             order = rng.permutation(pair_users.size)
             losses = []
-            for start in range(0, order.size, config.batch):
-                chosen = order[start : start + config.batch]
+            for start in range(0, order.size, batch):
+                chosen = order[start : start + batch]
                 users, positives = pair_users[chosen], pair_items[chosen]
                 negatives = sample_negatives(users, positive_keys, n_items, rng)
                 loss, grad_users, grad_items = loss_and_grad(
@@ -523,12 +569,21 @@ class _Adam:
         for param, grad, first, second in zip(
             self.params, grads, self.first, self.second, strict=True
         ):
+            # In place, through one scratch array: at a million rows each temporary
+            # of the textbook form is a quarter of a gigabyte written and read.
+            scratch = np.multiply(grad, 1.0 - _ADAM_BETA1, dtype=param.dtype)
             first *= _ADAM_BETA1
-            first += (1.0 - _ADAM_BETA1) * grad
+            first += scratch
+            np.multiply(grad, grad, out=scratch)
+            scratch *= 1.0 - _ADAM_BETA2
             second *= _ADAM_BETA2
-            second += (1.0 - _ADAM_BETA2) * (grad * grad)
+            second += scratch
             # eps scaled the way the bias-corrected form does, so this equals the paper's.
-            param -= step_size * first / (np.sqrt(second) + _ADAM_EPS * np.sqrt(correction2))
+            np.sqrt(second, out=scratch)
+            scratch += _ADAM_EPS * np.sqrt(correction2)
+            np.divide(first, scratch, out=scratch)
+            scratch *= step_size
+            param -= scratch
 
 
 def _spmm(
