@@ -174,7 +174,7 @@ def evaluate(options: Options) -> Evaluation:
             " uv run python -m ml feed train"
         )
     log, cut, tables = prepared.log, prepared.split, prepared.data.tables
-    vectors = asyncio.run(_vectors(options.source.database_url, trained["versions"], prepared))
+    vectors = asyncio.run(_vectors(options.source.database_url, trained["models"], prepared))
     test_minutes = positives(log, cut.test, weights="minutes").astype(np.float64)
     users = np.flatnonzero(np.diff(test_minutes.indptr) > 0).astype(np.int64)
     if len(users) == 0:
