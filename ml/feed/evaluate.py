@@ -40,7 +40,7 @@ from app.hometown import scoring
 from app.hometown.weights import Weights
 from ml import metrics
 from ml.feed import candidates, history, rerank
-from ml.feed.metrics import STAGE1_KS, STAGE2_K, stage1, stage2_metrics
+from ml.feed.metrics import STAGE1_KS, STAGE2_K, labels_of, stage1, stage2_metrics
 from ml.feed.pipeline import RERANKER_FILE, SUMMARY_FILE, Prepared, Source, positives, prepare
 from ml.feed.retrieval import Embeddings, top_k
 from ml.feed.split import MIN_HISTORY, warm_users
@@ -262,8 +262,7 @@ def _stage2(
     blocks, query_rows = [], []
     for rows in candidates.featurise(queries, lists, past, tables, log, vectors["lightgcn"]):
         items, grades_ = relevant[rows.q]
-        lookup = dict(zip(items.tolist(), grades_.tolist(), strict=True))
-        labels = np.array([lookup.get(int(s), 0.0) for s in rows.items], dtype=np.float64)
+        labels, _ = labels_of(items, grades_, rows.items)
         if not (labels > 0).any():
             continue
         keep.append(rows.q)
