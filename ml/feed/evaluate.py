@@ -260,7 +260,13 @@ def _stage2(
     }
     keep = []
     blocks, query_rows = [], []
+    started = time.perf_counter()
     for rows in candidates.featurise(queries, lists, past, tables, log, vectors["lightgcn"]):
+        if rows.q and rows.q % 5000 == 0:
+            say(
+                f"stage 2 candidates and features: {rows.q:,} / {len(queries.user):,}"
+                f" ({time.perf_counter() - started:.0f}s)"
+            )
         items, grades_ = relevant[rows.q]
         labels, _ = labels_of(items, grades_, rows.items)
         if not (labels > 0).any():
