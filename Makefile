@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m tools.cluster
 
-.PHONY: help install db db-stop migrate seed model run serve test test-fast lint bench-load bench-api bench-mixed bench-memory soak
+.PHONY: help install db db-stop migrate seed model feed-model run serve test test-fast lint bench-load bench-api bench-mixed bench-memory bench-feed soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,7 +32,14 @@ model: seed ## train the click model on the database unless MODEL_PATH already h
 	@if $(HAS_MODEL); then echo "[model] a click model exists; retrain with: uv run python -m ml train"; \
 	else $(UV) run python -m ml train; fi
 
-run: model ## README command 1: install, database, migrate, seed, train the model, serve on :8000
+# The feed's reranker lives beside MODEL_PATH (ml/feed/pipeline.py names the file).
+HAS_FEED := $(UV) run python -c "import sys; from app.settings import get_settings; sys.exit(not (get_settings().model_path.parent / 'feed_reranker.ubj').exists())"
+
+feed-model: seed ## train the home-feed models (LightGCN, ALS, reranker) unless they exist
+	@if $(HAS_FEED); then echo "[feed] home-feed models exist; retrain with: uv run python -m ml feed train"; \
+	else $(UV) run python -m ml feed train; fi
+
+run: model feed-model ## README command 1: install, database, migrate, seed, train the models, serve on :8000
 	$(UV) run python -m app
 
 serve: ## serve the API without the set-up steps
@@ -63,3 +70,6 @@ bench-memory: model ## server RSS with the click model: python -m app against a 
 
 soak: db ## ten minutes at 70% of capacity, reads and live-status writes mixed (scratch db)
 	$(UV) run python -m bench.soak --users 1000000 --streams 1000000
+
+bench-feed: db ## home-feed training: generate, load, train both stages, evaluate; 10K x 50K x 500K (scratch db)
+	$(UV) run python -m bench.feed

@@ -12,22 +12,9 @@ from app.features.artifact import ModelError
 from app.hometown.service import Query
 from app.settings import load_settings
 from ml import compare, evaluate
+from ml.arguments import positive, share
 from ml.feed import cli as feed_cli
 from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,10 +40,10 @@ def parser() -> argparse.ArgumentParser:
         help="train from this parquet file (`clicked` + the 14 feature columns"
         " [+ user_id]) instead of the database",
     )
-    job.add_argument("--max-rows", type=_positive, default=None, help="use at most N impressions")
+    job.add_argument("--max-rows", type=positive, default=None, help="use at most N impressions")
     job.add_argument("--seed", type=int, default=42, help="seed for sampling and the models")
     job.add_argument(
-        "--test-share", type=_share, default=0.2, help="share of users held out (default 0.2)"
+        "--test-share", type=share, default=0.2, help="share of users held out (default 0.2)"
     )
     job.add_argument(
         "--model",
@@ -66,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     )
     job.add_argument(
         "--boosting-max-rows",
-        type=_positive,
+        type=positive,
         default=BOOSTING_MAX_ROWS,
         help=f"training rows the boosted model sees at most (default {BOOSTING_MAX_ROWS:,})",
     )
@@ -104,7 +91,7 @@ def _add_evaluate(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--seed", type=int, default=42, help="seed of the random baselines and the bootstrap"
     )
     job.add_argument(
-        "--resamples", type=_positive, default=2000, help="bootstrap resamples (default 2000)"
+        "--resamples", type=positive, default=2000, help="bootstrap resamples (default 2000)"
     )
     job.add_argument(
         "--radius-km",
@@ -123,7 +110,7 @@ def _add_compare(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     job.add_argument("--user", required=True, help="the user_id to recommend for")
     job.add_argument(
-        "--max-results", type=_positive, default=20, help="list length, 1..100 (default 20)"
+        "--max-results", type=positive, default=20, help="list length, 1..100 (default 20)"
     )
     job.add_argument("--radius-km", type=_radius, default=250.0, help="radius (default 250)")
     job.add_argument(

@@ -7,8 +7,10 @@ operations (no per-row Python), which is what makes a million users and a millio
 streams take seconds rather than minutes.
 
 Randomness: users come from RNG (seed, 1), streams from (seed, 2), impression
-chunk i from (seed, 3, i). Changing the number of streams therefore leaves the
-users unchanged, and every chunk can be regenerated on its own.
+chunk i from (seed, 3, i), the taste communities from (seed, 4) and the users'
+favourite channels from (seed, 5). Changing the number of streams therefore leaves
+the users (and their communities and habits) unchanged, and every chunk can be
+regenerated on its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,15 +32,27 @@ from app.db.limits import STREAM_COLUMNS, USER_COLUMNS
 from seed.behaviour import (
     CHUNK_ROWS,
     CLICK_MODEL,
+    DEVICE_SHARES,
     DIURNAL_P,
     Audience,
     Catalogue,
+    Exposure,
     epoch_microseconds,
     format_ids,
     impression_chunks,
+    with_favourites,
 )
 from seed.cities import ENGLISH, PLACES, IntArray, choose_places, scatter
 from seed.loader import Dataset
+from seed.tastes import (
+    MAX_FAVOURITES,
+    Communities,
+    habitual_devices,
+    loyalty_shares,
+    peak_hours,
+    stream_communities,
+    user_communities,
+)
 
 DEFAULT_AS_OF = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -198,8 +213,15 @@ def _preferred_categories(rng: np.random.Generator, n: int) -> tuple[IntArray, p
     return mask, take_strings(literal.tolist(), inverse)
 
 
-def make_users(rng: np.random.Generator, n: int, as_of: datetime) -> tuple[pd.DataFrame, Audience]:
-    """The users frame and the hidden traits the behaviour model needs."""
+def make_users(
+    rng: np.random.Generator, n: int, as_of: datetime, communities: Communities
+) -> tuple[pd.DataFrame, Audience]:
+    """The users frame and the hidden traits the behaviour model needs.
+
+    The latent traits (click propensity, communities, habits, loyalty) are drawn
+    after every column of the frame, so they leave the frame as it was without them.
+    Favourite channels need the streams: `with_favourites` draws them later.
+    """
     place = choose_places(
         rng, n, PLACES.user_weight, PLACES.n_cities, sparse_share=USER_SPARSE_SHARE
     )
@@ -231,6 +253,11 @@ def make_users(rng: np.random.Generator, n: int, as_of: datetime) -> tuple[pd.Da
             "registration_date": timestamps(registered_us),
         }
     )
+    # The latent traits, drawn after every column above (so they leave the frame alone).
+    bias = rng.normal(0.0, CLICK_MODEL.user_sd, size=n)
+    community, weight = user_communities(rng, communities, mask)
+    device, device_habit = habitual_devices(rng, communities, community[:, 0])
+    peak, hour_habit, hour_spread = peak_hours(rng, DIURNAL_P, n)
     audience = Audience(
         latitude=frame["latitude"].to_numpy(),
         longitude=frame["longitude"].to_numpy(),
@@ -241,7 +268,17 @@ def make_users(rng: np.random.Generator, n: int, as_of: datetime) -> tuple[pd.Da
         region=PLACES.region[place],
         utc_offset=PLACES.utc_offset[place],
         activity=(1.0 + hours) ** 0.35,
-        bias=rng.normal(0.0, CLICK_MODEL.user_sd, size=n),
+        bias=bias,
+        community=community,
+        community_weight=weight,
+        device=device,
+        device_habit=device_habit,
+        peak_hour=peak,
+        hour_habit=hour_habit,
+        hour_spread=hour_spread,
+        loyalty=loyalty_shares(rng, n),
+        favourites=np.full((n, MAX_FAVOURITES), -1, dtype=np.int64),  # `with_favourites`
+        n_favourites=np.zeros(n, dtype=np.int64),
     )
     return frame.loc[:, list(USER_COLUMNS)], audience
 
@@ -292,9 +329,17 @@ def _texts(
 
 
 def make_streams(
-    rng: np.random.Generator, n: int, as_of: datetime, live_share: float
+    rng: np.random.Generator,
+    n: int,
+    as_of: datetime,
+    live_share: float,
+    communities: Communities,
 ) -> tuple[pd.DataFrame, Catalogue]:
-    """The streams frame and the arrays the behaviour model needs."""
+    """The streams frame and the arrays the behaviour model needs.
+
+    The taste communities are drawn after every column of the frame (they are not
+    in the streams table).
+    """
     place = choose_places(
         rng, n, PLACES.streamer_weight, PLACES.n_cities, sparse_share=STREAM_SPARSE_SHARE
     )
@@ -360,6 +405,7 @@ def make_streams(
             "updated_at": timestamps(np.full(n, epoch_microseconds(as_of), dtype=np.int64)),
         }
     )
+    main, second, second_weight = stream_communities(rng, communities, category)
     catalogue = Catalogue(
         latitude=frame["latitude"].to_numpy(),
         longitude=frame["longitude"].to_numpy(),
@@ -372,6 +418,9 @@ def make_streams(
         duration=duration.astype(np.float64),
         place=place,
         region=PLACES.region[place],
+        community=main,
+        second_community=second,
+        second_weight=second_weight,
     )
     return frame.loc[:, list(STREAM_COLUMNS)], catalogue
 
@@ -403,6 +452,63 @@ def _reported(chunks: Iterator[pd.DataFrame], n_impressions: int) -> Iterator[pd
     say(
         f"impressions {tally.rows:,} generated in {tally.seconds:.1f}s"
         f" (click rate {rate:.1%}, {tally.clicks:,} clicks)"
+    )
+
+
+class World(NamedTuple):
+    """The two tables and the behaviour model's view of them (latent traits included)."""
+
+    users: pd.DataFrame
+    streams: pd.DataFrame
+    audience: Audience
+    catalogue: Catalogue
+    exposure: Exposure
+    communities: Communities
+    seconds: float
+
+
+def make_world(
+    n_users: int,
+    n_streams: int,
+    *,
+    seed: int = 42,
+    as_of: datetime = DEFAULT_AS_OF,
+    live_share: float = LIVE_SHARE,
+) -> World:
+    """Users, streams, communities and favourites: everything but the impression log.
+
+    `generate` calls it; tests call it to check the log against the latent traits.
+    """
+    started = time.perf_counter()
+    communities = Communities.draw(
+        np.random.default_rng([seed, 4]), CATEGORY_WEIGHTS, np.asarray(DEVICE_SHARES)
+    )
+    users, audience = make_users(np.random.default_rng([seed, 1]), n_users, as_of, communities)
+    users_s = time.perf_counter() - started
+    say(f"users: {n_users:,} in {users_s:.1f}s")
+
+    started = time.perf_counter()
+    streams, catalogue = make_streams(
+        np.random.default_rng([seed, 2]), n_streams, as_of, live_share, communities
+    )
+    streams_s = time.perf_counter() - started
+    live = float(streams["is_live"].mean()) if n_streams else 0.0
+    say(f"streams: {n_streams:,} in {streams_s:.1f}s ({live:.1%} live)")
+
+    started = time.perf_counter()
+    exposure = Exposure.build(
+        catalogue,
+        n_places=PLACES.size,
+        n_regions=len(PLACES.regions),
+        n_languages=len(PLACES.languages),
+        n_communities=communities.n,
+    )
+    if n_streams:
+        audience = with_favourites(np.random.default_rng([seed, 5]), audience, exposure)
+    tastes_s = time.perf_counter() - started
+    say(f"favourite channels and samplers in {tastes_s:.1f}s")
+    return World(
+        users, streams, audience, catalogue, exposure, communities, users_s + streams_s + tastes_s
     )
 
 
@@ -442,34 +548,22 @@ def generate(
     if not 0 < chunk_rows <= CHUNK_ROWS:
         raise ValueError(f"chunk_rows must be in 1..{CHUNK_ROWS}")
     as_of = as_of.astimezone(UTC)
-
-    started = time.perf_counter()
-    users, audience = make_users(np.random.default_rng([seed, 1]), n_users, as_of)
-    users_s = time.perf_counter() - started
-    say(f"users: {n_users:,} in {users_s:.1f}s")
-
-    started = time.perf_counter()
-    streams, catalogue = make_streams(
-        np.random.default_rng([seed, 2]), n_streams, as_of, live_share
-    )
-    streams_s = time.perf_counter() - started
-    live = float(streams["is_live"].mean()) if n_streams else 0.0
-    say(f"streams: {n_streams:,} in {streams_s:.1f}s ({live:.1%} live)")
-
+    world = make_world(n_users, n_streams, seed=seed, as_of=as_of, live_share=live_share)
     chunks = impression_chunks(
-        audience,
-        catalogue,
-        users["user_id"],
-        streams["stream_id"],
+        world.audience,
+        world.catalogue,
+        world.exposure,
+        world.users["user_id"],
+        world.streams["stream_id"],
         n_impressions,
-        n_places=PLACES.size,
-        n_regions=len(PLACES.regions),
         seed=seed,
         as_of=as_of,
         chunk_rows=chunk_rows,
     )
+    users, streams = world.users, world.streams
+    live = float(streams["is_live"].mean()) if n_streams else 0.0
     say(
         f"users {n_users:,}, streams {n_streams:,} ({live:.1%} live) ready in"
-        f" {users_s + streams_s:.1f}s; {n_impressions:,} impressions follow lazily"
+        f" {world.seconds:.1f}s; {n_impressions:,} impressions follow lazily"
     )
     return Dataset(users=users, streams=streams, interactions=_reported(chunks, n_impressions))

@@ -143,7 +143,9 @@ def local_hour(hour_utc: float, utc_offset_hours: float) -> int:
     return int(np.floor((hour_utc + utc_offset_hours) % 24.0)) % 24
 
 
-def pair_features(viewer: Viewer, candidates: Candidates, context: Context) -> FloatArray:
+def pair_features(
+    viewer: Viewer, candidates: Candidates, context: Context
+) -> npt.NDArray[np.float32]:
     """The (len(candidates), N_FEATURES) float32 matrix, columns in `FEATURE_NAMES` order."""
     n = len(candidates)
     out = np.full((n, N_FEATURES), np.nan, dtype=np.float32)

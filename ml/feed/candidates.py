@@ -30,8 +30,9 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.neighbors import BallTree
 
+from app.feed.facts import DEVICES
 from app.feed.features import Candidates, Context, Viewer, pair_features
-from ml.feed.data import DEVICES, Log, Tables
+from ml.feed.data import Log, Tables
 from ml.feed.history import History, row_values
 from ml.feed.retrieval import Embeddings, top_k
 
@@ -168,7 +169,8 @@ def union(lists: SourceLists, q: int) -> tuple[IntArray, dict[str, FloatArray]]:
     return items, ranks
 
 
-def _viewer(history: History, tables: Tables | None, u: int) -> Viewer:
+def viewer_of(history: History, tables: Tables | None, u: int) -> Viewer:
+    """What the history and the users table say about user `u`."""
     hours = history.user_hours[u]
     if tables is None:
         return Viewer(hour_share=hours)
@@ -309,7 +311,7 @@ def featurise(
     catalogue = Catalogue.of(log, tables)
     for q, u in enumerate(queries.user.tolist()):
         items, ranks = union(lists, q)
-        viewer = _viewer(history, tables, u)
+        viewer = viewer_of(history, tables, u)
         candidates = candidates_of(catalogue, history, u, items, ranks, embeddings)
         features = pair_features(viewer, candidates, context_of(queries, q, viewer))
         yield QueryRows(q, u, items, features, viewer, candidates)

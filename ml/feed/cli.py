@@ -7,20 +7,7 @@ import sys
 from pathlib import Path
 
 from app.settings import Settings
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from ml.arguments import positive, share
 
 
 def _common(job: argparse.ArgumentParser) -> None:
@@ -65,16 +52,16 @@ def add(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " interactions) and load it into DATABASE_URL, replacing what the database holds",
     )
     train.add_argument(
-        "--test-ratio", type=_share, default=0.2, help="each user's latest share held out (0.2)"
+        "--test-ratio", type=share, default=0.2, help="each user's latest share held out (0.2)"
     )
     train.add_argument(
         "--tune-ratio",
-        type=_share,
+        type=share,
         default=0.2,
         help="share of the rest the reranker learns from and LightGCN stops on (0.2)",
     )
     train.add_argument(
-        "--max-epochs", type=_positive, default=40, help="LightGCN epochs at most (default 40)"
+        "--max-epochs", type=positive, default=40, help="LightGCN epochs at most (default 40)"
     )
     evaluate = feed_jobs.add_parser(
         "evaluate",
@@ -87,7 +74,7 @@ def add(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)"
     )
     evaluate.add_argument(
-        "--resamples", type=_positive, default=2000, help="bootstrap resamples (default 2000)"
+        "--resamples", type=positive, default=2000, help="bootstrap resamples (default 2000)"
     )
 
 
@@ -99,7 +86,6 @@ def _fail(message: str) -> None:
 def main(args: argparse.Namespace, settings: Settings) -> None:
     """Run `ml feed <job>`."""
     from app.feed.artifact import RankerError
-
     from ml.feed import evaluate, train
     from ml.feed.data import FeedDataError
     from ml.feed.pipeline import Source

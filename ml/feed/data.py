@@ -32,13 +32,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from app.feed.facts import DEVICES
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 Progress = Callable[[str], None]
 
-#: Device codes of `Log.device`; -1 = unknown (a file has no device column).
-DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet", "tv")
+#: Device codes of `Log.device` index app.feed.facts.DEVICES; -1 = unknown (a file has none).
 #: The seed's real-data columns; `rating` may be absent.
 FILE_COLUMNS = ("user_id", "stream_id", "watch_time", "timestamp")
 #: How many bad rows an error lists before "and N more".
@@ -188,7 +189,9 @@ def from_database(url: str, progress: Progress | None = None) -> Data:
         )
     user_ids = pd.Index(users.pop("user_id").astype(str))
     stream_ids = pd.Index(streams.pop("stream_id").astype(str))
-    users["preferred_categories"] = [frozenset(c or ()) for c in users["preferred_categories"]]
+    users["preferred_categories"] = pd.Series(
+        [frozenset(c or ()) for c in users["preferred_categories"]], dtype=object
+    )
     for column in ("partnered", "mature"):
         streams[column] = streams[column].astype(np.float64)
     user = _codes(table.column("user_id"), user_ids)
@@ -277,13 +280,11 @@ def _instants_us(column: pa.ChunkedArray) -> tuple[IntArray, BoolArray]:
         )
         from_numbers = pd.to_datetime(numeric * 1e6, unit="us", utc=True, errors="coerce")
         stamps = stamps.fillna(from_numbers)
-    bad = stamps.isna().to_numpy()
-    us = (
-        stamps.astype("datetime64[us, UTC]").astype("int64").to_numpy()
-        if not bad.all()
-        else np.zeros(len(stamps), dtype=np.int64)
-    )
-    return np.where(bad, 0, us).astype(np.int64), bad
+    bad = np.asarray(stamps.isna().to_numpy(), dtype=bool)
+    epoch = pd.Timestamp(0, tz="UTC")
+    filled = pd.Series(stamps).fillna(epoch).astype("datetime64[us, UTC]")
+    us = np.asarray(filled.astype("int64").to_numpy(), dtype=np.int64)
+    return us, bad
 
 
 def from_file(

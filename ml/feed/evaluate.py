@@ -40,7 +40,7 @@ from app.hometown import scoring
 from app.hometown.weights import Weights
 from ml import metrics
 from ml.feed import candidates, history, rerank
-from ml.feed.metrics import STAGE1_KS, STAGE2_K, stage1, stage2_metrics
+from ml.feed.metrics import STAGE1_KS, STAGE2_K, labels_of, stage1, stage2_metrics
 from ml.feed.pipeline import RERANKER_FILE, SUMMARY_FILE, Prepared, Source, positives, prepare
 from ml.feed.retrieval import Embeddings, top_k
 from ml.feed.split import MIN_HISTORY, warm_users
@@ -174,7 +174,7 @@ def evaluate(options: Options) -> Evaluation:
             " uv run python -m ml feed train"
         )
     log, cut, tables = prepared.log, prepared.split, prepared.data.tables
-    vectors = asyncio.run(_vectors(options.source.database_url, trained["versions"], prepared))
+    vectors = asyncio.run(_vectors(options.source.database_url, trained["models"], prepared))
     test_minutes = positives(log, cut.test, weights="minutes").astype(np.float64)
     users = np.flatnonzero(np.diff(test_minutes.indptr) > 0).astype(np.int64)
     if len(users) == 0:
@@ -260,10 +260,15 @@ def _stage2(
     }
     keep = []
     blocks, query_rows = [], []
+    started = time.perf_counter()
     for rows in candidates.featurise(queries, lists, past, tables, log, vectors["lightgcn"]):
+        if rows.q and rows.q % 5000 == 0:
+            say(
+                f"stage 2 candidates and features: {rows.q:,} / {len(queries.user):,}"
+                f" ({time.perf_counter() - started:.0f}s)"
+            )
         items, grades_ = relevant[rows.q]
-        lookup = dict(zip(items.tolist(), grades_.tolist(), strict=True))
-        labels = np.array([lookup.get(int(s), 0.0) for s in rows.items], dtype=np.float64)
+        labels, _ = labels_of(items, grades_, rows.items)
         if not (labels > 0).any():
             continue
         keep.append(rows.q)

@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from ml.feed.data import DEVICES, Log, Tables
+from app.feed.facts import DEVICES
+from ml.feed.data import Log, Tables
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -62,7 +63,7 @@ def _matrix(
 
 def _shares(counts: FloatArray) -> FloatArray:
     total = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+    return np.asarray(np.divide(counts, total, out=np.zeros_like(counts), where=total > 0))
 
 
 def creators_of(log: Log, tables: Tables | None) -> IntArray:
@@ -104,7 +105,8 @@ def build(log: Log, mask: BoolArray, tables: Tables | None) -> History:
     np.add.at(device_counts, (item[known], device[known]), 1.0)
     dominant = np.where(device_counts.sum(axis=1) > 0, device_counts.argmax(axis=1), -1)
 
-    category_share, categories = None, ()
+    category_share: FloatArray | None = None
+    categories: tuple[str, ...] = ()
     if tables is not None:
         names, stream_category = np.unique(
             tables.streams["category_id"].astype(str).to_numpy(), return_inverse=True

@@ -32,7 +32,7 @@ import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -59,17 +59,19 @@ class LightGCNConfig:
         layers: propagation layers L; the final embedding averages L + 1 layers.
         lr: Adam's learning rate.
         l2: weight of the L2 penalty on the batch's ego embeddings (see `bpr_loss_and_grad`).
-        batch: positives per gradient step.
+        batch: positives per gradient step (at least; see `max_batches`).
+        max_batches: gradient steps per epoch at most: on a larger graph the batches
+            grow, because every step propagates over the whole graph.
         max_epochs: upper bound on passes over the training positives.
         patience: evaluations without a better validation recall before stopping.
         eval_every: epochs between two validation evaluations (the last epoch is
             always evaluated).
         k: cut-off of the validation Recall@k.
-        eval_users: validation users evaluated (a fixed random sample drawn once from
-            the seed), or None for all of them. Ranking every item for every user
-            costs more than an epoch of training at 10K users × 50K items (about 6 s
-            against 5-10 s), and the early-stopping decision compares epochs on the
-            same users, so a sample of 2,000 is precise enough for it.
+        exclude_seen: leave each user's training positives out of the validation
+            ranking (the paper's protocol). The home feed keeps them: coming back to
+            a channel is most of what viewers do, and the evaluation ranks them too.
+        validation_users: evaluate at most this many validation users (an even,
+            fixed sample), so one evaluation stays a fraction of an epoch at 100K users.
         seed: seed of the initialisation, the shuffles and the negatives.
         threads: threads sharing each sparse product (scipy releases the GIL in
             them). Each thread writes its own rows, so the result is bit-identical
@@ -82,20 +84,22 @@ class LightGCNConfig:
     lr: float = 0.01
     l2: float = 1e-4
     batch: int = 8192
+    max_batches: int = 32
     max_epochs: int = 40
     patience: int = 3
     eval_every: int = 1
     k: int = 100
-    eval_users: int | None = 2000
+    exclude_seen: bool = True
+    validation_users: int = 3_000
     seed: int = 0
     threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("dim", "batch", "max_epochs", "patience", "eval_every", "k", "threads"):
+        numbers = ("dim", "batch", "max_batches", "max_epochs", "patience", "eval_every",
+                   "k", "threads", "validation_users")  # fmt: skip
+        for name in numbers:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.eval_users is not None and self.eval_users < 1:
-            raise ValueError(f"eval_users must be at least 1 or None, got {self.eval_users}")
         if self.layers < 0:
             raise ValueError(f"layers must be at least 0, got {self.layers}")
 
@@ -363,18 +367,24 @@ def recall_at_k(
     train: sp.csr_matrix,
     validation: sp.csr_matrix,
     k: int,
+    *,
+    exclude_seen: bool = True,
+    max_users: int | None = None,
 ) -> float:
     """Mean Recall@k over the users with validation positives, train items excluded.
 
     Recall of a user = validation positives in their top k / their validation
     positives, as in the LightGCN paper's code. Used for early stopping only; the
-    offline evaluation has its own metrics.
+    offline evaluation has its own metrics. `exclude_seen=False` ranks the train
+    items too; `max_users` evaluates an evenly spaced sample of the users.
     """
     counts = np.diff(validation.indptr)
     evaluated = np.flatnonzero(counts > 0)
     if evaluated.size == 0:
         return float("nan")
-    exclude = sp.csr_matrix(train[evaluated])
+    if max_users is not None and evaluated.size > max_users:
+        evaluated = evaluated[np.linspace(0, evaluated.size - 1, max_users).astype(np.int64)]
+    exclude = sp.csr_matrix(train[evaluated]) if exclude_seen else None
     indices, _ = top_k(embeddings.users[evaluated], embeddings.items, k, exclude=exclude)
     n_items = validation.shape[1]
     truth = validation.tocoo()
@@ -386,6 +396,46 @@ def recall_at_k(
 
 
 def fit_lightgcn(
+    train: sp.csr_matrix | sp.csr_array,
+    validation: sp.csr_matrix | sp.csr_array | None,
+    config: LightGCNConfig = LightGCNConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> LightGCNResult:
+    """Train LightGCN on the users and items that have a training positive.
+
+    A user or item without one has no edge: propagation never reaches it, and its
+    embedding would only ever be pushed around as a random negative. At a million
+    streams most of the catalogue is such, and carrying it through every batch's
+    full-graph propagation and Adam step cost most of the time. They are left out
+    of the fit and get zero embeddings (a score of 0 for everyone), which is what
+    a model that knows nothing about them should say.
+
+    Args and returns as `fit_connected`; the embeddings have the full shape.
+    """
+    train_bin = sp.csr_matrix(train > 0, dtype=np.float32)
+    n_users, n_items = train_bin.shape
+    if validation is not None and validation.shape != train_bin.shape:
+        raise ValueError(f"validation has shape {validation.shape}, train {train_bin.shape}")
+    users = np.flatnonzero(np.diff(train_bin.indptr) > 0)
+    items = np.flatnonzero(np.bincount(train_bin.indices, minlength=n_items) > 0)
+    part = sp.csr_matrix(train_bin[users][:, items])
+    valid_part = (
+        None if validation is None else sp.csr_matrix(sp.csr_matrix(validation)[users][:, items])
+    )
+    if progress is not None and (len(users) < n_users or len(items) < n_items):
+        progress(
+            f"lightgcn: fitting the {len(users):,} users and {len(items):,} streams with a"
+            f" training positive (of {n_users:,} and {n_items:,})"
+        )
+    result = fit_connected(part, valid_part, config, progress)
+    full_users = np.zeros((n_users, config.dim), dtype=np.float32)
+    full_items = np.zeros((n_items, config.dim), dtype=np.float32)
+    full_users[users] = result.embeddings.users
+    full_items[items] = result.embeddings.items
+    return replace(result, embeddings=Embeddings(full_users, full_items))
+
+
+def fit_connected(
     train: sp.csr_matrix | sp.csr_array,
     validation: sp.csr_matrix | sp.csr_array | None,
     config: LightGCNConfig = LightGCNConfig(),
@@ -416,10 +466,11 @@ def fit_lightgcn(
     valid_bin = None if validation is None else sp.csr_matrix(validation > 0, dtype=np.float32)
     if valid_bin is not None and valid_bin.nnz == 0:
         valid_bin = None
-    if valid_bin is not None and config.eval_users is not None:
-        valid_bin = _sample_users(valid_bin, config.eval_users, config.seed)
 
     rng = np.random.default_rng(config.seed)
+    # Each batch propagates over the whole graph, so an epoch costs its number of
+    # batches: past `max_batches` per epoch, the batches grow instead.
+    batch = max(config.batch, -(-train_bin.nnz // config.max_batches))
     adj = NormalizedAdjacency.build(train_bin, blocks=config.threads)
     coo = train_bin.tocoo()
     pair_users = coo.row.astype(np.int64)
@@ -440,8 +491,8 @@ def fit_lightgcn(
             epoch_started = time.perf_counter()
             order = rng.permutation(pair_users.size)
             losses = []
-            for start in range(0, order.size, config.batch):
-                chosen = order[start : start + config.batch]
+            for start in range(0, order.size, batch):
+                chosen = order[start : start + batch]
                 users, positives = pair_users[chosen], pair_items[chosen]
                 negatives = sample_negatives(users, positive_keys, n_items, rng)
                 loss, grad_users, grad_items = loss_and_grad(
@@ -457,7 +508,14 @@ def fit_lightgcn(
             if valid_bin is not None and (epoch % config.eval_every == 0 or last):
                 final = Embeddings(*propagate(adj, ego_users, ego_items, config.layers,
                                               executor=executor))  # fmt: skip
-                recall = recall_at_k(final, train_bin, valid_bin, config.k)
+                recall = recall_at_k(
+                    final,
+                    train_bin,
+                    valid_bin,
+                    config.k,
+                    exclude_seen=config.exclude_seen,
+                    max_users=config.validation_users,
+                )
                 if best is None or recall > best[0]:
                     best, stale = (recall, epoch, final), 0
                 else:
@@ -489,23 +547,6 @@ def fit_lightgcn(
         history=history,
         seconds=time.perf_counter() - started,
     )
-
-
-def _sample_users(validation: sp.csr_matrix, size: int, seed: int) -> sp.csr_matrix:
-    """Validation with only `size` of its users kept (the others' rows emptied).
-
-    Drawn from its own generator, so the sample does not shift the training's
-    random stream: the same seed trains the same model whatever `eval_users` is.
-    """
-    users = np.flatnonzero(np.diff(validation.indptr) > 0)
-    if users.size <= size:
-        return validation
-    chosen = np.random.default_rng([seed, 1]).choice(users, size, replace=False)
-    keep = np.zeros(validation.shape[0], dtype=np.float32)
-    keep[chosen] = 1.0
-    sampled = sp.csr_matrix(sp.diags(keep) @ validation)
-    sampled.eliminate_zeros()
-    return sampled
 
 
 class _Adam:

@@ -20,10 +20,29 @@ STAGE1_NDCG_K = 20
 STAGE2_K = 10
 
 
+def labels_of(
+    items: IntArray, grades: FloatArray, got: IntArray
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """The grade of every stream in `got` (0 if unwatched), and which of `items` it holds.
+
+    `items` must be sorted and unique (a CSR row's indices are): one binary search
+    per retrieved stream instead of a dictionary built per user.
+    """
+    at = np.searchsorted(items, got)
+    inside = at < len(items)
+    found = np.zeros(len(got), dtype=bool)
+    found[inside] = items[at[inside]] == got[inside]
+    labels = np.zeros(len(got))
+    labels[found] = grades[at[found]]
+    hit = np.zeros(len(items), dtype=bool)
+    hit[at[found]] = True
+    return labels, hit
+
+
 def stage1(
     relevant: list[tuple[IntArray, FloatArray]], ranked: dict[str, list[IntArray]]
 ) -> dict[str, dict[str, float]]:
-    """Recall@K and NDCG@20 per source; `relevant` is each query's (streams, grades).
+    """Recall@K and NDCG@20 per source; `relevant` is each query's (sorted streams, grades).
 
     Each relevance list is the retrieved streams' grades, padded with zeros to
     the deepest cut-off, then the grades of the watched streams no source
@@ -36,9 +55,7 @@ def stage1(
         rows = []
         for (items, grades), got in zip(relevant, lists, strict=True):
             got = got[:depth]
-            lookup = dict(zip(items.tolist(), grades.tolist(), strict=True))
-            got_labels = np.array([lookup.get(int(s), 0.0) for s in got], dtype=np.float64)
-            hit = np.isin(items, got)
+            got_labels, hit = labels_of(items, grades, got)
             rows.append(np.concatenate([got_labels, np.zeros(depth - len(got)), grades[~hit]]))
         values = metrics.per_user_metrics(rows, ks=(*STAGE1_KS, STAGE1_NDCG_K))
         out[name] = {f"recall@{k}": float(values[f"recall@{k}"].mean()) for k in STAGE1_KS}

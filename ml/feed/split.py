@@ -53,7 +53,7 @@ class Split:
 def _held_out(n: IntArray, ratio: float) -> IntArray:
     """Rows to cut from groups of n: round half up, never all of a group."""
     cut = np.floor(n * ratio + 0.5).astype(np.int64)
-    return np.minimum(cut, np.maximum(n - 1, 0))
+    return np.asarray(np.minimum(cut, np.maximum(n - 1, 0)), dtype=np.int64)
 
 
 def _latest(user: IntArray, at_us: IntArray, eligible: BoolArray, ratio: float) -> BoolArray:

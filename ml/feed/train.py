@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,9 +45,26 @@ SYNTHETIC_SIZES = (10_000, 50_000, 500_000)
 
 def say(message: str) -> None:
     """Progress on stderr, as the other long jobs print it."""
-    import sys
-
     print(f"[feed] {message}", file=sys.stderr, flush=True)
+
+
+def versions() -> dict[str, str]:
+    """Library versions the models were made with, kept in their metadata.
+
+    An XGBoost booster reads across versions, but a surprise in a score is easier
+    to explain with them at hand.
+    """
+    import implicit
+    import scipy
+    import xgboost
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "implicit": implicit.__version__,
+        "xgboost": xgboost.__version__,
+    }
 
 
 @dataclass(frozen=True)
@@ -155,7 +174,9 @@ def train(options: Options) -> Result:
         f" test {int(cut.test.sum()):,} rows; {int(prepared.fit.nnz):,} watched pairs to fit;"
         f" {int((~warm).sum()):,} of {log.n_users:,} users cold-start before the tune slice"
     )
-    config = LightGCNConfig(max_epochs=options.max_epochs, seed=options.seed)
+    config = LightGCNConfig(
+        max_epochs=options.max_epochs, seed=options.seed, exclude_seen=False, threads=2
+    )
     gcn = _timed(
         "LightGCN",
         seconds,
@@ -163,7 +184,9 @@ def train(options: Options) -> Result:
     )
     als = _timed("ALS", seconds, lambda: fit_als(prepared.fit, seed=options.seed))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    versions = {kind: f"{kind}-{stamp}-{prepared.data_hash[:8]}" for kind in ("lightgcn", "als")}
+    versions_by_kind = {
+        kind: f"{kind}-{stamp}-{prepared.data_hash[:8]}" for kind in ("lightgcn", "als")
+    }
     metadata: dict[str, Any] = {
         "data_hash": prepared.data_hash,
         "source": log.source,
@@ -173,6 +196,7 @@ def train(options: Options) -> Result:
         "streams": log.n_items,
         "interactions": len(log),
         "trained_at": stamp,
+        "versions": versions(),
     }
     options.model_dir.mkdir(parents=True, exist_ok=True)
     path: Path | None = None
@@ -192,7 +216,7 @@ def train(options: Options) -> Result:
             metadata={
                 **metadata,
                 "feature_names": list(FEATURE_NAMES),
-                "candidate_models": versions,
+                "candidate_models": versions_by_kind,
                 "rows": fitted.rows,
                 "queries": fitted.queries,
                 "best_iteration": fitted.best_iteration,
@@ -210,8 +234,8 @@ def train(options: Options) -> Result:
                     options.source.database_url,
                     prepared,
                     {
-                        "lightgcn": (versions["lightgcn"], gcn.embeddings),
-                        "als": (versions["als"], als),
+                        "lightgcn": (versions_by_kind["lightgcn"], gcn.embeddings),
+                        "als": (versions_by_kind["als"], als),
                     },
                     {**metadata, "best_epoch": gcn.best_epoch, "epochs_run": gcn.epochs_run},
                 )
@@ -219,7 +243,7 @@ def train(options: Options) -> Result:
         )
     summary = {
         **metadata,
-        "versions": versions,
+        "models": versions_by_kind,
         "reranker": str(path) if path is not None else None,
         "lightgcn": {
             "best_epoch": gcn.best_epoch,
@@ -239,7 +263,7 @@ def train(options: Options) -> Result:
         "seconds": seconds,
     }
     (options.model_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-    return Result(prepared, gcn.embeddings, als, fitted, versions, path, summary, seconds)
+    return Result(prepared, gcn.embeddings, als, fitted, versions_by_kind, path, summary, seconds)
 
 
 def report(result: Result) -> str:

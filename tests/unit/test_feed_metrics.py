@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ml.feed.metrics import stage1, stage2_metrics
+from ml.feed.metrics import labels_of, stage1, stage2_metrics
 from ml.feed.rerank import grades
 
 
@@ -64,3 +64,9 @@ def test_stage2_metrics_by_hand() -> None:
     assert m["recall@10"][0] == 1.0
     assert m["mrr"][0] == pytest.approx(0.5)
     assert m["map"][0] == pytest.approx((1 / 2 + 2 / 4) / 2)
+
+
+def test_labels_of_finds_each_retrieved_streams_grade() -> None:
+    labels, hit = labels_of(np.array([2, 5, 9]), np.array([1.0, 3.0, 2.0]), np.array([9, 1, 5, 12]))
+    assert labels.tolist() == [2.0, 0.0, 3.0, 0.0]
+    assert hit.tolist() == [False, True, True]

@@ -316,7 +316,7 @@ def test_impression_log_is_consistent(data: Dataset) -> None:
     sessions = log.groupby("session_id")
     assert (sessions["user_id"].nunique() == 1).all()
     assert (sessions["device_type"].nunique() == 1).all()
-    assert 0.05 <= log["clicked"].mean() <= 0.15
+    assert 0.12 <= log["clicked"].mean() <= 0.20
 
 
 def test_impressions_mix_near_and_far(pairs: pd.DataFrame) -> None:

@@ -267,7 +267,8 @@ def test_without_validation_all_epochs_run_and_the_last_is_kept() -> None:
 def test_the_validation_sample_does_not_change_what_is_trained() -> None:
     train, test = planted(n_users=150, n_items=200)
     # Evaluated once, at the last epoch, so that epoch is kept whatever its recall.
-    sampled = LightGCNConfig(dim=8, batch=256, max_epochs=2, eval_every=2, eval_users=20)
+    sampled = LightGCNConfig(dim=8, batch=256, max_epochs=2, eval_every=2,
+                             validation_users=20)  # fmt: skip
     with_sample = fit_lightgcn(train, test, sampled)
     without = fit_lightgcn(train, None, LightGCNConfig(dim=8, batch=256, max_epochs=2))
     assert with_sample.best_epoch == 2 and with_sample.history[0]["recall"] is None
