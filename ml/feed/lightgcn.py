@@ -64,7 +64,7 @@ class LightGCNConfig:
             grow, because every step propagates over the whole graph.
         max_epochs: upper bound on passes over the training positives.
         patience: evaluations without a better validation recall before stopping.
-        min_gain: how much better (relative) a recall must be to count as better:
+        min_gain: how much better (relative, 1%) a recall must be to count as better:
             at a million streams an epoch costs a minute, and the last epochs before
             a plateau add a few ten-thousandths each.
         eval_every: epochs between two validation evaluations (the last epoch is
@@ -90,7 +90,7 @@ class LightGCNConfig:
     max_batches: int = 32
     max_epochs: int = 40
     patience: int = 3
-    min_gain: float = 0.002
+    min_gain: float = 0.01
     eval_every: int = 1
     k: int = 100
     exclude_seen: bool = True
