@@ -105,8 +105,11 @@ def gather(
     """Run every source for every query."""
     cf = None
     if embeddings is not None:
-        cf, _ = top_k(embeddings.users[queries.user], embeddings.items, CF_K)
-        cf = cf.astype(np.int64)
+        # A stream the model never saw has a zero vector: nothing to retrieve it by,
+        # and leaving it out spares most of a million-stream catalogue's scoring.
+        known = np.flatnonzero(np.any(embeddings.items != 0, axis=1))
+        cf, _ = top_k(embeddings.users[queries.user], embeddings.items[known], CF_K)
+        cf = known[cf].astype(np.int64)
     near = None
     trending = _ranked(history.recent, TRENDING_K)
     trending_language: list[IntArray] = [np.empty(0, dtype=np.int64)] * len(queries.user)

@@ -194,7 +194,10 @@ def evaluate(options: Options) -> Evaluation:
                 rerank.grades(test_minutes.data[start:end]),
             )
         )
-    als_top, _ = top_k(vectors["als"].users[users], vectors["als"].items, max(STAGE1_KS))
+    # ALS, like LightGCN, retrieves among the streams it was fitted on.
+    fitted = np.flatnonzero(np.diff(prepared.fit.tocsc().indptr) > 0)
+    als_top, _ = top_k(vectors["als"].users[users], vectors["als"].items[fitted], max(STAGE1_KS))
+    als_top = fitted[als_top]
     popular = candidates._ranked(past.popularity, max(STAGE1_KS))
     ranked: dict[str, list[IntArray]] = {
         "lightgcn": list(lists.cf) if lists.cf is not None else [],
