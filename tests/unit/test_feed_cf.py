@@ -137,3 +137,25 @@ def test_als_is_deterministic_for_a_seed(planted_als) -> None:
     again = fit_als(train, dim=32, iterations=10, seed=0)
     np.testing.assert_array_equal(embeddings.users, again.users)
     np.testing.assert_array_equal(embeddings.items, again.items)
+
+
+def test_wide_rows_take_the_sampled_bound_and_stay_exact() -> None:
+    """60,000 items: the strided-sample path, with ties, exclusions and a misjudged row."""
+    users, items = tied_vectors(40, 60_000, seed=3)
+    exclude = sp.random(40, 60_000, density=0.01, format="csr", random_state=1)
+    scores = users @ items.T
+    indices, got = top_k(users, items, 200, exclude=exclude)
+    expected = scores.copy()
+    expected[exclude.nonzero()] = -np.inf
+    expected_index, expected_score = oracle(expected, 200)
+    np.testing.assert_array_equal(indices, expected_index)
+    np.testing.assert_array_equal(got, expected_score)
+    # A row whose best scores sit only in the sampled columns: the bound is too high
+    # for 200 cells to reach it, and that row must fall back to the full partition.
+    block = np.zeros((2, 60_000), dtype=np.float32)
+    block[0, ::8][:60] = 5.0
+    block[1] = np.arange(60_000, dtype=np.float32) % 7
+    index, value = retrieval._block_top_k(block, 200)
+    expected_index, expected_value = oracle(block, 200)
+    np.testing.assert_array_equal(index, expected_index)
+    np.testing.assert_array_equal(value, expected_value)
