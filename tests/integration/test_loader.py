@@ -56,6 +56,7 @@ def test_load_writes_every_row_and_keeps_the_schema(db_url: str) -> None:
     ]
     fks = fetch(db_url, "SELECT conname FROM pg_constraint WHERE contype = 'f' ORDER BY 1")
     assert [r["conname"] for r in fks] == [
+        "fk_feed_embeddings_model_version_feed_models",  # untouched by the load
         "fk_interactions_stream_id_streams",
         "fk_interactions_user_id_users",
     ]
