@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from seed.cities import ENGLISH, FloatArray, IntArray, haversine_km
+from app.geo import haversine_km
+from seed.cities import ENGLISH, FloatArray, IntArray
 from seed.tastes import (
     FAVOURITE_FROM_COMMUNITY,
     MAX_FAVOURITES,

@@ -19,7 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-EARTH_RADIUS_KM = 6371.0088
+from app.geo import EARTH_RADIUS_KM
+
 KM_PER_DEGREE = np.pi * EARTH_RADIUS_KM / 180.0  # along a meridian: about 111.2 km
 
 FloatArray = npt.NDArray[np.float64]
@@ -191,15 +192,3 @@ def scatter(
     lon = longitude + east_km / (KM_PER_DEGREE * cos_lat)
     lon = (lon + 180.0) % 360.0 - 180.0
     return lat, lon
-
-
-def haversine_km(
-    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
-) -> FloatArray:
-    """Great-circle distance on the mean-radius sphere, element-wise, in kilometres."""
-    phi1, phi2 = np.radians(lat1), np.radians(lat2)
-    dphi = phi2 - phi1
-    dlmb = np.radians(lon2 - lon1)
-    h = np.sin(dphi / 2.0) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(dlmb / 2.0) ** 2
-    distance = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
-    return np.asarray(distance, dtype=np.float64)

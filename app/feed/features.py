@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from app.geo import haversine_km
+
 FloatArray = npt.NDArray[np.float64]
 ObjectArray = npt.NDArray[np.object_]
 
@@ -58,8 +60,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
-
-EARTH_RADIUS_KM = 6371.0088
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,6 @@ class Context:
     hour_utc: float
     device: str | None = None
     locale_language: str | None = None
-
-
-def haversine_km(lat1: float, lon1: float, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
-    """Great-circle distance from one point to many, in km (NaN propagates)."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(lon2 - lon1)
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))))
 
 
 def _equal(values: ObjectArray, to: str | None) -> FloatArray:

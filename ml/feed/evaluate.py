@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from app.feed import artifact, embeddings
-from app.feed.features import FEATURE_NAMES, haversine_km
+from app.feed.features import FEATURE_NAMES
+from app.geo import haversine_km
 from app.hometown import scoring
 from app.hometown.weights import Weights
 from ml import metrics

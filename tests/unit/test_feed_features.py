@@ -12,10 +12,10 @@ from app.feed.features import (
     Candidates,
     Context,
     Viewer,
-    haversine_km,
     local_hour,
     pair_features,
 )
+from app.geo import haversine_km
 
 NAN = float("nan")
 
