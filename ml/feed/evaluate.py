@@ -50,6 +50,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 SINGLE_RANKERS = ("lightgcn", "als", "popularity", "hometown")
+#: Queries whose candidates are scored together, then dropped: memory stays bounded.
+SCORED_AT_ONCE = 2_000
 
 
 class EvaluationError(Exception):
@@ -259,11 +261,38 @@ def _stage2(
     log, tables = prepared.log, prepared.data.tables
     ranker = artifact.load_ranker(ranker_path, FEATURE_NAMES)
     rng = np.random.default_rng(options.seed)
-    per_query: dict[str, list[FloatArray]] = {
-        n: [] for n in ("reranker", *SINGLE_RANKERS, "random")
-    }
+    names = ("reranker", *SINGLE_RANKERS, "random")
+    parts: dict[str, dict[str, list[FloatArray]]] = {n: {} for n in names}
+    pending: list[tuple[candidates.QueryRows, FloatArray]] = []
+
+    def flush() -> None:
+        """Score and measure the pending queries, then let their candidates go."""
+        if not pending:
+            return
+        blocks = [rows.features for rows, _ in pending]
+        scores = ranker.score(np.concatenate(blocks)).astype(np.float64)
+        offsets = np.cumsum([0] + [len(b) for b in blocks])
+        lists: dict[str, list[FloatArray]] = {n: [] for n in names}
+        for i, (rows, labels) in enumerate(pending):
+            ids = rows.items  # codes follow stream_id order, so they break ties by id
+            single = {
+                "reranker": scores[offsets[i] : offsets[i + 1]],
+                "lightgcn": vectors["lightgcn"].items[rows.items]
+                @ vectors["lightgcn"].users[rows.user],
+                "als": vectors["als"].items[rows.items] @ vectors["als"].users[rows.user],
+                "popularity": past.popularity[rows.items],
+                "hometown": _hometown_scores(rows, tables, rows.user),
+                "random": rng.random(len(ids)),
+            }
+            for name, score in single.items():
+                order = metrics.rank(np.asarray(score, dtype=np.float64), ids)
+                lists[name].append(labels[order])
+        for name, values in stage2_metrics(lists).items():
+            for metric, array in values.items():
+                parts[name].setdefault(metric, []).append(array)
+        pending.clear()
+
     keep = []
-    blocks, query_rows = [], []
     started = time.perf_counter()
     for rows in candidates.featurise(queries, lists, past, tables, log, vectors["lightgcn"]):
         if rows.q and rows.q % 5000 == 0:
@@ -276,27 +305,16 @@ def _stage2(
         if not (labels > 0).any():
             continue
         keep.append(rows.q)
-        blocks.append(rows.features)
-        query_rows.append((rows, labels))
+        pending.append((rows, labels))
+        if len(pending) == SCORED_AT_ONCE:
+            flush()
+    flush()
     if not keep:
         raise EvaluationError("no test user has a watched stream among the candidates")
-    scores = ranker.score(np.concatenate(blocks)).astype(np.float64)
-    offsets = np.cumsum([0] + [len(b) for b in blocks])
-    for i, (rows, labels) in enumerate(query_rows):
-        ids = rows.items  # codes follow stream_id order, so they break ties by id
-        single = {
-            "reranker": scores[offsets[i] : offsets[i + 1]],
-            "lightgcn": vectors["lightgcn"].items[rows.items]
-            @ vectors["lightgcn"].users[rows.user],
-            "als": vectors["als"].items[rows.items] @ vectors["als"].users[rows.user],
-            "popularity": past.popularity[rows.items],
-            "hometown": _hometown_scores(rows, tables, rows.user),
-            "random": rng.random(len(ids)),
-        }
-        for name, score in single.items():
-            order = metrics.rank(np.asarray(score, dtype=np.float64), ids)
-            per_query[name].append(labels[order])
-    per_user = stage2_metrics(per_query)
+    per_user = {
+        name: {metric: np.concatenate(arrays) for metric, arrays in values.items()}
+        for name, values in parts.items()
+    }
     kept_warm = warm[np.array(keep)]
     groups = {"warm": kept_warm, "cold": ~kept_warm}
     headline = "warm" if kept_warm.any() else "cold"
