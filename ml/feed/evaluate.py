@@ -178,7 +178,7 @@ def evaluate(options: Options) -> Evaluation:
         )
     log, cut, tables = prepared.log, prepared.split, prepared.data.tables
     vectors = asyncio.run(_vectors(options.source.database_url, trained["models"], prepared))
-    test_minutes = positives(log, cut.test, weights="minutes").astype(np.float64)
+    test_minutes = positives(log, cut.test, weights="minutes")
     users = np.flatnonzero(np.diff(test_minutes.indptr) > 0).astype(np.int64)
     if len(users) == 0:
         raise EvaluationError("no user watched anything in the test slice")

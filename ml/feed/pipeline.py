@@ -52,7 +52,11 @@ class Prepared:
 
 
 def positives(log: Log, mask: BoolArray, weights: str = "binary") -> sp.csr_matrix:
-    """The watched rows of `mask` as a users × streams matrix (1 per pair, or minutes)."""
+    """The watched rows of `mask` as a users × streams matrix.
+
+    `binary`: 1 per watched pair, float32 (what the collaborative models fit);
+    `minutes`: the pair's summed watch minutes, float64 (labels are graded from them).
+    """
     rows = np.flatnonzero(mask & log.positive)
     values = np.ones(len(rows)) if weights == "binary" else log.minutes[rows]
     matrix = sp.csr_matrix(
@@ -62,7 +66,7 @@ def positives(log: Log, mask: BoolArray, weights: str = "binary") -> sp.csr_matr
     if weights == "binary":
         matrix.data[:] = 1.0
     matrix.sort_indices()
-    return matrix.astype(np.float32)
+    return matrix.astype(np.float32) if weights == "binary" else matrix
 
 
 def log_hash(log: Log, test_ratio: float, tune_ratio: float) -> str:

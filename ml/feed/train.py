@@ -111,7 +111,7 @@ def training_table(
     queries = candidates.queries_for(log, cut.tune, users.astype(np.int64))
     past = history.build(log, cut.fit, prepared.data.tables)
     lists = candidates.gather(queries, past, prepared.data.tables, cf)
-    label_minutes = prepared_minutes(prepared, cut.tune)
+    label_minutes = positives(log, cut.tune, weights="minutes")
     table = rerank.Table([], [], [])
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -127,11 +127,6 @@ def training_table(
             )
     progress(f"reranker queries: {len(table):,} of {len(users):,} users have a watched candidate")
     return table
-
-
-def prepared_minutes(prepared: Prepared, mask: np.ndarray) -> Any:
-    """Watch minutes per (user, stream) over the rows of `mask`."""
-    return positives(prepared.log, mask, weights="minutes").astype(np.float64)
 
 
 async def _store(
