@@ -1,8 +1,10 @@
-"""Argument types the `python -m ml` commands share (ml/cli.py, ml/feed/cli.py)."""
+"""What the `python -m ml` command lines share (ml/cli.py, ml/feed/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 
 def positive(text: str) -> int:
@@ -19,3 +21,9 @@ def share(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
     return value
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2: the user can fix this, it is no crash."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
 from app.errors import UserNotFound
@@ -12,7 +11,7 @@ from app.features.artifact import ModelError
 from app.hometown.service import Query
 from app.settings import load_settings
 from ml import compare, evaluate
-from ml.arguments import positive, share
+from ml.arguments import fail, positive, share
 from ml.feed import cli as feed_cli
 from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
 
@@ -121,12 +120,6 @@ def _add_compare(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
 
 
-def _fail(message: str) -> None:
-    """One line on stderr and exit status 2: the user can fix this, it is no crash."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
 def _train_to(model_path: Path | None) -> str:
     """The training command for a model path given on the command line."""
     if model_path is None:
@@ -155,13 +148,13 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         except ModelError as exc:
-            _fail(str(exc) + _train_to(args.model_path))
+            fail(str(exc) + _train_to(args.model_path))
         except evaluate.EvaluationError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         return
     if args.job == "compare":
         if args.max_results > 100:
-            _fail(f"--max-results must be at most 100 (as in the API), got {args.max_results}")
+            fail(f"--max-results must be at most 100 (as in the API), got {args.max_results}")
         try:
             model = compare.load_model(args.model_path or settings.model_path)
             request = Query(
@@ -180,9 +173,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         except ModelError as exc:
-            _fail(str(exc) + _train_to(args.model_path))
+            fail(str(exc) + _train_to(args.model_path))
         except UserNotFound as exc:
-            _fail(str(exc))
+            fail(str(exc))
         print(compare.table(result), flush=True)
         return
     options = Options(

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from app.db.limits import DEVICES
 from app.geo import haversine_km
 from seed.cities import ENGLISH, FloatArray, IntArray
 from seed.tastes import (
@@ -33,7 +34,6 @@ from seed.tastes import (
 BoolArray = npt.NDArray[np.bool_]
 ArrayLike = npt.ArrayLike
 
-DEVICES = ("mobile", "desktop", "tablet", "tv")
 DEVICE_SHARES = (0.55, 0.30, 0.08, 0.07)
 PAGE_SLOTS = 20  # a front page shows at most 20 streams; position 1 is the top
 WINDOW_DAYS = 30  # impressions fall in the 30 days before `as_of`

@@ -120,5 +120,8 @@ INTERACTION_COLUMNS = (
     "page_position",
     "session_id",
 )
+#: The devices an interaction's `device_type` names, in the order ties are broken
+#: (the generator draws them, the feed's features compare them).
+DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet", "tv")
 COLUMNS = {"users": USER_COLUMNS, "streams": STREAM_COLUMNS, "interactions": INTERACTION_COLUMNS}
 ARRAY_COLUMNS = {"preferred_categories", "tags"}

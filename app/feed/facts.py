@@ -22,12 +22,11 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from app.db.limits import DEVICES
 from app.feed.features import Candidates, Viewer
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Device names in tie-break order (the generator's and the importer's).
-DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet", "tv")
 SOURCE_COLUMNS = ("cf", "near", "trending", "trending_language", "own")
 
 VIEWER_SQL = """

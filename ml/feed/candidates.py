@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.neighbors import BallTree
 
-from app.feed.facts import DEVICES
+from app.db.limits import DEVICES
 from app.feed.features import Candidates, Context, Viewer, pair_features
 from ml.feed.data import Log, Tables
 from ml.feed.history import History, row_values

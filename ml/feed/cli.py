@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from app.settings import Settings
-from ml.arguments import positive, share
+from ml.arguments import fail, positive, share
 
 
 def _common(job: argparse.ArgumentParser) -> None:
@@ -78,11 +77,6 @@ def add(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(1)
-
-
 def main(args: argparse.Namespace, settings: Settings) -> None:
     """Run `ml feed <job>`."""
     from app.feed.artifact import RankerError
@@ -100,7 +94,7 @@ def main(args: argparse.Namespace, settings: Settings) -> None:
         if args.feed_job == "train":
             if args.force_synthetic:
                 if args.interactions is not None:
-                    _fail("--force-synthetic and --interactions exclude each other")
+                    fail("--force-synthetic and --interactions exclude each other")
                 from seed.generate import generate
                 from seed.loader import load
 
@@ -127,4 +121,4 @@ def main(args: argparse.Namespace, settings: Settings) -> None:
                 )
             )
     except (FeedDataError, RankerError, evaluate.EvaluationError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from app.feed.facts import DEVICES
+from app.db.limits import DEVICES
 from ml.feed.data import Log, Tables
 
 FloatArray = npt.NDArray[np.float64]

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.db.limits import INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
+from app.db.limits import DEVICES, INTERACTION_COLUMNS, STREAM_COLUMNS, USER_COLUMNS
 from app.geo import haversine_km
-from seed.behaviour import DEVICES, PAGE_SLOTS, click_probability
+from seed.behaviour import PAGE_SLOTS, click_probability
 from seed.cities import CITIES, PLACES, SPARSE_TOWNS, scatter
 from seed.generate import CATEGORIES, DEFAULT_AS_OF, generate, id_width
 from seed.loader import Dataset

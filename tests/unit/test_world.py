@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.db.limits import DEVICES
 from app.geo import haversine_km
-from seed.behaviour import DEVICES, click_probability, hour_gap
+from seed.behaviour import click_probability, hour_gap
 from seed.generate import World, generate, make_world
 from seed.tastes import (
     MAX_USER_COMMUNITIES,
