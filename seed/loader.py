@@ -11,7 +11,7 @@ It never touches the live tables until the very end:
    chunk, so formatting overlaps the server's parsing and memory stays bounded).
    Streams go in along a Hilbert curve (spatial_order.py), so that neighbours
    share heap and index pages and the nearest-first search touches few of them.
-3. Primary keys, indexes and foreign keys are rebuilt on the staging tables from
+3. Primary keys, indexes, foreign keys and triggers are rebuilt on the staging tables from
    the live tables' own definitions in the catalog (so a later migration that adds
    an index needs no change here), then ANALYZE.
 4. One short transaction drops the live tables and moves the staging ones into
@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from app.db.limits import ARRAY_COLUMNS, COLUMNS, INTERACTION_COLUMNS
+from app.db.limits import ARRAY_COLUMNS, COLUMNS, INTERACTION_COLUMNS, LIVE_CHANNEL, RELOAD
 from seed.spatial_order import in_hilbert_order
 
 STAGING = "hometown_staging"
@@ -210,6 +210,11 @@ async def _structure_ddl(conn: asyncpg.Connection) -> list[str]:
             """,
             f"public.{table}",
         )
+        triggers = await conn.fetch(
+            "SELECT pg_get_triggerdef(oid) AS def FROM pg_trigger"
+            " WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname",
+            f"public.{table}",
+        )
         comment = await conn.fetchval("SELECT obj_description($1::regclass, 'pg_class')", table)
         for row in constraints:
             if row["contype"] != "f":
@@ -222,6 +227,12 @@ async def _structure_ddl(conn: asyncpg.Connection) -> list[str]:
         for row in constraints:
             if row["contype"] == "f":
                 ddl.append(f'ALTER TABLE {table} ADD CONSTRAINT "{row["conname"]}" {row["def"]}')
+        for row in triggers:
+            # Created last, so the loaded rows fire nothing: the swap announces a reload.
+            statement, count = re.subn(rf" ON (public\.)?{table} ", f" ON {table} ", row["def"])
+            if count != 1:
+                raise RuntimeError(f"cannot retarget trigger definition: {row['def']}")
+            ddl.append(statement)
         if comment:
             ddl.append(f"COMMENT ON TABLE {table} IS {_literal(comment)}")
     return ddl
@@ -232,7 +243,7 @@ def _describe(statement: str) -> str:
     words = statement.replace('"', "").split()
     if words[:2] == ["ALTER", "TABLE"]:
         return f"{words[2]}: {words[5]} added"
-    if words[0] == "CREATE":
+    if words[0] == "CREATE" and "INDEX" in words:
         name = words[words.index("INDEX") + 1]
         return f"{words[words.index('ON') + 1]}: {name} built"
     return " ".join(words[:4])
@@ -252,6 +263,8 @@ async def _swap(conn: asyncpg.Connection) -> None:
         for table in TABLES:
             await conn.execute(f"ALTER TABLE {STAGING}.{table} SET SCHEMA public")
         await conn.execute(f"DROP SCHEMA {STAGING}")
+        # Servers that keep the live set in memory (app/feed/live.py) read it again.
+        await conn.execute(f"NOTIFY {LIVE_CHANNEL}, '{RELOAD}'")
 
 
 async def load_async(url: str, dataset: Dataset) -> LoadSummary:

@@ -125,3 +125,8 @@ INTERACTION_COLUMNS = (
 DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet", "tv")
 COLUMNS = {"users": USER_COLUMNS, "streams": STREAM_COLUMNS, "interactions": INTERACTION_COLUMNS}
 ARRAY_COLUMNS = {"preferred_categories", "tags"}
+
+#: The NOTIFY channel on which the `streams` triggers announce live changes
+#: (migration 0008), and the payload a bulk load sends when everything changed.
+LIVE_CHANNEL = "hometown_live"
+RELOAD = "reload"

@@ -302,3 +302,63 @@ class FeedEmbedding(Base):
     vector: Mapped[bytes] = mapped_column(
         BYTEA, comment="Little-endian float32 values, 4 x dim bytes."
     )
+
+
+class FeedUserFeatures(Base):
+    """A viewer's viewing facts, aggregated from interactions (migration 0008)."""
+
+    __tablename__ = "feed_user_features"
+    __table_args__ = (
+        {"comment": "The viewing facts of each viewer with history (aggregated interactions)."},
+    )
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True, comment="The viewer.")
+    category_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), comment="Categories the viewer watched, parallel to category_minutes."
+    )
+    category_minutes: Mapped[list[float]] = mapped_column(
+        ARRAY(Float), comment="Watch minutes per category in category_ids."
+    )
+    hour_watches: Mapped[list[float]] = mapped_column(
+        ARRAY(Float),
+        comment="Watches per local hour 0..23 (UTC hour shifted by timezone_offset, floored).",
+    )
+    creator_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), comment="Creators the viewer watched, most minutes first (ties by id)."
+    )
+    creator_minutes: Mapped[list[float]] = mapped_column(
+        ARRAY(Float), comment="Watch minutes per creator in creator_ids."
+    )
+    creator_watches: Mapped[list[float]] = mapped_column(
+        ARRAY(Float), comment="Watched interactions per creator in creator_ids."
+    )
+    computed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=func.now(),
+        comment="When these facts were aggregated from interactions.",
+    )
+
+
+class FeedStreamFeatures(Base):
+    """A stream's audience facts, aggregated from interactions (migration 0008)."""
+
+    __tablename__ = "feed_stream_features"
+    __table_args__ = (
+        {"comment": "The audience facts of each watched stream (aggregated interactions)."},
+    )
+
+    stream_id: Mapped[str] = mapped_column(Text, primary_key=True, comment="The stream.")
+    viewers: Mapped[int] = mapped_column(
+        Integer, comment="Distinct viewers who watched the stream (its popularity)."
+    )
+    device_watches: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), comment="Watches per device, in the order mobile, desktop, tablet, tv."
+    )
+    hour_watches: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), comment="Watches per UTC hour 0..23."
+    )
+    computed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=func.now(),
+        comment="When these facts were aggregated from interactions.",
+    )

@@ -76,7 +76,11 @@ def migrated_url(database_url: str) -> str:
 def db_url(migrated_url: str) -> Iterator[str]:
     """A migrated database whose tables are emptied after the test."""
     yield migrated_url
-    run_sql(migrated_url, "TRUNCATE interactions, streams, users, feed_models CASCADE")
+    run_sql(
+        migrated_url,
+        "TRUNCATE interactions, streams, users, feed_models,"
+        " feed_user_features, feed_stream_features CASCADE",
+    )
 
 
 @pytest.fixture

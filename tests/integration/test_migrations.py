@@ -78,7 +78,21 @@ def test_migrations_run_down_and_up_again(migrated_url: str) -> None:
         " WHERE attrelid = 'streams'::regclass AND attname = 'location'",
     )
     assert kinds[0]["t"] == "geography(Point,4326)"
-    assert _feed_tables(migrated_url) == ["feed_embeddings", "feed_models"]
+    assert _feed_tables(migrated_url) == FEED_TABLES
+    assert _stream_triggers(migrated_url) == STREAM_TRIGGERS
+
+
+FEED_TABLES = ["feed_embeddings", "feed_models", "feed_stream_features", "feed_user_features"]
+STREAM_TRIGGERS = [f"streams_live_notify_{op}" for op in ("delete", "insert", "update")]
+
+
+def _stream_triggers(url: str) -> list[str]:
+    rows = fetch(
+        url,
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.streams'::regclass"
+        " AND NOT tgisinternal ORDER BY 1",
+    )
+    return [row["tgname"] for row in rows]
 
 
 def _feed_tables(url: str) -> list[str]:
@@ -100,13 +114,30 @@ def test_feed_models_migration_runs_down_and_up_again(migrated_url: str) -> None
         assert fetch(migrated_url, "SELECT version_num FROM alembic_version")[0][0] == "0006"
     finally:
         command.upgrade(config, "head")
-    assert _feed_tables(migrated_url) == ["feed_embeddings", "feed_models"]
+    assert _feed_tables(migrated_url) == FEED_TABLES
     indexes = fetch(
         migrated_url,
         "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'feed_models' ORDER BY 1",
     )
     assert [row["indexname"] for row in indexes] == ["pk_feed_models", "uq_feed_models_active"]
     assert "UNIQUE" in indexes[1]["indexdef"] and "WHERE active" in indexes[1]["indexdef"]
+
+
+def test_feed_serving_migration_runs_down_and_up_again(migrated_url: str) -> None:
+    """0008 alone: its downgrade drops the feature tables, the triggers and their functions."""
+    config = alembic_config(migrated_url)
+    command.downgrade(config, "0007")
+    try:
+        assert _feed_tables(migrated_url) == ["feed_embeddings", "feed_models"]
+        assert _stream_triggers(migrated_url) == []
+        functions = fetch(
+            migrated_url, "SELECT proname FROM pg_proc WHERE proname LIKE 'hometown\\_live%'"
+        )
+        assert functions == []
+    finally:
+        command.upgrade(config, "head")
+    assert _feed_tables(migrated_url) == FEED_TABLES
+    assert _stream_triggers(migrated_url) == STREAM_TRIGGERS
 
 
 def test_the_models_match_the_migrated_schema(migrated_url: str) -> None:
