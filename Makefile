@@ -32,8 +32,8 @@ model: seed ## train the click model on the database unless MODEL_PATH already h
 	@if $(HAS_MODEL); then echo "[model] a click model exists; retrain with: uv run python -m ml train"; \
 	else $(UV) run python -m ml train; fi
 
-# The feed's reranker lives beside MODEL_PATH (ml/feed/pipeline.py names the file).
-HAS_FEED := $(UV) run python -c "import sys; from app.settings import get_settings; sys.exit(not (get_settings().model_path.parent / 'feed_reranker.ubj').exists())"
+# The feed's reranker lives beside MODEL_PATH (app/feed/ranker.py names the file).
+HAS_FEED := $(UV) run python -c "import sys; from app.settings import get_settings; from app.feed.ranker import reranker_path; sys.exit(not reranker_path(get_settings().model_path).exists())"
 
 feed-model: seed ## train the home-feed models (LightGCN, ALS, reranker) unless they exist
 	@if $(HAS_FEED); then echo "[feed] home-feed models exist; retrain with: uv run python -m ml feed train"; \

@@ -10,6 +10,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from app import __version__
 from app.api import openapi
+from app.api.feed import CategoryFeedController, HomeFeedController
+from app.api.feed_schemas import CategoryFeedRequest, HomeFeedRequest
 from app.api.health import health, live, ready
 from app.api.hometown import HometownController, HometownMlController
 from app.api.live_schemas import (
@@ -25,11 +27,14 @@ from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
+from app.feed.ranker import feed_ranker
+from app.feed.service import PopularStreams
 from app.hometown.click_model import click_model
 from app.hometown.stats import StatsCache
 from app.observability.logs import configure_logging, log_unexpected
 from app.observability.metrics import Metrics
 from app.observability.middleware import Observability
+from app.reload import sighup
 from app.settings import Settings, get_settings
 from app.transport.proxies import ClientAddress, parse_networks
 
@@ -47,6 +52,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "stats_cache": StatsCache(settings.stats_cache_s),
             "rate_limiter": _rate_limiter(settings),
             "failure_log": ThrottledLog(),
+            "reloaders": [],
+            "popular": PopularStreams(),
         }
     )
     state.metrics = Metrics(state)
@@ -58,9 +65,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics,
             HometownController,
             HometownMlController,
+            HomeFeedController,
+            CategoryFeedController,
             StreamsController,
         ],
-        lifespan=[database, click_model],
+        lifespan=[sighup, database, click_model, feed_ranker],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         after_exception=[log_unexpected],
@@ -103,6 +112,8 @@ OPTIONAL_BODIES = ("/v1/streams/{stream_id}/live", "/v1/streams/{stream_id}/offl
 #: Request bodies whose strictness the OpenAPI schema must show (see app/api/openapi.py).
 REQUEST_MODELS = (
     HometownRequest,
+    HomeFeedRequest,
+    CategoryFeedRequest,
     LiveStatusBatch,
     StatusUpdateBody,
     GoLiveBody,

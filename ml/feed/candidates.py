@@ -32,6 +32,7 @@ from sklearn.neighbors import BallTree
 
 from app.db.limits import DEVICES
 from app.feed.features import Candidates, Context, Viewer, pair_features
+from app.feed.sources import CF_K, NEAR_K, OWN_K, SOURCES, TRENDING_K, TRENDING_LANGUAGE_K
 from ml.feed.data import Log, Tables
 from ml.feed.history import History, row_values
 from ml.feed.retrieval import Embeddings, top_k
@@ -39,12 +40,6 @@ from ml.feed.retrieval import Embeddings, top_k
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-CF_K = 200
-NEAR_K = 50
-TRENDING_K = 50
-TRENDING_LANGUAGE_K = 20
-OWN_K = 20
-SOURCES = ("cf", "near", "trending", "trending_language", "own")
 _US_PER_HOUR = 3_600_000_000
 
 

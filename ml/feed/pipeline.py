@@ -16,13 +16,13 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from app.feed.ranker import RERANKER_FILE as RERANKER_FILE
 from ml.feed.data import Data, Log, Progress, from_database, from_file
 from ml.feed.split import Split, split
 
 BoolArray = npt.NDArray[np.bool_]
 
-#: What `ml feed train` writes into the model directory.
-RERANKER_FILE = "feed_reranker.ubj"
+#: What `ml feed train` writes into the model directory (the server reads the reranker).
 SUMMARY_FILE = "feed_training.json"
 
 

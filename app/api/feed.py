@@ -1,0 +1,112 @@
+"""HTTP for HOME_FEED and CATEGORY_FEED: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+from litestar import Controller, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK
+
+from app.api import responses
+from app.api.body import strict_json
+from app.api.feed_schemas import (
+    DEVICE_ALIASES,
+    CategoryFeedRequest,
+    FeedModels,
+    FeedResponse,
+    FeedStream,
+    HomeFeedRequest,
+)
+from app.api.rate_limit import rate_limited
+from app.db.pool import connection
+from app.feed import service
+from app.observability.context import current_request_id
+
+
+class HomeFeedController(Controller):
+    """`/v1/scenarios/home_feed`: the viewer's front page."""
+
+    path = "/v1/scenarios/home_feed"
+    tags = ("feed",)
+    guards = (rate_limited,)
+
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        summary="A viewer's home feed: candidates from several sources, reranked",
+        before_request=strict_json(HomeFeedRequest),
+        responses=responses.RECOMMEND,
+    )
+    async def recommend(self, state: State, data: JSONBody[HomeFeedRequest]) -> FeedResponse:
+        """Live streams for the viewer, best first, each with a reason.
+
+        Unknown `user_id`: 404. Bad input: 400 naming the field. Database down: 503.
+        """
+        return await _recommend(state, data, None)
+
+
+class CategoryFeedController(Controller):
+    """`/v1/scenarios/category_feed`: the same within one category."""
+
+    path = "/v1/scenarios/category_feed"
+    tags = ("feed",)
+    guards = (rate_limited,)
+
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        summary="A viewer's feed within one category",
+        before_request=strict_json(CategoryFeedRequest),
+        responses=responses.RECOMMEND,
+    )
+    async def recommend(self, state: State, data: JSONBody[CategoryFeedRequest]) -> FeedResponse:
+        """Live streams of `category_id` for the viewer; never padded with other categories.
+
+        When the category has fewer live streams than asked, `note` says so.
+        """
+        return await _recommend(state, data, data.category_id)
+
+
+async def _recommend(state: State, data: HomeFeedRequest, category: str | None) -> FeedResponse:
+    settings = state.settings
+    query = service.FeedQuery(
+        user_id=data.user_id,
+        category_id=category,
+        at=None if data.ctx_timestamp is None else datetime.fromtimestamp(data.ctx_timestamp, UTC),
+        device=None if data.ctx_device is None else DEVICE_ALIASES[data.ctx_device],
+        locale_language=None
+        if data.ctx_locale is None
+        else data.ctx_locale.replace("-", "_").split("_", 1)[0].lower(),
+        max_results=data.max_results,
+        explain=data.explain,
+    )
+    slot = state.ranker
+    parts = service.Parts(
+        live=state.live,
+        store=state.features,
+        popular=state.popular,
+        ranker=slot.ranker,
+        ranker_version=slot.version,
+        weights=settings.weights,
+        default_local_preference=settings.default_local_preference,
+    )
+    async with connection(state.pool, settings.db_connect_timeout_s) as conn:
+        feed = await service.recommend(conn, query, parts)
+    return FeedResponse(
+        request_id=current_request_id() or uuid.uuid4().hex,
+        streams=msgspec.convert(feed.streams, list[FeedStream], from_attributes=True),
+        models=FeedModels(
+            candidate_model=feed.served.candidate_model,
+            reranker=feed.served.reranker,
+            order=feed.served.order,  # type: ignore[arg-type]
+        ),
+        candidates=feed.candidates,
+        sources=feed.sources,
+        category_id=feed.category_id,
+        live_in_category=feed.live_in_category,
+        note=feed.note,
+    )

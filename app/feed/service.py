@@ -1,0 +1,371 @@
+"""HOME_FEED and CATEGORY_FEED: gather candidates from several sources, rerank, explain.
+
+One request, top to bottom:
+
+1. **Who**: the viewer's features from the feature store (cache, else
+   PostgreSQL), with their embedding in the active candidate model. Unknown: 404.
+2. **Stage 1**, each source restricted to the category for `category_feed`:
+   - `cf`: the exact top `CF_K` live streams by dot product with the viewer's
+     embedding, over the live set held in memory (app/feed/live.py);
+   - `near`: the HOMETOWN exact search's best `NEAR_K` for the viewer;
+   - `trending`, `trending_language`: most current viewers, overall and in the
+     viewer's language (cached for at most a second by the live set);
+   - `own`: live streams of the creators the viewer watched most;
+   - `popular`, only for a viewer with no history: the live streams most
+     viewers watched (cached a minute; see `PopularStreams`).
+   Their union, in round-robin order (app/feed/sources.py), is checked against
+   PostgreSQL in one query: a stream that went offline a moment ago is dropped
+   even if the live set has not heard yet, and the viewer counts are current.
+3. **Stage 2**: the reranker scores every candidate once; the top
+   `max_results` by score, ties by `stream_id`. Without a reranker the order is
+   the fallback: reciprocal-rank fusion of the sources (`fallback_scores`).
+4. **Why**: each stream's reason from the reranker's contributions
+   (app/feed/reasons.py), or from its best source in the fallback order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+import numpy as np
+import numpy.typing as npt
+
+from app.errors import UserNotFound
+from app.feed import reasons
+from app.feed.artifact import FeedRanker
+from app.feed.features import FEATURE_NAMES, Context, pair_features
+from app.feed.live import LiveSet
+from app.feed.sources import (
+    CF_K,
+    NEAR_K,
+    OWN_K,
+    POPULAR,
+    POPULAR_K,
+    SOURCES,
+    TRENDING_K,
+    TRENDING_LANGUAGE_K,
+    union,
+)
+from app.feed.store import FeatureStore, StreamFacts, UserFacts, candidates_of
+from app.hometown import service as hometown
+from app.hometown.weights import Weights
+from app.observability.context import note_search
+
+#: Reciprocal-rank fusion's damping constant (Cormack et al. use 60): the fallback
+#: score of a stream is the sum over the sources that proposed it of 1 / (60 + rank).
+RRF_K = 60.0
+
+LIVE_NOW_SQL = """
+SELECT stream_id, current_viewer_count
+FROM streams WHERE stream_id = ANY($1::text[]) AND is_live
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedQuery:
+    """A feed request: who, which category (None for the home feed), when, on what."""
+
+    user_id: str
+    category_id: str | None = None
+    #: The request's moment; None means now.
+    at: datetime | None = None
+    #: One of app.db.limits.DEVICES, or None when unknown.
+    device: str | None = None
+    #: The locale's language; None means the viewer's own.
+    locale_language: str | None = None
+    max_results: int = 30
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class FeedStream:
+    """One recommended live stream, best first."""
+
+    stream_id: str
+    score: float
+    reason: str
+    reason_kind: str
+    title: str
+    city: str
+    category_id: str
+    language: str
+    current_viewer_count: int
+    sources: list[str]
+    contributions: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Served:
+    """Which models made the answer."""
+
+    candidate_model: str | None
+    reranker: str | None
+    order: str  # "reranker" or "fallback"
+
+
+@dataclass(frozen=True)
+class Feed:
+    """The answer: the streams, what served them, and how many the category had."""
+
+    streams: list[FeedStream]
+    served: Served
+    candidates: int
+    sources: dict[str, int]
+    category_id: str | None = None
+    live_in_category: int | None = None
+    note: str | None = None
+
+
+@dataclass
+class PopularStreams:
+    """The live streams most viewers watched, per category, kept for `ttl_s`.
+
+    Popularity changes only when the feature tables are refreshed, so a minute
+    old list is as good as a new one; one query per category per minute, and
+    concurrent requests wait for the same query instead of each running it.
+    """
+
+    ttl_s: float = 60.0
+    _cached: dict[str | None, tuple[float, list[str]]] = field(default_factory=dict)
+    _locks: dict[str | None, asyncio.Lock] = field(default_factory=dict)
+
+    async def get(self, conn: asyncpg.Connection, category: str | None, k: int) -> list[str]:
+        """The top `k` (at most `POPULAR_K`) popular live streams, ties by stream_id."""
+        found = self._fresh(category)
+        if found is None:
+            async with self._locks.setdefault(category, asyncio.Lock()):
+                found = self._fresh(category)
+                if found is None:
+                    rows = await conn.fetch(POPULAR_SQL, category, POPULAR_K)
+                    found = [row["stream_id"] for row in rows]
+                    self._cached[category] = (time.monotonic(), found)
+        return found[:k]
+
+    def _fresh(self, category: str | None) -> list[str] | None:
+        hit = self._cached.get(category)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            return None
+        return hit[1]
+
+
+POPULAR_SQL = """
+SELECT s.stream_id
+FROM streams s JOIN feed_stream_features f USING (stream_id)
+WHERE s.is_live AND ($1::text IS NULL OR s.category_id = $1)
+ORDER BY f.viewers DESC, s.stream_id COLLATE "C"
+LIMIT $2
+"""
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a feed request needs besides the connection: the shared, long-lived pieces."""
+
+    live: LiveSet
+    store: FeatureStore
+    popular: PopularStreams
+    ranker: FeedRanker | None
+    ranker_version: str | None
+    weights: Weights
+    default_local_preference: float
+
+
+async def recommend(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) -> Feed:
+    """The feed for `query`: see the module docstring for the steps."""
+    live = parts.live
+    user = await parts.store.user(conn, query.user_id, live.model_version)
+    if user is None:
+        raise UserNotFound(query.user_id)
+    category = query.category_id
+
+    lists, cf_scores = await _gather(conn, query, user, parts)
+    merged, ranks = union(lists)
+    facts = await parts.store.streams(conn, merged)
+    viewers = {
+        row["stream_id"]: int(row["current_viewer_count"])
+        for row in await conn.fetch(LIVE_NOW_SQL, merged)
+    }
+    kept = [facts[s] for s in merged if s in facts and s in viewers]
+
+    ranker = parts.ranker
+    if ranker is not None and kept:
+        candidates = candidates_of(user, kept, ranks, cf_scores)
+        context = _context(query, user)
+        features = pair_features(user.viewer, candidates, context)
+        scores = ranker.score(features).astype(np.float64)
+    else:
+        features = None
+        scores = fallback_scores([s.stream_id for s in kept], ranks)
+    order = ranked([s.stream_id for s in kept], scores)[: query.max_results]
+    contributions = None
+    if ranker is not None and features is not None and order:
+        contributions = ranker.contributions(features[order])
+
+    streams = [
+        _stream(
+            kept[i],
+            float(scores[i]),
+            viewers[kept[i].stream_id],
+            user,
+            ranks,
+            None if contributions is None else contributions[row],
+            explain=query.explain,
+        )
+        for row, i in enumerate(order)
+    ]
+    live_in_category = live.count(category) if category is not None else None
+    note = None
+    if category is not None and len(streams) < query.max_results:
+        note = (
+            f"only {len(streams)} live stream{'s' if len(streams) != 1 else ''} in"
+            f" category {category!r} right now (asked for {query.max_results});"
+            " streams of other categories are not added"
+        )
+    note_search(
+        "category_feed" if category is not None else "home_feed",
+        candidates_read=len(merged),
+        rings=0,
+    )
+    return Feed(
+        streams=streams,
+        served=Served(
+            candidate_model=live.model_version,
+            reranker=parts.ranker_version if ranker is not None else None,
+            order="reranker" if ranker is not None else "fallback",
+        ),
+        candidates=len(kept),
+        sources={source: len(items) for source, items in lists.items()},
+        category_id=category,
+        live_in_category=live_in_category,
+        note=note,
+    )
+
+
+async def _gather(
+    conn: asyncpg.Connection, query: FeedQuery, user: UserFacts, parts: Parts
+) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """Each source's list for the viewer, in `SOURCES` order (then `popular`)."""
+    live, category = parts.live, query.category_id
+    lists: dict[str, list[str]] = {}
+    cf_scores: dict[str, float] = {}
+    embedding = user.embedding
+    if embedding is not None and live.dim == len(embedding):
+        ids, scores = live.top_by_dot(embedding, CF_K, category)
+        lists["cf"] = list(ids)
+        cf_scores = dict(zip(ids, np.asarray(scores, dtype=np.float64).tolist(), strict=True))
+    lists["near"] = await _near(conn, query, parts)
+    lists["trending"] = live.trending(TRENDING_K, category=category)
+    if user.language:
+        lists["trending_language"] = live.trending(
+            TRENDING_LANGUAGE_K, language=user.language, category=category
+        )
+    lists["own"] = live.of_creators(user.creator_ids, OWN_K, category)
+    if not user.has_history:
+        lists[POPULAR] = await parts.popular.get(conn, category, POPULAR_K)
+    return lists, cf_scores
+
+
+async def _near(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) -> list[str]:
+    """The HOMETOWN exact search's best `NEAR_K` for the viewer (in the category)."""
+    found = await hometown.recommend(
+        conn,
+        hometown.Query(
+            user_id=query.user_id,
+            max_results=NEAR_K,
+            category_ids=None if query.category_id is None else [query.category_id],
+        ),
+        parts.weights,
+        default_local_preference=parts.default_local_preference,
+    )
+    return [stream.stream_id for stream in found.streams]
+
+
+def _context(query: FeedQuery, user: UserFacts) -> Context:
+    at = query.at or datetime.now(UTC)
+    hour = at.hour + at.minute / 60.0 + at.second / 3600.0
+    return Context(
+        hour_utc=hour,
+        device=query.device,
+        locale_language=query.locale_language or user.language,
+    )
+
+
+def fallback_scores(
+    stream_ids: Sequence[str], ranks: Mapping[str, Mapping[str, int]]
+) -> npt.NDArray[np.float64]:
+    """Reciprocal-rank fusion: each stream's sum over sources of 1 / (`RRF_K` + rank).
+
+    The order the endpoints answer in when no reranker is loaded: a stream
+    several sources put near their top comes first, and it needs no model.
+    """
+    return np.array(
+        [
+            sum(1.0 / (RRF_K + given[s]) for given in ranks.values() if s in given)
+            for s in stream_ids
+        ],
+        dtype=np.float64,
+    )
+
+
+def ranked(stream_ids: Sequence[str], scores: npt.NDArray[np.float64]) -> list[int]:
+    """Indices by score, best first, ties by stream_id (code-point order); NaN last."""
+    keyed = [
+        (-s if not math.isnan(s) else math.inf, sid)
+        for s, sid in zip(scores, stream_ids, strict=True)
+    ]
+    return sorted(range(len(stream_ids)), key=keyed.__getitem__)
+
+
+def _stream(
+    facts: StreamFacts,
+    score: float,
+    viewers: int,
+    user: UserFacts,
+    ranks: Mapping[str, Mapping[str, int]],
+    contributions: npt.NDArray[np.float32] | None,
+    *,
+    explain: bool,
+) -> FeedStream:
+    sid = facts.stream_id
+    sources = sorted(
+        (source for source, given in ranks.items() if sid in given),
+        key=lambda source: (ranks[source][sid], _SOURCE_ORDER.get(source, len(SOURCES))),
+    )
+    subject = reasons.Subject(
+        creator_id=facts.creator_id,
+        category_id=facts.category_id,
+        city=facts.city,
+        viewers=viewers,
+        channels=user.creator_ids,
+    )
+    if contributions is None:
+        reason = reasons.from_sources(subject, sources)
+    else:
+        strengths = reasons.group_strengths(contributions[None, :])[0]
+        reason = reasons.from_model(strengths, subject, sources)
+    shown = None
+    if explain and contributions is not None:
+        shown = {name: float(contributions[i]) for i, name in enumerate(FEATURE_NAMES)}
+        shown["bias"] = float(contributions[-1])
+    return FeedStream(
+        stream_id=sid,
+        score=score,
+        reason=reason.text,
+        reason_kind=reason.kind,
+        title=facts.title,
+        city=facts.city,
+        category_id=facts.category_id,
+        language=facts.language,
+        current_viewer_count=viewers,
+        sources=[s for s in (*SOURCES, POPULAR) if s in sources],
+        contributions=shown,
+    )
+
+
+_SOURCE_ORDER = {source: i for i, source in enumerate(SOURCES)}
