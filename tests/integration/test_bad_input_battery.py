@@ -1,8 +1,9 @@
 """Every endpoint that takes a body gets the same hand-written battery of bad input.
 
 `test_hometown_input.py` covers `/v1/scenarios/hometown` field by field; this module
-applies one battery to all six body-taking operations (hometown, hometown-ml, the
-live-status batch, single live and offline, the profile PUT): malformed JSON, an empty
+applies one battery to all eight body-taking operations (hometown, hometown-ml,
+home_feed, category_feed, the live-status batch, single live and offline, the profile
+PUT): malformed JSON, an empty
 body, the wrong content type, an oversized body (`MAX_BODY_BYTES`, 413), unknown
 fields, huge, negative and non-finite numbers, unicode and very long ids. Each must be
 refused with the exact 4xx, as JSON, naming the field or the problem. SQL
@@ -32,6 +33,8 @@ MAX_BODY = 64 * 1024
 STREAM = "stream_000000"
 HERE = {"latitude": 48.85, "longitude": 2.35}
 AT = "2026-11-01T12:00:00+00:00"
+FEED = {"user_id": "user_000000", "ctx_timestamp": 1718803200, "ctx_device": "ios"}
+CATEGORY = {**FEED, "category_id": "gaming"}
 PROFILE = {
     "creator_id": "me", "city": "Oslo", "latitude": 59.91, "longitude": 10.75, "language": "no",
     "category_id": "music", "title": "Live from Oslo", "avg_viewer_count": 0,
@@ -66,6 +69,8 @@ ENDPOINTS = {
     ),
     "offline": Endpoint("POST", "/v1/streams/{stream_id}/offline", {"at": AT}, optional_body=True),
     "profile": Endpoint("PUT", "/v1/streams/{stream_id}", PROFILE),
+    "home_feed": Endpoint("POST", "/v1/scenarios/home_feed", FEED),
+    "category_feed": Endpoint("POST", "/v1/scenarios/category_feed", CATEGORY),
 }
 NAMES = list(ENDPOINTS)
 COUNTS_SQL = (
@@ -250,6 +255,29 @@ FIELDS: list[tuple[str, str, bytes, str]] = [
             (name, "language_surrogate", _json({**HERE, "language": "\ud800"}), "not valid JSON"),
         ]
     ],
+    *[
+        case
+        for name, valid in (("home_feed", FEED), ("category_feed", CATEGORY))
+        for case in [
+            (name, "user_id_missing", _json({"ctx_device": "ios"}), "user_id"),
+            (name, "user_id_10000", _json({**valid, "user_id": LONG}), "user_id"),
+            (name, "user_id_number", _json({**valid, "user_id": 7}), "user_id"),
+            (name, "max_results_0", _json({**valid, "max_results": 0}), "max_results"),
+            (name, "max_results_101", _json({**valid, "max_results": 101}), "max_results"),
+            (name, "timestamp_negative", _json({**valid, "ctx_timestamp": -1}), "ctx_timestamp"),
+            (name, "timestamp_huge", _json({**valid, "ctx_timestamp": 10**20}), "ctx_timestamp"),
+            (name, "timestamp_string", _json({**valid, "ctx_timestamp": "now"}), "ctx_timestamp"),
+            (name, "timestamp_fraction", _json({**valid, "ctx_timestamp": 1.5}), "ctx_timestamp"),
+            (name, "device_unknown", _json({**valid, "ctx_device": "toaster"}), "ctx_device"),
+            (name, "locale_words", _json({**valid, "ctx_locale": "english!"}), "ctx_locale"),
+            (name, "locale_long", _json({**valid, "ctx_locale": "en_" + "x" * 40}), "ctx_locale"),
+            (name, "explain_string", _json({**valid, "explain": "yes"}), "explain"),
+        ]
+    ],
+    ("category_feed", "category_missing", _json(FEED), "category_id"),
+    ("category_feed", "category_empty", _json({**FEED, "category_id": ""}), "category_id"),
+    ("category_feed", "category_nul", _json({**FEED, "category_id": "a\u0000"}), "category_id"),
+    ("home_feed", "category_not_a_field", _json(CATEGORY), "category_id"),
     ("live-status", "no_updates", _json({"updates": []}), "updates"),
     ("live-status", "updates_null", _json({"updates": None}), "updates"),
     ("live-status", "update_unknown_field", _json(_update(viewers=3)), "viewers"),
@@ -360,7 +388,23 @@ def _sql_requests(meta: str) -> list[tuple[Endpoint, bytes, str]]:
     for name in ("live", "offline"):
         requests.append((ENDPOINTS[name], _json(ENDPOINTS[name].valid), quoted))
     requests.append((ENDPOINTS["profile"], _json({**PROFILE, "creator_id": meta}), STREAM))
+    for name in ("home_feed", "category_feed"):
+        requests.append(
+            (ENDPOINTS[name], _json({**ENDPOINTS[name].valid, "user_id": meta}), STREAM)
+        )
     return requests
+
+
+@pytest.mark.parametrize("meta", SQL, ids=repr)
+def test_sql_metacharacters_in_a_category_match_nothing(client: TestClient[Any], meta: str) -> None:
+    response = _send(client, ENDPOINTS["category_feed"], _json({**FEED, "category_id": meta}))
+    if meta == "\u0000":
+        _refused(response, 400, "category_id")
+        return
+    assert response.status_code == 200, response.text[:300]
+    answer = response.json()
+    assert answer["streams"] == [] and answer["live_in_category"] == 0, answer
+    assert "only 0 live streams" in answer["note"], answer
 
 
 @pytest.mark.parametrize("meta", SQL, ids=repr)

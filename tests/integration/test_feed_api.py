@@ -1,0 +1,285 @@
+"""`/v1/scenarios/home_feed` and `/category_feed` end to end, on trained models and a real PostGIS."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.feed.features import FEATURE_NAMES
+from app.feed.ranker import RERANKER_FILE
+from app.feed.service import RRF_K
+from app.reload import reload_all
+from ml.feed import train
+from ml.feed.pipeline import Source
+from seed.generate import generate
+from seed.loader import load
+from tests.integration.conftest import API_KEY, MakeClient
+from tests.support.db import fetch, run_sql
+from tools.cluster import free_port
+
+WORLD = (800, 600, 40_000)  # users, streams, impressions: seconds to train
+HOME = "/v1/scenarios/home_feed"
+CATEGORY = "/v1/scenarios/category_feed"
+AT = 1718803200
+KEY = {"X-API-Key": API_KEY}
+REASON_KINDS = {"watched", "popular", "near", "watching", "language"}
+
+
+@pytest.fixture(scope="module")
+def world(
+    migrated_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """A generated world with both feed stages trained on it; the model directory."""
+    load(migrated_url, generate(*WORLD, seed=5))
+    model_dir = tmp_path_factory.mktemp("feed-api-models")
+    train.train(
+        train.Options(source=Source(migrated_url), model_dir=model_dir, max_epochs=4, seed=5)
+    )
+    yield migrated_url, model_dir
+    run_sql(
+        migrated_url,
+        "TRUNCATE interactions, streams, users, feed_models,"
+        " feed_user_features, feed_stream_features CASCADE",
+    )
+
+
+@pytest.fixture
+def client(world: tuple[str, Path], make_client: MakeClient) -> TestClient[Any]:
+    url, model_dir = world
+    return _started(make_client(url, MODEL_PATH=str(model_dir / "click.joblib")))
+
+
+def _started(client: TestClient[Any]) -> TestClient[Any]:
+    """The client once its live set has synced (the follower starts in the background)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        live = client.get("/").json()["feed"]["live_set"]
+        if live and live.get("last_sync"):
+            return client
+        time.sleep(0.05)
+    raise AssertionError("the live set never synced")
+
+
+def _watcher(url: str) -> str:
+    """A viewer with history and an embedding: the one with the most watched interactions."""
+    [row] = fetch(
+        url,
+        "SELECT user_id FROM interactions WHERE watch_time_minutes > 0"
+        " GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1",
+    )
+    return str(row["user_id"])
+
+
+def _live(url: str) -> dict[str, str]:
+    """Live stream id -> category."""
+    rows = fetch(url, "SELECT stream_id, category_id FROM streams WHERE is_live")
+    return {r["stream_id"]: r["category_id"] for r in rows}
+
+
+def _ordered(streams: list[dict[str, Any]]) -> bool:
+    keys = [(-s["score"], s["stream_id"]) for s in streams]
+    return keys == sorted(keys)
+
+
+def test_home_feed_reranks_live_streams_and_gives_reasons(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    url, _ = world
+    user = _watcher(url)
+    body = {"user_id": user, "ctx_timestamp": AT, "ctx_device": "ios", "ctx_locale": "en_US"}
+    response = client.post(HOME, json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    streams = answer["streams"]
+    assert len(streams) == 30  # the default
+    live = _live(url)
+    assert all(s["stream_id"] in live for s in streams)
+    assert len({s["stream_id"] for s in streams}) == 30
+    assert _ordered(streams)
+    assert all(s["reason"] and s["reason_kind"] in REASON_KINDS for s in streams)
+    assert all(s["sources"] for s in streams)
+    assert answer["models"]["order"] == "reranker" and answer["models"]["reranker"]
+    [active] = fetch(url, "SELECT version FROM feed_models WHERE active")
+    assert answer["models"]["candidate_model"] == active["version"]
+    assert answer["sources"]["cf"] == min(200, len(live))
+    assert answer["request_id"] == response.headers["x-request-id"]
+    # Deterministic: the same request, the same answer.
+    again = client.post(HOME, json=body).json()
+    assert [s["stream_id"] for s in again["streams"]] == [s["stream_id"] for s in streams]
+
+
+def test_ctx_fields_are_optional_and_max_results_is_honoured(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    user = _watcher(world[0])
+    answer = client.post(HOME, json={"user_id": user, "max_results": 7}).json()
+    assert len(answer["streams"]) == 7 and _ordered(answer["streams"])
+
+
+def test_explain_gives_contributions_that_add_up_to_the_score(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    user = _watcher(world[0])
+    answer = client.post(HOME, json={"user_id": user, "ctx_timestamp": AT, "explain": True}).json()
+    for stream in answer["streams"]:
+        contributions = stream["contributions"]
+        assert set(contributions) == {*FEATURE_NAMES, "bias"}
+        assert math.isclose(sum(contributions.values()), stream["score"], abs_tol=1e-3)
+    plain = client.post(HOME, json={"user_id": user, "ctx_timestamp": AT}).json()
+    assert all("contributions" not in s for s in plain["streams"])
+
+
+def test_category_feed_keeps_to_the_category_and_says_when_it_is_short(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    url, _ = world
+    user = _watcher(url)
+    live = _live(url)
+    counts: dict[str, int] = {}
+    for category in live.values():
+        counts[category] = counts.get(category, 0) + 1
+    small = min(counts, key=lambda c: (counts[c], c))
+    body = {"user_id": user, "category_id": small, "max_results": 100, "ctx_timestamp": AT}
+    answer = client.post(CATEGORY, json=body).json()
+    streams = answer["streams"]
+    assert {s["category_id"] for s in streams} <= {small}
+    assert answer["live_in_category"] == counts[small]
+    # Every live stream of the category is a candidate (the CF source alone covers them).
+    assert len(streams) == counts[small] < 100
+    assert answer["note"] and f"only {counts[small]} live stream" in answer["note"]
+    big = max(counts, key=lambda c: (counts[c], c))
+    full = client.post(CATEGORY, json={"user_id": user, "category_id": big, "max_results": 5})
+    assert full.json().get("note") is None and len(full.json()["streams"]) == 5
+    nothing = client.post(CATEGORY, json={"user_id": user, "category_id": "no-such-category"})
+    assert nothing.status_code == 200 and nothing.json()["streams"] == []
+
+
+def test_unknown_user_is_404(client: TestClient[Any]) -> None:
+    for path, extra in ((HOME, {}), (CATEGORY, {"category_id": "gaming"})):
+        response = client.post(path, json={"user_id": "nobody", **extra})
+        assert response.status_code == 404, response.text
+        assert "nobody" in response.json()["detail"]
+
+
+def test_a_viewer_without_history_gets_near_trending_and_popular(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    url, _ = world
+    run_sql(
+        url,
+        "INSERT INTO users (user_id, city, latitude, longitude, language, timezone_offset,"
+        " preferred_categories, local_preference_strength, total_watch_hours)"
+        " VALUES ('newcomer', 'Paris', 48.85, 2.35, 'fr', 1, '{}', 0.5, 0)"
+        " ON CONFLICT DO NOTHING",
+    )
+    answer = client.post(HOME, json={"user_id": "newcomer", "ctx_timestamp": AT}).json()
+    assert answer["streams"], answer
+    assert "cf" not in answer["sources"] and answer["sources"]["own"] == 0
+    assert answer["sources"]["popular"] > 0 and answer["sources"]["near"] > 0
+    assert answer["models"]["order"] == "reranker"
+
+
+def test_an_offline_stream_is_gone_from_the_next_request(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    url, _ = world
+    user = _watcher(url)
+    body = {"user_id": user, "ctx_timestamp": AT}
+    first = client.post(HOME, json=body).json()["streams"][0]["stream_id"]
+    try:
+        assert client.post(f"/v1/streams/{first}/offline", headers=KEY).status_code == 200
+        after = client.post(HOME, json=body).json()["streams"]
+        assert first not in {s["stream_id"] for s in after}
+    finally:
+        client.post(f"/v1/streams/{first}/live", headers=KEY)
+
+
+def test_a_stream_that_goes_live_appears_within_a_second(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    url, _ = world
+    user = _watcher(url)
+    live = _live(url)
+    counts: dict[str, int] = {}
+    for category in live.values():
+        counts[category] = counts.get(category, 0) + 1
+    [row] = fetch(
+        url,
+        "SELECT s.stream_id, s.category_id FROM streams s JOIN feed_embeddings e"
+        " ON e.entity = 'stream' AND e.entity_id = s.stream_id"
+        " JOIN feed_models m ON m.version = e.model_version AND m.active"
+        " WHERE NOT s.is_live ORDER BY s.stream_id LIMIT 1",
+    )
+    stream, category = row["stream_id"], row["category_id"]
+    assert counts.get(category, 0) < 99  # so the whole category fits in one answer
+    body = {"user_id": user, "category_id": category, "max_results": 100, "ctx_timestamp": AT}
+    assert stream not in {
+        s["stream_id"] for s in client.post(CATEGORY, json=body).json()["streams"]
+    }
+    try:
+        started = time.monotonic()
+        assert client.post(f"/v1/streams/{stream}/live", headers=KEY).status_code == 200
+        while True:
+            found = {s["stream_id"] for s in client.post(CATEGORY, json=body).json()["streams"]}
+            elapsed = time.monotonic() - started
+            if stream in found:
+                break
+            assert elapsed < 1.0, f"{stream} went live but was not served within {elapsed:.2f}s"
+            time.sleep(0.02)
+        assert elapsed < 1.0
+    finally:
+        client.post(f"/v1/streams/{stream}/offline", headers=KEY)
+
+
+def test_without_a_reranker_the_fallback_order_serves_and_says_so(
+    world: tuple[str, Path], make_client: MakeClient, tmp_path: Path
+) -> None:
+    url, model_dir = world
+    empty = tmp_path / "models"
+    empty.mkdir()
+    client = _started(make_client(url, MODEL_PATH=str(empty / "click.joblib")))
+    health = client.get("/").json()["feed"]["reranker"]
+    assert health["loaded"] is False and "ml feed train" in health["error"]
+    user = _watcher(url)
+    answer = client.post(HOME, json={"user_id": user, "ctx_timestamp": AT}).json()
+    assert answer["models"]["order"] == "fallback" and answer["models"]["reranker"] is None
+    streams = answer["streams"]
+    assert len(streams) == 30 and _ordered(streams)
+    assert streams[0]["score"] <= len(answer["sources"]) / (RRF_K + 1) + 1e-9
+    assert all(s["reason_kind"] in REASON_KINDS for s in streams)
+
+    # A SIGHUP (what `reload_all` runs) loads the reranker once it is there.
+    shutil.copy(model_dir / RERANKER_FILE, empty / RERANKER_FILE)
+    shutil.copy(model_dir / (RERANKER_FILE + ".sha256"), empty / (RERANKER_FILE + ".sha256"))
+    reload_all(client.app.state)
+    deadline = time.monotonic() + 10
+    while client.get("/").json()["feed"]["reranker"]["loaded"] is False:
+        assert time.monotonic() < deadline, "the reranker was not reloaded"
+        time.sleep(0.05)
+    again = client.post(HOME, json={"user_id": user, "ctx_timestamp": AT}).json()
+    assert again["models"]["order"] == "reranker"
+
+
+def test_health_shows_every_model(client: TestClient[Any]) -> None:
+    feed = client.get("/").json()["feed"]
+    assert feed["reranker"]["loaded"] is True and feed["reranker"]["version"]
+    assert feed["live_set"]["live_streams"] > 0
+    assert feed["feature_store"]["backend"] == "memory"
+    endpoints = client.get("/").json()["endpoints"]
+    assert f"POST {HOME}" in endpoints and f"POST {CATEGORY}" in endpoints
+
+
+def test_database_down_is_503_with_retry_after(make_client: MakeClient, tmp_path: Path) -> None:
+    dead = f"postgresql://hometown:hometown@127.0.0.1:{free_port()}/hometown"
+    client = make_client(dead, DB_CONNECT_TIMEOUT=0.5)
+    for path, extra in ((HOME, {}), (CATEGORY, {"category_id": "gaming"})):
+        response = client.post(path, json={"user_id": "user_000001", **extra})
+        assert response.status_code == 503, response.text
+        assert int(response.headers["retry-after"]) >= 1
