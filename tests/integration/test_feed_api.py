@@ -1,4 +1,4 @@
-"""`/v1/scenarios/home_feed` and `/category_feed` end to end, on trained models and a real PostGIS."""
+"""`/v1/scenarios/home_feed` and `/category_feed` end to end: trained models, real PostGIS."""
 
 from __future__ import annotations
 
