@@ -27,7 +27,8 @@ from prometheus_client.registry import Collector
 
 from app.observability.context import RequestRecord
 
-SCENARIOS = ("hometown", "hometown-ml")
+#: Scenarios whose requests note their candidates (the feed's rings stay at 0: none).
+SCENARIOS = ("hometown", "hometown-ml", "home_feed", "category_feed")
 OUTCOMES = ("applied", "stale", "unknown", "superseded", "rejected")
 #: A request no route matched (404, 405): one label value, not one per path tried.
 UNMATCHED = "<unmatched>"
@@ -101,7 +102,8 @@ class Metrics:
         if record.scenario is not None:
             candidates, rings = self._search[record.scenario]
             candidates.observe(record.candidates_read)
-            rings.observe(record.rings)
+            if record.rings:
+                rings.observe(record.rings)
         if record.updates:
             for outcome, count in record.updates.items():
                 self.updates.labels(outcome).inc(count)
@@ -124,6 +126,12 @@ class StateCollector(Collector):
             "hometown_model_loaded",
             "1 when a click model is loaded (/v1/scenarios/hometown-ml can answer), else 0.",
             value=1.0 if slot is not None and slot.model is not None else 0.0,
+        )
+        ranker = self.state.get("ranker")
+        yield GaugeMetricFamily(
+            "hometown_feed_reranker_loaded",
+            "1 when the feed reranker is loaded, else 0 (the feeds then use their fallback order).",
+            value=1.0 if ranker is not None and ranker.ranker is not None else 0.0,
         )
         yield from self._transport()
         pool = self.state.get("pool")
