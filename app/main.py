@@ -29,6 +29,7 @@ from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
 from app.feed.ranker import feed_ranker
 from app.feed.service import PopularStreams
+from app.feed.store import feature_store
 from app.hometown.click_model import click_model
 from app.hometown.stats import StatsCache
 from app.observability.logs import configure_logging, log_unexpected
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CategoryFeedController,
             StreamsController,
         ],
-        lifespan=[sighup, database, click_model, feed_ranker],
+        lifespan=[sighup, database, click_model, feed_ranker, feature_store],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         after_exception=[log_unexpected],

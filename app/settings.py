@@ -62,6 +62,19 @@ def normalise_database_url(url: str) -> str:
     return f"postgresql://{rest}"
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a REDIS_URL whose scheme redis-py cannot use, without quoting it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in REDIS_SCHEMES:
+        shown = f"scheme {scheme!r}" if sep and _SCHEME.fullmatch(scheme) else "no scheme"
+        raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {shown}")
+    if not rest.strip("/"):
+        raise ValueError("must name a host (redis://HOST:PORT/DB) or a socket (unix:///PATH)")
+
+
 class Settings(BaseSettings):
     """Everything the service and its tools read from the environment."""
 
@@ -132,10 +145,28 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=1_000_000, validation_alias="MAX_CONNECTIONS"
     )
 
+    #: The feature store's cache (app/feed/store.py): `redis://`, `rediss://` or
+    #: `unix://`; unset, each process caches in its own memory. A SecretStr: the URL
+    #: may hold a password, and it never shows in a repr, a log line or an error.
+    redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+    #: Most entries the in-process feature cache holds (least recently used go first).
+    feature_cache_entries: int = Field(
+        default=100_000, ge=1, le=100_000_000, validation_alias="FEATURE_CACHE_ENTRIES"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _check_redis_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None  # REDIS_URL= (empty) means unset
+            check_redis_url(value)
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

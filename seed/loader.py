@@ -16,6 +16,9 @@ It never touches the live tables until the very end:
    an index needs no change here), then ANALYZE.
 4. One short transaction drops the live tables and moves the staging ones into
    `public`. Readers are blocked only for that swap.
+5. The feed's feature tables are recomputed from the new interactions
+   (app/feed/refresh.py), which also tells serving processes to drop the
+   facts they cached about the old dataset.
 
 A load that fails or is killed at any point before step 4 leaves the previous
 dataset untouched; the next load starts by dropping what it left behind.
@@ -37,6 +40,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from app.db.limits import ARRAY_COLUMNS, COLUMNS, INTERACTION_COLUMNS, LIVE_CHANNEL, RELOAD
+from app.feed.refresh import refresh_features
 from seed.spatial_order import in_hilbert_order
 
 STAGING = "hometown_staging"
@@ -307,6 +311,14 @@ async def load_async(url: str, dataset: Dataset) -> LoadSummary:
         started = time.perf_counter()
         await _swap(conn)
         summary.seconds["swap"] = time.perf_counter() - started
+
+        if await conn.fetchval("SELECT to_regclass('public.feed_user_features')") is None:
+            say("feed feature tables missing (migration 0008 not applied): not refreshed")
+        else:
+            say("refreshing the feed's feature tables from the new interactions")
+            refreshed = await refresh_features(conn)
+            summary.seconds["features"] = refreshed.seconds
+            say(str(refreshed))
     finally:
         await conn.close()  # also releases the advisory lock
     say(str(summary))

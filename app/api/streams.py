@@ -144,6 +144,9 @@ class StreamsController(Controller):
         settings = state.settings
         async with connection(state.pool, settings.db_connect_timeout_s) as conn:
             saved = await profiles.upsert(conn, stream_id, msgspec.structs.asdict(data))
+        features = state.get("features")  # the cached profile is stale now (app/feed/store.py)
+        if features is not None:
+            await features.invalidate_streams([stream_id])
         return Response(
             StreamProfileResponse(stream_id=stream_id, created=saved.created),
             status_code=HTTP_201_CREATED if saved.created else HTTP_200_OK,

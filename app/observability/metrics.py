@@ -3,9 +3,9 @@
 Per request: latency by route template, method and status class; for the
 HOMETOWN endpoints, the candidate rows the search read and the widening rings it
 used; for the live-status writes, the updates by outcome. At scrape time: the
-click model (loaded or not) and the asyncpg pool's size, connections in use,
-idle and maximum, read from the objects themselves, so nothing on the request
-path keeps them up to date.
+click model (loaded or not), the feature cache's hits, misses and fallbacks,
+and the asyncpg pool's size, connections in use, idle and maximum, read from
+the objects themselves, so nothing on the request path keeps them up to date.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class StateCollector(Collector):
             value=1.0 if ranker is not None and ranker.ranker is not None else 0.0,
         )
         yield from self._transport()
+        yield from self._feature_cache()
         pool = self.state.get("pool")
         gauges = {
             "size": "Connections the pool holds open now.",
@@ -149,6 +150,18 @@ class StateCollector(Collector):
         values = {"size": size, "in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
         for name, doc in gauges.items():
             yield GaugeMetricFamily(f"hometown_db_pool_{name}", doc, value=float(values[name]))
+
+    def _feature_cache(self) -> Iterator[Metric]:
+        """The feature cache's hits, misses and fallbacks to PostgreSQL (app/feed/store.py)."""
+        store = self.state.get("features")
+        counts = {
+            "hits": "Feature lookups the cache answered (one per user or stream).",
+            "misses": "Feature lookups the cache did not have, read from PostgreSQL.",
+            "fallbacks": "Cache calls that failed (Redis down or slow); PostgreSQL answered.",
+        }
+        for name, doc in counts.items():
+            value = float(getattr(store, name)) if store is not None else 0.0
+            yield CounterMetricFamily(f"hometown_feature_cache_{name}", doc, value=value)
 
     def _transport(self) -> Iterator[Metric]:
         """Open connections and the server protocol's refusals (under `python -m app`)."""

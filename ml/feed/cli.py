@@ -1,4 +1,4 @@
-"""`python -m ml feed train|evaluate`: the home feed's models (ml/cli.py routes here)."""
+"""`python -m ml feed train|evaluate|features`: the home feed's models (ml/cli.py routes here)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,13 @@ def add(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Rebuild training's split, rank each test user's candidates with every"
         " source and ranker, print markdown, write feed_evaluation.json and PNGs.",
     )
+    feed_jobs.add_parser(
+        "features",
+        help="recompute the feature tables the server reads from the database's interactions",
+        description="Aggregate the interactions into feed_user_features and feed_stream_features"
+        " in one transaction (the facts the reranker's features come from); running servers"
+        " drop the facts they cached.",
+    )
     _common(evaluate)
     evaluate.add_argument(
         "--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)"
@@ -84,6 +91,14 @@ def main(args: argparse.Namespace, settings: Settings) -> None:
     from ml.feed.data import FeedDataError
     from ml.feed.pipeline import Source
 
+    if args.feed_job == "features":
+        import asyncpg
+
+        try:
+            print(train.refresh(settings.database_url), flush=True)
+        except (OSError, asyncpg.PostgresError) as exc:
+            fail(f"cannot refresh the feature tables: {type(exc).__name__}: {exc}")
+        return
     source = Source(
         database_url=settings.database_url,
         interactions=args.interactions,

@@ -39,7 +39,7 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 Progress = Callable[[str], None]
 
-#: Device codes of `Log.device` index app.feed.facts.DEVICES; -1 = unknown (a file has none).
+#: Device codes of `Log.device` index app.db.limits.DEVICES; -1 = unknown (a file has none).
 #: The seed's real-data columns; `rating` may be absent.
 FILE_COLUMNS = ("user_id", "stream_id", "watch_time", "timestamp")
 #: How many bad rows an error lists before "and N more".

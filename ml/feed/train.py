@@ -10,11 +10,17 @@
 4. Save: the embeddings of LightGCN (active) and ALS (the fallback) into
    PostgreSQL, where every serving process reads them; the reranker to
    `--model-dir` with its checksum; a JSON summary beside it.
+5. Refresh the feature tables the server reads (app/feed/refresh.py) from the
+   database's interactions, so serving sees the facts of the data the models
+   were trained on, and servers drop the facts they cached. Only when training
+   read the database: a model trained from a file (`--interactions`) leaves the
+   tables alone, since they describe the database's dataset, not the file's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import platform
 import sys
@@ -30,6 +36,7 @@ import numpy as np
 
 from app.feed import artifact, embeddings
 from app.feed.features import FEATURE_NAMES
+from app.feed.refresh import RefreshSummary, refresh_features
 from ml.feed import candidates, history, rerank
 from ml.feed.als import fit_als
 from ml.feed.lightgcn import LightGCNConfig, fit_lightgcn
@@ -154,6 +161,19 @@ async def _store(
         await conn.close()
 
 
+async def _refresh(url: str) -> RefreshSummary:
+    conn = await asyncpg.connect(url)
+    try:
+        return await refresh_features(conn)
+    finally:
+        await conn.close()
+
+
+def refresh(url: str) -> RefreshSummary:
+    """Recompute the feature tables from the database's interactions (step 5)."""
+    return asyncio.run(_refresh(url))
+
+
 def train(options: Options) -> Result:
     """Run every step; see the module docstring."""
     seconds: dict[str, float] = {}
@@ -236,8 +256,15 @@ def train(options: Options) -> Result:
                 )
             ),
         )
+    features: RefreshSummary | None = None
+    if options.store and options.source.interactions is None:
+        features = _timed("refresh features", seconds, lambda: refresh(options.source.database_url))
+        say(str(features))
+    elif options.store:
+        say("feature tables left as they are: trained from a file, not the database")
     summary = {
         **metadata,
+        "features": (dataclasses.asdict(features) if features is not None else None),
         "models": versions_by_kind,
         "reranker": str(path) if path is not None else None,
         "lightgcn": {

@@ -4,6 +4,8 @@ Where the database comes from, in order: `TEST_DATABASE_URL` (an existing server
 whose database the tests may empty), a `postgis/postgis` container through
 testcontainers when a Docker engine answers, or a throwaway local cluster
 started from the machine's PostgreSQL + PostGIS in a temporary directory.
+Redis (`redis_server`, `redis_url`) is a throwaway redis-server on a unix socket
+(tests/support/redis.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from app.settings import Settings, normalise_database_url
 from seed.loader import load
 from tests.support import frames
 from tests.support.db import alembic_config, run_sql
+from tests.support.redis import redis_server, redis_url
 from tools.cluster import LocalCluster, docker_engine_answers, free_port, wait_for
+
+__all__ = ["redis_server", "redis_url"]  # fixtures for every integration test
 
 POSTGIS_IMAGE = "postgis/postgis:15-3.4"  # the image docker-compose.yml uses too
 #: The write key of every app the fixtures build.

@@ -29,6 +29,8 @@ BAD = [
     ("DATABASE_URL", f"postgresql://u:{SECRET}@h:notaport/db"),
     ("PORT", "abc"),
     ("WEIGHTS__PROXIMITY_WEIGHT", "-1"),
+    ("REDIS_URL", f"http://u:{SECRET}@cache:6379/0"),
+    ("FEATURE_CACHE_ENTRIES", "0"),
 ]
 
 

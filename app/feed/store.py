@@ -1,0 +1,506 @@
+"""The feature store: a viewer's and the candidates' facts, from PostgreSQL through a cache.
+
+PostgreSQL is the source of truth: `users`, `streams`, the aggregated
+`feed_user_features` / `feed_stream_features` (app/feed/refresh.py) and the
+active model's vectors in `feed_embeddings`. A request asks for one viewer
+(`user`: one query on a miss, joining all three) and a few hundred candidates
+(`streams`: one MGET, then one query for the misses); hits cost no query.
+`candidates` turns the facts into the reranker's `Candidates`, with the
+definitions training uses (ml/feed/candidates.py), so `pair_features` gives the
+same matrix on both sides (tests/integration/test_feed_parity.py).
+
+What is cached, and for how long: a viewer for `user_ttl_s` (1 h) under a key
+with the model version (a retrain's new active model misses the old entries);
+a stream's static profile and audience for `stream_ttl_s` (30 min). The live
+state (is_live, viewers now) is never cached here: it changes every second and
+app/feed/live.py follows it. Unknown viewers are cached too (as unknown); unknown
+streams are not.
+
+Every key carries the *generation* of the feature tables, the time of the
+refresh that wrote them. A refresh announces its generation with NOTIFY
+(app/feed/follow.py listens and calls `set_generation`), so each server process
+switches to fresh keys within milliseconds of the commit, without deleting a
+key; the old ones expire. While a process does not follow (its listening
+connection is lost) it cannot know about refreshes, so it reads PostgreSQL
+directly and caches nothing until it follows again.
+
+A cache that fails (`CacheUnavailable`: Redis refused, timed out, gone) never
+fails a request: the store reads PostgreSQL, counts the fallback, logs it
+(throttled) and tries the cache again on later calls. Deletes that failed are
+kept and sent before the next read from the cache, so an invalidation made
+during an outage is not lost when Redis comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from litestar import Litestar
+
+from app.db.limits import DEVICES
+from app.errors import ThrottledLog
+from app.feed.cache import Cache, CacheUnavailable, MemoryCache, RedisCache
+from app.feed.embeddings import VECTOR_DTYPE
+from app.feed.features import Candidates, Viewer
+
+log = logging.getLogger("app.features")
+
+FloatArray = npt.NDArray[np.float64]
+#: The candidate sources whose ranks are features, as `ranks` names them.
+SOURCES = ("cf", "near", "trending", "trending_language", "own")
+#: Every key of the store starts with this (`invalidate_all` clears it).
+PREFIX = "hometown:features:"
+#: Model versions whose user entries `invalidate_users` deletes (the most recent ones).
+_VERSIONS_KEPT = 4
+
+USER_SQL = """
+SELECT u.city, u.latitude, u.longitude, u.language, u.timezone_offset, u.preferred_categories,
+       f.user_id IS NOT NULL AS has_history, f.category_ids, f.category_minutes, f.hour_watches,
+       f.creator_ids, f.creator_minutes, f.creator_watches, e.vector
+FROM users u
+LEFT JOIN feed_user_features f ON f.user_id = u.user_id
+LEFT JOIN feed_embeddings e
+       ON e.model_version = $2::text AND e.entity = 'user' AND e.entity_id = u.user_id
+WHERE u.user_id = $1
+"""
+STREAMS_SQL = """
+SELECT s.stream_id, s.creator_id, s.title, s.city, s.latitude, s.longitude, s.language,
+       s.category_id, s.stream_quality_score, s.avg_viewer_count, s.creator_followers,
+       s.is_partnered, s.mature_content, f.viewers, f.device_watches, f.hour_watches
+FROM streams s LEFT JOIN feed_stream_features f ON f.stream_id = s.stream_id
+WHERE s.stream_id = ANY($1::text[])
+"""
+
+
+class StreamFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A stream's static profile and audience, as cached (msgpack, fields by position).
+
+    `popularity` is the distinct viewers who watched it; `dominant_device` the
+    device most of its watches came from (ties by `DEVICES` order), None without
+    watches; `hour_profile` the 24 shares of its watches per UTC hour (all 0
+    without watches).
+    """
+
+    stream_id: str
+    creator_id: str
+    title: str
+    city: str
+    latitude: float
+    longitude: float
+    language: str
+    category_id: str
+    quality: float
+    avg_viewers: float
+    followers: float
+    partnered: bool
+    mature: bool
+    popularity: float
+    dominant_device: str | None
+    hour_profile: tuple[float, ...]
+
+
+class _UserRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A viewer's row as cached: counts as stored, shares computed on the way out."""
+
+    city: str
+    latitude: float
+    longitude: float
+    language: str
+    timezone_offset: float
+    preferred_categories: list[str]
+    has_history: bool
+    category_ids: list[str]
+    category_minutes: list[float]
+    hour_watches: list[float]
+    creator_ids: list[str]
+    creator_minutes: list[float]
+    creator_watches: list[float]
+    embedding: bytes | None
+
+
+@dataclass(frozen=True)
+class UserFacts:
+    """What the feed knows about a viewer: profile, habits, creators and embedding.
+
+    `creator_ids` are the creators the viewer watched, most minutes first (ties
+    by id), with `creator_minutes` and `creator_watches` parallel to them;
+    `embedding` is the viewer's float32 vector in the requested model, None when
+    the model has none for them (or no model was named).
+    """
+
+    user_id: str
+    viewer: Viewer
+    city: str
+    language: str
+    creator_ids: tuple[str, ...]
+    creator_minutes: tuple[float, ...]
+    creator_watches: tuple[float, ...]
+    has_history: bool
+    embedding: npt.NDArray[np.float32] | None = field(default=None, compare=False)
+
+    def creator_history(self) -> dict[str, tuple[float, float]]:
+        """Creator id -> (minutes, watches)."""
+        return {
+            c: (m, w)
+            for c, m, w in zip(
+                self.creator_ids, self.creator_minutes, self.creator_watches, strict=True
+            )
+        }
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_USER_DECODER = msgspec.msgpack.Decoder(_UserRecord | None)
+_STREAM_DECODER = msgspec.msgpack.Decoder(StreamFacts)
+
+
+def _user_record(row: asyncpg.Record | None) -> _UserRecord | None:
+    if row is None:
+        return None
+    history = bool(row["has_history"])
+    return _UserRecord(
+        city=row["city"],
+        latitude=float(row["latitude"]),
+        longitude=float(row["longitude"]),
+        language=row["language"],
+        timezone_offset=float(row["timezone_offset"]),
+        preferred_categories=list(row["preferred_categories"] or ()),
+        has_history=history,
+        category_ids=list(row["category_ids"] or ()),
+        category_minutes=[float(m) for m in row["category_minutes"] or ()],
+        hour_watches=[float(h) for h in row["hour_watches"] or ()],
+        creator_ids=list(row["creator_ids"] or ()),
+        creator_minutes=[float(m) for m in row["creator_minutes"] or ()],
+        creator_watches=[float(w) for w in row["creator_watches"] or ()],
+        embedding=row["vector"],
+    )
+
+
+def _user_facts(user_id: str, record: _UserRecord) -> UserFacts:
+    """Shares as ml/feed/history.py defines them (counts divided by their sum, or none)."""
+    total = sum(record.category_minutes)
+    share = (
+        {c: m / total for c, m in zip(record.category_ids, record.category_minutes, strict=True)}
+        if total > 0
+        else {}
+    )
+    hours = np.zeros(24)
+    if record.hour_watches:
+        hours[:] = record.hour_watches
+    if hours.sum() > 0:
+        hours = hours / hours.sum()
+    embedding = (
+        np.frombuffer(record.embedding, dtype=VECTOR_DTYPE).astype(np.float32)
+        if record.embedding is not None
+        else None
+    )
+    return UserFacts(
+        user_id=user_id,
+        viewer=Viewer(
+            latitude=record.latitude,
+            longitude=record.longitude,
+            language=record.language,
+            utc_offset_hours=record.timezone_offset,
+            preferred_categories=frozenset(record.preferred_categories),
+            category_share=share,
+            hour_share=hours,
+        ),
+        city=record.city,
+        language=record.language,
+        creator_ids=tuple(record.creator_ids),
+        creator_minutes=tuple(record.creator_minutes),
+        creator_watches=tuple(record.creator_watches),
+        has_history=record.has_history,
+        embedding=embedding,
+    )
+
+
+def _stream_facts(row: asyncpg.Record) -> StreamFacts:
+    devices = row["device_watches"]
+    dominant = None
+    if devices and max(devices) > 0:
+        dominant = DEVICES[int(np.argmax(devices[: len(DEVICES)]))]
+    hours = row["hour_watches"]
+    total = float(sum(hours)) if hours else 0.0
+    profile = tuple(float(h) / total for h in hours) if total > 0 else (0.0,) * 24
+    return StreamFacts(
+        stream_id=row["stream_id"],
+        creator_id=row["creator_id"],
+        title=row["title"],
+        city=row["city"],
+        latitude=float(row["latitude"]),
+        longitude=float(row["longitude"]),
+        language=row["language"],
+        category_id=row["category_id"],
+        quality=float(row["stream_quality_score"]),
+        avg_viewers=float(row["avg_viewer_count"]),
+        followers=float(row["creator_followers"]),
+        partnered=bool(row["is_partnered"]),
+        mature=bool(row["mature_content"]),
+        popularity=float(row["viewers"] or 0),
+        dominant_device=dominant,
+        hour_profile=profile,
+    )
+
+
+class FeatureStore:
+    """Viewer and stream facts through `cache`; see the module docstring."""
+
+    def __init__(self, cache: Cache, user_ttl_s: float = 3600.0, stream_ttl_s: float = 1800.0):
+        self.cache = cache
+        self.user_ttl_s = user_ttl_s
+        self.stream_ttl_s = stream_ttl_s
+        self.hits = 0
+        self.misses = 0
+        self.fallbacks = 0
+        #: The feature tables' generation this process believes in (app/feed/follow.py).
+        self.generation = 0
+        #: False while the process cannot hear refreshes: the cache is then bypassed.
+        self.following = True
+        self.failures = ThrottledLog(every_s=10.0, burst=3)
+        self._pending_all = False
+        self._pending: set[str] = set()
+        self._versions: dict[str | None, None] = {}
+
+    # ------------------------------------------------------------------ keys
+
+    def _user_key(self, user_id: str, model_version: str | None) -> str:
+        return f"{PREFIX}{self.generation}:u:{model_version or '-'}:{user_id}"
+
+    def _stream_key(self, stream_id: str) -> str:
+        return f"{PREFIX}{self.generation}:s:{stream_id}"
+
+    # ------------------------------------------------------------------ cache calls
+
+    def _fell_back(self, what: str, exc: CacheUnavailable) -> None:
+        self.fallbacks += 1
+        self.failures.warning(
+            f"feature cache {what}",
+            f"feature cache ({self.cache.name}) {what} failed, reading PostgreSQL: {exc}",
+        )
+
+    async def _get(self, keys: list[str]) -> list[bytes | None] | None:
+        """The cached values, or None when the cache must not or cannot be used."""
+        if not self.following:
+            return None
+        try:
+            await self._flush_pending()
+            return await self.cache.get_many(keys)
+        except CacheUnavailable as exc:
+            self._fell_back("read", exc)
+            return None
+
+    async def _set(self, items: dict[str, bytes], ttl_s: float) -> None:
+        if not items or not self.following:
+            return
+        try:
+            await self.cache.set_many(items, ttl_s)
+        except CacheUnavailable as exc:
+            self._fell_back("write", exc)
+
+    async def _delete(self, keys: list[str]) -> None:
+        try:
+            await self._flush_pending()
+            await self.cache.delete(keys)
+        except CacheUnavailable as exc:
+            self._pending.update(keys)
+            self._fell_back("delete", exc)
+
+    async def _flush_pending(self) -> None:
+        if self._pending_all:
+            await self.cache.clear(PREFIX)
+            self._pending_all = False
+            self._pending.clear()
+        if self._pending:
+            await self.cache.delete(sorted(self._pending))
+            self._pending.clear()
+
+    # ------------------------------------------------------------------ reads
+
+    async def user(
+        self, conn: asyncpg.Connection, user_id: str, model_version: str | None
+    ) -> UserFacts | None:
+        """The viewer's facts, None for an unknown user; a hit costs no query."""
+        self._versions[model_version] = None
+        while len(self._versions) > _VERSIONS_KEPT:
+            del self._versions[next(iter(self._versions))]
+        key = self._user_key(user_id, model_version)
+        cached = await self._get([key])
+        if cached is not None:
+            if cached[0] is not None:
+                self.hits += 1
+                hit = _USER_DECODER.decode(cached[0])
+                return None if hit is None else _user_facts(user_id, hit)
+            self.misses += 1
+        record = _user_record(await conn.fetchrow(USER_SQL, user_id, model_version))
+        if cached is not None:
+            await self._set({key: _ENCODER.encode(record)}, self.user_ttl_s)
+        return None if record is None else _user_facts(user_id, record)
+
+    async def streams(
+        self, conn: asyncpg.Connection, stream_ids: Sequence[str]
+    ) -> dict[str, StreamFacts]:
+        """Facts of the known ones among `stream_ids`, in their order; one MGET, one query."""
+        ids = list(dict.fromkeys(stream_ids))
+        if not ids:
+            return {}
+        keys = [self._stream_key(s) for s in ids]
+        cached = await self._get(keys)
+        found: dict[str, StreamFacts] = {}
+        missing: list[str] = []
+        if cached is None:
+            missing = ids
+        else:
+            decode = _STREAM_DECODER.decode
+            for stream_id, raw in zip(ids, cached, strict=True):
+                if raw is None:
+                    missing.append(stream_id)
+                else:
+                    found[stream_id] = decode(raw)
+            self.hits += len(found)
+            self.misses += len(missing)
+        if missing:
+            fresh: dict[str, bytes] = {}
+            for row in await conn.fetch(STREAMS_SQL, missing):
+                facts = _stream_facts(row)
+                found[facts.stream_id] = facts
+                fresh[self._stream_key(facts.stream_id)] = _ENCODER.encode(facts)
+            if cached is not None:
+                await self._set(fresh, self.stream_ttl_s)
+        return {s: found[s] for s in ids if s in found}
+
+    # ------------------------------------------------------------------ invalidation
+
+    async def invalidate_streams(self, ids: Sequence[str]) -> None:
+        """Forget these streams' facts (a profile changed)."""
+        await self._delete([self._stream_key(s) for s in ids])
+
+    async def invalidate_users(self, ids: Sequence[str]) -> None:
+        """Forget these viewers' facts, under every model version seen lately."""
+        versions = [*self._versions] or [None]
+        await self._delete([self._user_key(u, v) for u in ids for v in versions])
+
+    async def invalidate_all(self) -> None:
+        """Forget everything the store cached (after a refresh or a retrain)."""
+        try:
+            self._pending.clear()
+            await self.cache.clear(PREFIX)
+            self._pending_all = False
+        except CacheUnavailable as exc:
+            self._pending_all = True
+            self._fell_back("clear", exc)
+
+    def set_generation(self, generation: int) -> None:
+        """Use the keys of `generation` from now on (app/feed/follow.py calls this).
+
+        Entries of older generations are never read again; in the process's own
+        memory they are dropped at once, in Redis they expire.
+        """
+        if generation == self.generation:
+            return
+        self.generation = generation
+        self._pending.clear()
+        if isinstance(self.cache, MemoryCache):
+            self.cache.drop(PREFIX)
+
+    # ------------------------------------------------------------------ health
+
+    async def describe(self) -> dict[str, Any]:
+        """For the health page: backend, reachable, entries, hits, misses, fallbacks."""
+        return {
+            **(await self.cache.describe()),
+            "hits": self.hits,
+            "misses": self.misses,
+            "fallbacks": self.fallbacks,
+            "generation": self.generation,
+            "following": self.following,
+        }
+
+
+def candidates(
+    user: UserFacts,
+    streams: Sequence[StreamFacts],
+    ranks: Mapping[str, Mapping[str, int]],
+    cf_scores: Mapping[str, float],
+) -> Candidates:
+    """The reranker's view of `streams` for `user`, in the order given.
+
+    `ranks[source][stream_id]` is the stream's 1-based rank in each source that
+    proposed it (NaN for the others); `cf_scores` the known embedding dot
+    products (NaN for the others). Creator minutes and watches come from the
+    viewer's history with each stream's creator (0 when none).
+    """
+    n = len(streams)
+    ids = [s.stream_id for s in streams]
+    history = user.creator_history()
+    none = (0.0, 0.0)
+
+    def numbers(values: Sequence[float]) -> FloatArray:
+        return np.fromiter(values, dtype=np.float64, count=n)
+
+    def rank_of(source: str) -> FloatArray:
+        given = ranks.get(source, {})
+        return numbers([float(given.get(s, np.nan)) for s in ids])
+
+    creators = [history.get(s.creator_id, none) for s in streams]
+    profile = np.array([s.hour_profile for s in streams], dtype=np.float64).reshape(n, 24)
+    return Candidates(
+        stream_id=np.array(ids, dtype=object),
+        latitude=numbers([s.latitude for s in streams]),
+        longitude=numbers([s.longitude for s in streams]),
+        language=np.array([s.language for s in streams], dtype=object),
+        category_id=np.array([s.category_id for s in streams], dtype=object),
+        quality=numbers([s.quality for s in streams]),
+        avg_viewers=numbers([s.avg_viewers for s in streams]),
+        followers=numbers([s.followers for s in streams]),
+        partnered=numbers([float(s.partnered) for s in streams]),
+        mature=numbers([float(s.mature) for s in streams]),
+        dominant_device=np.array([s.dominant_device for s in streams], dtype=object),
+        hour_profile=profile,
+        popularity=numbers([s.popularity for s in streams]),
+        creator_minutes=numbers([c[0] for c in creators]),
+        creator_sessions=numbers([c[1] for c in creators]),
+        cf_score=numbers([float(cf_scores.get(s, np.nan)) for s in ids]),
+        cf_rank=rank_of("cf"),
+        near_rank=rank_of("near"),
+        trending_rank=rank_of("trending"),
+        trending_language_rank=rank_of("trending_language"),
+        own_rank=rank_of("own"),
+    )
+
+
+def build_cache(redis_url: str | None, max_entries: int) -> Cache:
+    """Redis when a URL is set, else the in-process cache."""
+    if redis_url:
+        return RedisCache(redis_url)
+    return MemoryCache(max_entries)
+
+
+@asynccontextmanager
+async def feature_store(app: Litestar) -> AsyncIterator[None]:
+    """Lifespan hook: the store in `app.state.features`, following refreshes, for the app's life.
+
+    With `REDIS_URL` set the cache is Redis (shared by every process), else in
+    the process (`FEATURE_CACHE_ENTRIES` entries at most). The Redis client is
+    closed at shutdown.
+    """
+    from app.feed.follow import Follower
+
+    settings = app.state.settings
+    url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+    store = FeatureStore(build_cache(url, settings.feature_cache_entries))
+    follower = Follower(store, settings.database_url, settings.db_connect_timeout_s)
+    await follower.start()
+    app.state.features = store
+    try:
+        yield
+    finally:
+        await follower.stop()
+        await store.cache.close()
