@@ -131,7 +131,7 @@ def _check_all(live: LiveSet, streams: dict[str, Stream], rng: random.Random) ->
             assert live.of_creators(creators, k, category) == _brute_creators(
                 streams, creators, k, category
             )
-    some = rng.sample(list(streams), min(5, len(streams))) + ["absent"]
+    some = [*rng.sample(list(streams), min(5, len(streams))), "absent"]
     assert live.viewers(some) == [streams[s].viewers if s in streams else None for s in some]
     assert all(s in live for s in streams) and "absent" not in live
 
