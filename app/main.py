@@ -25,6 +25,7 @@ from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
+from app.feed.follow import live_streams
 from app.hometown.click_model import click_model
 from app.hometown.stats import StatsCache
 from app.observability.logs import configure_logging, log_unexpected
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HometownMlController,
             StreamsController,
         ],
-        lifespan=[database, click_model],
+        lifespan=[database, click_model, live_streams],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         after_exception=[log_unexpected],
