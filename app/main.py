@@ -27,6 +27,7 @@ from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
+from app.feed.follow import live_streams
 from app.feed.ranker import feed_ranker
 from app.feed.service import PopularStreams
 from app.feed.store import feature_store
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CategoryFeedController,
             StreamsController,
         ],
-        lifespan=[sighup, database, click_model, feed_ranker, feature_store],
+        lifespan=[sighup, database, click_model, feed_ranker, feature_store, live_streams],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         after_exception=[log_unexpected],

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     #: `json`: one JSON object per line on stderr; `text`: one readable line.
     log_format: Literal["json", "text"] = Field(default="json", validation_alias="LOG_FORMAT")
     stats_cache_s: float = Field(default=5.0, ge=0, validation_alias="STATS_CACHE_SECONDS")
+    #: Seconds between full resyncs of each process's in-memory live set (app/feed/follow.py),
+    #: on top of the notifications it follows; each resync also picks up a new active model.
+    live_resync_s: float = Field(default=60.0, gt=0, validation_alias="LIVE_RESYNC_SECONDS")
     #: The key every write endpoint wants in `X-API-Key`; unset, writes are refused.
     #: A SecretStr, so it never shows in a repr, a log line or an error.
     api_key: SecretStr | None = Field(default=None, min_length=16, validation_alias="API_KEY")

@@ -1,97 +1,348 @@
-"""Follow feature refreshes: LISTEN on `hometown_features`, move the store to each generation.
+"""Keep a process's live set (app/feed/live.py) in step with PostgreSQL, by LISTEN/NOTIFY.
 
-A refresh (app/feed/refresh.py) runs in another process, the training or the
-seed command, and ends with `NOTIFY hometown_features, '<generation>'` in its
-transaction. This task holds one dedicated connection listening to that
-channel; each notification sets the store's generation, so the next request
-reads keys no older process wrote. On (re)connecting it reads the generation
-from the tables themselves, which covers refreshes made while it was away.
+The triggers of migration 0008 announce every committed change of the live set
+on `LIVE_CHANNEL`: JSON arrays of `[stream_id, is_live, current_viewer_count]`,
+the state after the change (not a delta); a bulk seed load announces `RELOAD`.
+One dedicated connection (not the request pool's: a LISTEN belongs to one
+session, and a pooled connection would be reset and handed to requests) listens
+and applies them as they come; a full resync reads every live stream with its
+embedding in one query.
 
-While the connection is lost the store is told it is not following
-(`store.following = False`): it then bypasses the cache rather than risk
-facts from before a refresh it did not hear of. The task reconnects with a
-growing pause (0.5 s to 10 s), and checks its connection every 15 s, so a
-database that vanished without closing the socket is noticed too.
+Why a resync that races with notifications loses nothing: the follower LISTENs
+*before* the resync query, so every change committed after LISTEN is queued as a
+notification, and every change committed before the query's snapshot is in the
+snapshot. The queue is applied on top of the snapshot, in the order PostgreSQL
+delivered it (commit order). A queued change may already be in the snapshot:
+applying it again sets the same absolute state, and if a later change of the
+same stream is also in the snapshot, its notification comes later in the queue
+and wins again. So after the queue is drained, every stream is in its latest
+committed state. Notifications queued before a `RELOAD` (in the same drain) are
+dropped: the table they describe was swapped away, and the resync reads the new
+one. A stream going live needs its creator, language, category and embedding:
+one query per drained batch fetches them, on the same connection.
+
+Failures never reach the app: a lost connection (the database restarted, the
+backend was terminated, a query failed) is retried with capped exponential
+backoff, and requests keep the last known live set meanwhile. Each reconnect
+LISTENs and resyncs, so changes made while the follower was away are picked up.
+Start-up does not wait for the database: the set is empty until the first sync.
+
+Resyncs also happen every `LIVE_RESYNC_SECONDS` (catching a new active model,
+and anything a notification could not say), on `LiveSet.reload()` (SIGHUP, a
+trainer's model change), and on `RELOAD`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+import numpy as np
+from litestar import Litestar
 
-from app.feed.refresh import CHANNEL, generation
-from app.feed.store import FeatureStore
+from app.db.limits import LIVE_CHANNEL, RELOAD
+from app.feed.embeddings import VECTOR_DTYPE, active_model
+from app.feed.live import LiveRows, LiveSet
+from app.settings import Settings
 
-log = logging.getLogger("app.features")
+log = logging.getLogger(__name__)
 
-#: Seconds between checks that the listening connection still answers.
-HEARTBEAT_S = 15.0
-#: The first start waits at most this long for the connection (a down database does not block).
-START_WAIT_S = 1.0
+#: What the follower's connection calls itself in `pg_stat_activity`.
+APPLICATION_NAME = "hometown-live"
+#: Statement deadline of the follower's session: a full resync reads every live
+#: stream with its vector (about 0.13 s at 100K), so the request path's 2 s would
+#: be too tight at a few million; this still ends a query that hangs.
+STATEMENT_TIMEOUT_MS = 60_000
+#: Backoff between reconnection attempts: doubles from the first to the cap, jittered.
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+#: Seconds the follower waits for its connection to close at shutdown before dropping it.
+CLOSE_TIMEOUT_S = 1.0
+
+_LIVE_QUERY = """
+SELECT s.stream_id, s.creator_id, s.language, s.category_id, s.current_viewer_count, e.vector
+FROM streams s
+LEFT JOIN feed_embeddings e
+  ON e.model_version = $1 AND e.entity = 'stream' AND e.entity_id = s.stream_id
+WHERE s.is_live
+"""
+_GOING_LIVE_QUERY = """
+SELECT s.stream_id, s.creator_id, s.language, s.category_id, e.vector
+FROM streams s
+LEFT JOIN feed_embeddings e
+  ON e.model_version = $1 AND e.entity = 'stream' AND e.entity_id = s.stream_id
+WHERE s.stream_id = ANY($2::text[])
+"""
+
+#: What a lost or failing database raises (TimeoutError is an OSError); retried.
+FOLLOW_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+Change = tuple[bool, int]  # (is_live, current viewers)
 
 
 class Follower:
-    """The background task that keeps `store.generation` current."""
+    """Follows the live set of one database into one `LiveSet`, until cancelled."""
 
-    def __init__(self, store: FeatureStore, database_url: str, connect_timeout_s: float) -> None:
-        self.store = store
-        self.database_url = database_url
-        self.connect_timeout_s = connect_timeout_s
-        self.task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
+    def __init__(self, settings: Settings, live: LiveSet) -> None:
+        """Follow `settings.database_url` into `live` (nothing happens until `run()`)."""
+        self.settings = settings
+        self.live = live
+        self._pending: list[str] = []  # payloads, in delivery order
+        self._wake = asyncio.Event()
+        self._resync_wanted = False
+        self._lost = asyncio.Event()
 
-    async def start(self) -> None:
-        """Start following; wait briefly for the first connection (never fails)."""
-        self.store.following = False
-        self.task = asyncio.create_task(self._run(), name="feature-follower")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), START_WAIT_S)
+    def request_resync(self) -> None:
+        """Resync fully as soon as the follower is connected (`LiveSet.reload()` calls this)."""
+        self._resync_wanted = True
+        self._wake.set()
 
-    async def stop(self) -> None:
-        """Stop the task and close its connection."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    async def _run(self) -> None:
-        pause = 0.5
-        while True:
-            try:
-                await self._follow()
-                pause = 0.5
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("feature refreshes not followed (%s); retrying", type(exc).__name__)
-            finally:
-                self.store.following = False
-                self.connected.clear()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 10.0)
-
-    async def _follow(self) -> None:
-        conn = await asyncpg.connect(self.database_url, timeout=self.connect_timeout_s)
-        lost = asyncio.Event()
+    async def run(self) -> None:
+        """Connect, listen, resync and apply notifications; reconnect forever on failure."""
+        self.live.on_reload(self.request_resync)
+        failures = 0
         try:
-            conn.add_termination_listener(lambda _conn: lost.set())
-            await conn.add_listener(CHANNEL, self._heard)
-            self.store.set_generation(await generation(conn))
-            self.store.following = True
-            self.connected.set()
-            while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), HEARTBEAT_S)
-                if not lost.is_set():
-                    await conn.fetchval("SELECT 1", timeout=self.connect_timeout_s)
+            while True:
+                conn: asyncpg.Connection | None = None
+                try:
+                    conn = await self._connect()
+                    failures = 0
+                    await self._follow(conn)
+                except FOLLOW_ERRORS as exc:
+                    failures += 1
+                    self._disconnected(exc, failures)
+                except Exception:  # a bug must not end the following: log it, start over
+                    failures += 1
+                    log.exception("live set follower failed; reconnecting")
+                    self.live.status.listener_connected = False
+                finally:
+                    if conn is not None:
+                        await _close(conn)
+                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         finally:
-            if not conn.is_closed():
-                conn.terminate()
+            self.live.status.listener_connected = False
+            self.live.on_reload(None)
 
-    def _heard(self, _conn: asyncpg.Connection, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            value = int(payload)
-        except ValueError:
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(
+            self.settings.database_url,
+            timeout=self.settings.db_connect_timeout_s,
+            command_timeout=STATEMENT_TIMEOUT_MS / 1000 + 1,
+            server_settings={
+                "application_name": APPLICATION_NAME,
+                "jit": "off",
+                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+                "idle_in_transaction_session_timeout": str(STATEMENT_TIMEOUT_MS),
+            },
+        )
+        self._lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: self._lost_connection())
+        return conn
+
+    def _lost_connection(self) -> None:
+        self._lost.set()
+        self._wake.set()
+
+    def _disconnected(self, exc: BaseException, failures: int) -> None:
+        was = self.live.status.listener_connected
+        self.live.status.listener_connected = False
+        self.live.status.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        # One warning when the connection is lost, then one every 20 failed attempts.
+        if was or failures == 1 or failures % 20 == 0:
+            log.warning(
+                "live set follower: database unavailable (%s), retrying; requests use the"
+                " last known live set (%d streams)",
+                type(exc).__name__,
+                len(self.live),
+            )
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._pending.append(payload)
+        self._wake.set()
+
+    async def _follow(self, conn: asyncpg.Connection) -> None:
+        """LISTEN, resync, then apply notifications until the connection fails."""
+        self._pending.clear()
+        await conn.add_listener(LIVE_CHANNEL, self._notified)
+        await self._resync(conn)
+        self.live.status.listener_connected = True
+        self.live.status.last_error = None
+        period = self.settings.live_resync_s
+        loop = asyncio.get_running_loop()
+        next_resync = loop.time() + period
+        while True:
+            if self._lost.is_set() or conn.is_closed():
+                raise asyncpg.InterfaceError("the live set's listening connection was closed")
+            if not self._pending and not self._resync_wanted:
+                timeout = next_resync - loop.time()
+                if timeout > 0:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    continue
+                self._resync_wanted = True
+            if self._resync_wanted:
+                await self._resync(conn)
+                next_resync = loop.time() + period
+            else:
+                await self._apply_pending(conn)
+
+    async def _resync(self, conn: asyncpg.Connection) -> None:
+        """Replace the live set with the database's, then apply what was queued meanwhile.
+
+        Everything queued before this point is dropped: the snapshot covers it
+        (see the module docstring).
+        """
+        self._resync_wanted = False
+        self._pending.clear()
+        version, dim, rows = await _read_live_set(conn)
+        self.live.replace(version, dim, rows)
+        status = self.live.status
+        status.last_full_sync = datetime.now(UTC)
+        status.full_syncs += 1
+        status.last_change_at = status.last_full_sync
+        log.info(
+            "live set synced: %d live streams, %d with embeddings of model %s",
+            len(rows.ids),
+            int(np.count_nonzero(rows.has_vector)),
+            version,
+        )
+        if self._pending:
+            await self._apply_pending(conn)
+
+    async def _apply_pending(self, conn: asyncpg.Connection) -> None:
+        """Apply every queued notification: one query for the streams going live."""
+        payloads, self._pending = self._pending, []
+        if RELOAD in payloads:
+            self._resync_wanted = True
+            # Anything after the last RELOAD is re-queued, to go on top of the resync.
+            last = len(payloads) - 1 - payloads[::-1].index(RELOAD)
+            self._pending = payloads[last + 1 :] + self._pending
             return
-        self.store.set_generation(value)
+        changes = _parse(payloads)
+        going_live = [sid for sid, (on, _) in changes.items() if on and sid not in self.live]
+        found = await _fetch_streams(conn, self.live.model_version, self.live.dim, going_live)
+        # From here to the end: no await, so requests see the whole batch or none of it.
+        offline = [sid for sid, (on, _) in changes.items() if not on]
+        self.live.discard(offline)
+        for sid, (on, viewers) in changes.items():
+            if on:
+                self.live.set_viewers(sid, viewers)
+        if found is not None:
+            rows, ids = found
+            self.live.add(
+                LiveRows(
+                    ids=ids,
+                    viewers=[changes[sid][1] for sid in ids],
+                    creators=rows.creators,
+                    languages=rows.languages,
+                    categories=rows.categories,
+                    vectors=rows.vectors,
+                    has_vector=rows.has_vector,
+                )
+            )
+        status = self.live.status
+        status.notifications_applied += len(payloads)
+        status.last_change_at = datetime.now(UTC)
+
+
+async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, LiveRows]:
+    """The active model and every live stream with its embedding, from one snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        model = await active_model(conn)
+        version, dim = (None, 0) if model is None else (model.version, model.dim)
+        records = await conn.fetch(_LIVE_QUERY, version)
+    return version, dim, _rows(records, dim, viewers=[r[4] for r in records])
+
+
+async def _fetch_streams(
+    conn: asyncpg.Connection, version: str | None, dim: int, ids: Sequence[str]
+) -> tuple[LiveRows, list[str]] | None:
+    """Attributes and embeddings of streams going live; None when there are none."""
+    if not ids:
+        return None
+    records = await conn.fetch(_GOING_LIVE_QUERY, version, list(ids))
+    if not records:
+        return None
+    rows = _rows(records, dim, viewers=[0] * len(records))
+    return rows, list(rows.ids)
+
+
+def _rows(records: Sequence[asyncpg.Record], dim: int, *, viewers: Sequence[int]) -> LiveRows:
+    """Columns from rows of (stream_id, creator_id, language, category_id, ..., vector)."""
+    vectors = [r["vector"] for r in records]
+    row_bytes = 4 * dim
+    has = np.fromiter(
+        (v is not None and dim > 0 and len(v) == row_bytes for v in vectors),
+        dtype=bool,
+        count=len(vectors),
+    )
+    matrix = np.zeros((len(records), dim), dtype=np.float32)
+    if has.any():
+        data = b"".join(v for v, ok in zip(vectors, has, strict=True) if ok)
+        matrix[has] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
+    bad = sum(1 for v, ok in zip(vectors, has, strict=True) if v is not None and not ok)
+    if bad:
+        log.error("live set: %d stream vectors have the wrong length; left out", bad)
+    return LiveRows(
+        ids=[r["stream_id"] for r in records],
+        viewers=viewers,
+        creators=[r["creator_id"] for r in records],
+        languages=[r["language"] for r in records],
+        categories=[r["category_id"] for r in records],
+        vectors=matrix,
+        has_vector=has,
+    )
+
+
+def _parse(payloads: Sequence[str]) -> dict[str, Change]:
+    """The last state of each stream the payloads name, in first-mention order."""
+    changes: dict[str, Change] = {}
+    for payload in payloads:
+        try:
+            triples = json.loads(payload)
+            for stream_id, is_live, viewers in triples:
+                changes[str(stream_id)] = (bool(is_live), int(viewers or 0))
+        except (ValueError, TypeError) as exc:
+            log.error("live set: ignored a malformed notification (%s): %.200s", exc, payload)
+    return changes
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        conn.terminate()
+
+
+@contextlib.asynccontextmanager
+async def live_streams(app: Litestar) -> AsyncIterator[None]:
+    """Lifespan hook: `app.state.live` is the live set, followed by a background task.
+
+    Returns at once: the first sync happens in the background, so the app serves
+    (with an empty live set) even while the database is down. At shutdown the
+    task is cancelled and its connection closed (within about a second).
+    """
+    live = LiveSet()
+    app.state.live = live
+    follower = Follower(app.state.settings, live)
+    task = asyncio.create_task(follower.run(), name="hometown-live-follower")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -18,7 +18,7 @@ streams are not.
 
 Every key carries the *generation* of the feature tables, the time of the
 refresh that wrote them. A refresh announces its generation with NOTIFY
-(app/feed/follow.py listens and calls `set_generation`), so each server process
+(app/feed/refreshes.py listens and calls `set_generation`), so each server process
 switches to fresh keys within milliseconds of the commit, without deleting a
 key; the old ones expire. While a process does not follow (its listening
 connection is lost) it cannot know about refreshes, so it reads PostgreSQL
@@ -260,7 +260,7 @@ class FeatureStore:
         self.hits = 0
         self.misses = 0
         self.fallbacks = 0
-        #: The feature tables' generation this process believes in (app/feed/follow.py).
+        #: The feature tables' generation this process believes in (app/feed/refreshes.py).
         self.generation = 0
         #: False while the process cannot hear refreshes: the cache is then bypassed.
         self.following = True
@@ -398,7 +398,7 @@ class FeatureStore:
             self._fell_back("clear", exc)
 
     def set_generation(self, generation: int) -> None:
-        """Use the keys of `generation` from now on (app/feed/follow.py calls this).
+        """Use the keys of `generation` from now on (app/feed/refreshes.py calls this).
 
         Entries of older generations are never read again; in the process's own
         memory they are dropped at once, in Redis they expire.
@@ -491,7 +491,7 @@ async def feature_store(app: Litestar) -> AsyncIterator[None]:
     the process (`FEATURE_CACHE_ENTRIES` entries at most). The Redis client is
     closed at shutdown.
     """
-    from app.feed.follow import Follower
+    from app.feed.refreshes import Follower
 
     settings = app.state.settings
     url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None

@@ -19,7 +19,7 @@ import pytest
 
 from app.feed import embeddings
 from app.feed.cache import Cache, MemoryCache, RedisCache
-from app.feed.follow import Follower
+from app.feed.refreshes import Follower
 from app.feed.refresh import generation, refresh_features
 from app.feed.store import FeatureStore, UserFacts
 from seed.generate import generate

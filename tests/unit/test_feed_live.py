@@ -1,0 +1,284 @@
+"""The in-memory live set against brute force: exact top-k under ties, filters, updates, cache."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from app.feed.live import INITIAL_CAPACITY, TRENDING_TTL_S, LiveRows, LiveSet
+
+DIM = 6
+CATEGORIES = ("gaming", "music", "chat", "art")
+LANGUAGES = ("fr", "en", "ja")
+
+
+@dataclass
+class Stream:
+    """What the brute force knows about one live stream."""
+
+    viewers: int
+    creator: str
+    language: str
+    category: str
+    vector: np.ndarray | None
+
+
+def _id(rng: random.Random) -> str:
+    # Mixed case, digits, accents and an astral character: code-point order differs
+    # from any locale's, and from UTF-16's.
+    alphabet = "aBz09_-éÉ\U0001f600"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5)))
+
+
+def _stream(rng: random.Random, with_vector: float = 0.9) -> Stream:
+    vector = None
+    if rng.random() < with_vector:
+        # Small integers: every dot product is exact in float32, and many tie.
+        vector = np.array([rng.randint(-1, 1) for _ in range(DIM)], dtype=np.float32)
+    return Stream(
+        viewers=rng.choice([0, 1, 2, 5, 5, 10, rng.randint(0, 1000)]),
+        creator=f"c{rng.randint(0, 30)}",
+        language=rng.choice(LANGUAGES),
+        category=rng.choice(CATEGORIES),
+        vector=vector,
+    )
+
+
+def _rows(streams: dict[str, Stream]) -> LiveRows:
+    ids = list(streams)
+    values = [streams[i] for i in ids]
+    return LiveRows(
+        ids=ids,
+        viewers=[s.viewers for s in values],
+        creators=[s.creator for s in values],
+        languages=[s.language for s in values],
+        categories=[s.category for s in values],
+        vectors=np.array(
+            [s.vector if s.vector is not None else np.zeros(DIM) for s in values],
+            dtype=np.float32,
+        ).reshape(len(ids), DIM),
+        has_vector=np.array([s.vector is not None for s in values], dtype=bool),
+    )
+
+
+def _brute_dot(
+    streams: dict[str, Stream], q: np.ndarray, k: int, category: str | None
+) -> list[tuple[str, float]]:
+    scored = [
+        (-float(np.dot(s.vector, q)), sid)
+        for sid, s in streams.items()
+        if s.vector is not None and (category is None or s.category == category)
+    ]
+    return [(sid, -neg) for neg, sid in sorted(scored)[:k]]
+
+
+def _brute_trending(
+    streams: dict[str, Stream], k: int, language: str | None, category: str | None
+) -> list[str]:
+    ranked = sorted(
+        (-s.viewers, sid)
+        for sid, s in streams.items()
+        if (language is None or s.language == language)
+        and (category is None or s.category == category)
+    )
+    return [sid for _, sid in ranked[:k]]
+
+
+def _brute_creators(
+    streams: dict[str, Stream], creators: list[str], k: int, category: str | None
+) -> list[str]:
+    rank: dict[str, int] = {}
+    for i, c in enumerate(creators):
+        rank.setdefault(c, i)
+    ranked = sorted(
+        (rank[s.creator], sid)
+        for sid, s in streams.items()
+        if s.creator in rank and (category is None or s.category == category)
+    )
+    return [sid for _, sid in ranked[:k]]
+
+
+class FrozenClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _check_all(live: LiveSet, streams: dict[str, Stream], rng: random.Random) -> None:
+    assert len(live) == len(streams) == live.count()
+    for category in (None, *CATEGORIES, "nope"):
+        expected_count = sum(1 for s in streams.values() if category in (None, s.category))
+        assert live.count(category) == expected_count
+        for k in (1, 3, 17, 200, 10_000):
+            q = np.array([rng.randint(-2, 2) for _ in range(DIM)], dtype=np.float32)
+            ids, scores = live.top_by_dot(q, k, category)
+            expected = _brute_dot(streams, q, k, category)
+            assert ids == [sid for sid, _ in expected]
+            assert scores.tolist() == [score for _, score in expected]
+            assert scores.dtype == np.float32
+            for language in (None, *LANGUAGES):
+                assert live.trending(k, language, category) == _brute_trending(
+                    streams, k, language, category
+                )
+            creators = [f"c{rng.randint(0, 35)}" for _ in range(rng.randint(0, 8))]
+            assert live.of_creators(creators, k, category) == _brute_creators(
+                streams, creators, k, category
+            )
+    some = [*rng.sample(list(streams), min(5, len(streams))), "absent"]
+    assert live.viewers(some) == [streams[s].viewers if s in streams else None for s in some]
+    assert all(s in live for s in streams) and "absent" not in live
+
+
+def test_queries_equal_brute_force_through_random_updates() -> None:
+    rng = random.Random(7)
+    clock = FrozenClock()
+    live = LiveSet(clock=clock)
+    streams: dict[str, Stream] = {}
+    while len(streams) < 300:
+        streams[_id(rng)] = _stream(rng)
+    live.replace("v1", DIM, _rows(streams))
+    _check_all(live, streams, rng)
+    for _ in range(40):
+        clock.now += TRENDING_TTL_S  # trending answers must be fresh for the comparison
+        going_live = {}
+        for _ in range(rng.randint(0, 60)):
+            going_live[_id(rng)] = _stream(rng)
+        live.add(_rows(going_live))
+        streams.update(going_live)
+        offline = rng.sample(list(streams), rng.randint(0, min(50, len(streams))))
+        assert live.discard([*offline, "never-live"]) == len(offline)
+        for sid in offline:
+            del streams[sid]
+        for sid in rng.sample(list(streams), min(30, len(streams))):
+            streams[sid].viewers = rng.randint(0, 20)
+            assert live.set_viewers(sid, streams[sid].viewers)
+        assert not live.set_viewers("never-live", 3)
+        _check_all(live, streams, rng)
+    assert live.describe()["live_streams"] == len(streams)
+    assert live.describe()["with_embeddings"] == sum(
+        1 for s in streams.values() if s.vector is not None
+    )
+
+
+def test_growth_past_the_initial_capacity_keeps_every_stream() -> None:
+    rng = random.Random(3)
+    live = LiveSet()
+    live.replace("v1", DIM, _rows({}))
+    streams: dict[str, Stream] = {}
+    for batch in range(6):
+        new = {f"s{batch}_{i:05d}": _stream(rng) for i in range(INITIAL_CAPACITY // 2)}
+        live.add(_rows(new))
+        streams.update(new)
+    live.discard(list(streams)[::3])
+    for sid in list(streams)[::3]:
+        del streams[sid]
+    _check_all(live, streams, rng)
+
+
+def test_exact_when_everything_ties_at_the_kth_place() -> None:
+    streams = {
+        f"s{i:04d}": Stream(1, "c", "fr", "gaming", np.ones(DIM, np.float32)) for i in range(500)
+    }
+    streams["zz_best"] = Stream(1, "c", "fr", "gaming", np.full(DIM, 2, np.float32))
+    live = LiveSet()
+    live.replace("v1", DIM, _rows(dict(reversed(list(streams.items())))))
+    ids, scores = live.top_by_dot(np.ones(DIM), 4)
+    assert ids == ["zz_best", "s0000", "s0001", "s0002"]
+    assert scores.tolist() == [2.0 * DIM, DIM, DIM, DIM]
+    assert live.trending(3) == ["s0000", "s0001", "s0002"]
+
+
+def test_streams_without_embeddings_are_left_out_of_dot_but_trend() -> None:
+    streams = {
+        "a": Stream(5, "c1", "fr", "gaming", None),
+        "b": Stream(1, "c1", "fr", "gaming", np.ones(DIM, np.float32)),
+    }
+    live = LiveSet()
+    live.replace("v1", DIM, _rows(streams))
+    assert live.top_by_dot(np.ones(DIM), 10)[0] == ["b"]
+    assert live.trending(10) == ["a", "b"]
+    assert live.of_creators(["c1"], 10) == ["a", "b"]
+
+
+def test_no_model_means_no_dot_results() -> None:
+    live = LiveSet()
+    assert live.model_version is None and live.dim == 0
+    ids, scores = live.top_by_dot(np.zeros(0), 10)
+    assert ids == [] and len(scores) == 0
+    with pytest.raises(ValueError, match="shape"):
+        live.top_by_dot(np.zeros(3), 10)
+
+
+def test_a_bad_query_vector_is_refused() -> None:
+    live = LiveSet()
+    live.replace("v1", DIM, _rows({"a": Stream(1, "c", "fr", "art", np.ones(DIM, np.float32))}))
+    with pytest.raises(ValueError, match="NaN"):
+        live.top_by_dot(np.full(DIM, np.nan), 3)
+
+
+def test_trending_is_cached_for_at_most_a_second() -> None:
+    clock = FrozenClock()
+    live = LiveSet(clock=clock)
+    rows = {
+        "a": Stream(10, "c", "fr", "art", None),
+        "b": Stream(5, "c", "fr", "art", None),
+    }
+    live.replace(None, 0, _rows_nodim(rows))
+    assert live.trending(2) == ["a", "b"]
+    live.set_viewers("b", 50)
+    clock.now += TRENDING_TTL_S * 0.9
+    assert live.trending(2) == ["a", "b"]  # cached: at most a second old
+    clock.now += TRENDING_TTL_S * 0.2
+    assert live.trending(2) == ["b", "a"]
+    live.discard(["b"])  # a stream going offline is seen at once
+    assert live.trending(2) == ["a"]
+
+
+def _rows_nodim(streams: dict[str, Stream]) -> LiveRows:
+    rows = _rows(streams)
+    return LiveRows(
+        ids=rows.ids,
+        viewers=rows.viewers,
+        creators=rows.creators,
+        languages=rows.languages,
+        categories=rows.categories,
+        vectors=np.zeros((len(rows.ids), 0), np.float32),
+        has_vector=np.zeros(len(rows.ids), bool),
+    )
+
+
+def test_reload_calls_the_followers_hook() -> None:
+    live = LiveSet()
+    live.reload()  # no follower: nothing happens
+    calls: list[int] = []
+    live.on_reload(lambda: calls.append(1))
+    live.reload()
+    assert calls == [1]
+
+
+def test_memory_per_live_stream_is_the_embedding_plus_little() -> None:
+    n, dim = 20_000, 64
+    rng = np.random.default_rng(0)
+    live = LiveSet()
+    live.replace(
+        "v1",
+        dim,
+        LiveRows(
+            ids=[f"stream_{i:06d}" for i in range(n)],
+            viewers=rng.integers(0, 100, n),
+            creators=[f"creator_{i:06d}" for i in range(n)],
+            languages=["fr"] * n,
+            categories=["gaming"] * n,
+            vectors=rng.standard_normal((n, dim)).astype(np.float32),
+            has_vector=np.ones(n, bool),
+        ),
+    )
+    per_stream = live.nbytes() / n
+    assert 4 * dim < per_stream < 4 * dim + 200
