@@ -63,7 +63,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             version=__version__,
             database=DatabaseStatus(reachable=False, error=reason[:300]),
             model=_model_status(state.model),
-            feed=feed_status(state),
+            feed=await feed_status(state),
             endpoints=served,
         )
         return Response(body, status_code=503, headers={"Retry-After": "5"})
@@ -79,7 +79,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             version=__version__,
             database=status,
             model=_model_status(state.model),
-            feed=feed_status(state),
+            feed=await feed_status(state),
             endpoints=served,
         )
     )
@@ -160,7 +160,7 @@ async def ready(state: State) -> Response[Readiness]:
     return Response(Readiness(status="ready"))
 
 
-def feed_status(state: State) -> FeedStatus:
+async def feed_status(state: State) -> FeedStatus:
     """The reranker, the live set and the feature store, as the feed endpoints see them."""
     slot: RankerSlot = state.ranker
     ranker = slot.ranker
@@ -179,7 +179,7 @@ def feed_status(state: State) -> FeedStatus:
     return FeedStatus(
         reranker=reranker,
         live_set=live.describe() if live is not None else None,
-        feature_store=store.describe() if store is not None else None,
+        feature_store=await store.describe() if store is not None else None,
     )
 
 

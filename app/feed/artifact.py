@@ -114,7 +114,8 @@ class FeedRanker:
             raise ValueError(f"features must have shape (n, {width}), got {matrix.shape}")
         if matrix.shape[0] == 0:
             return np.empty((0, width + 1), dtype=np.float32)
-        values = self.booster.predict(DMatrix(matrix), pred_contribs=True, approx_contribs=True)
+        data = DMatrix(matrix, feature_names=list(self.booster.feature_names or ()) or None)
+        values = self.booster.predict(data, pred_contribs=True, approx_contribs=True)
         return np.asarray(values, dtype=np.float32)
 
 

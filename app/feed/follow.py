@@ -50,6 +50,7 @@ from litestar import Litestar
 from app.db.limits import LIVE_CHANNEL, RELOAD
 from app.feed.embeddings import VECTOR_DTYPE, active_model
 from app.feed.live import LiveRows, LiveSet
+from app.reload import on_reload
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,7 @@ async def live_streams(app: Litestar) -> AsyncIterator[None]:
     """
     live = LiveSet()
     app.state.live = live
+    on_reload(app.state, live.reload)  # SIGHUP: read the set and the active model again
     follower = Follower(app.state.settings, live)
     task = asyncio.create_task(follower.run(), name="hometown-live-follower")
     try:

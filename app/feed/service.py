@@ -52,7 +52,8 @@ from app.feed.sources import (
     TRENDING_LANGUAGE_K,
     union,
 )
-from app.feed.store import FeatureStore, StreamFacts, UserFacts, candidates_of
+from app.feed.store import FeatureStore, StreamFacts, UserFacts
+from app.feed.store import candidates as candidates_of
 from app.hometown import service as hometown
 from app.hometown.weights import Weights
 from app.observability.context import note_search

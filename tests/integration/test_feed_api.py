@@ -61,7 +61,7 @@ def _started(client: TestClient[Any]) -> TestClient[Any]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         live = client.get("/").json()["feed"]["live_set"]
-        if live and live.get("last_sync"):
+        if live and live.get("last_full_sync"):
             return client
         time.sleep(0.05)
     raise AssertionError("the live set never synced")
@@ -258,7 +258,11 @@ def test_without_a_reranker_the_fallback_order_serves_and_says_so(
     # A SIGHUP (what `reload_all` runs) loads the reranker once it is there.
     shutil.copy(model_dir / RERANKER_FILE, empty / RERANKER_FILE)
     shutil.copy(model_dir / (RERANKER_FILE + ".sha256"), empty / (RERANKER_FILE + ".sha256"))
-    reload_all(client.app.state)
+
+    async def sighup() -> None:  # on the app's loop, as the signal handler runs
+        reload_all(client.app.state)
+
+    client.blocking_portal.call(sighup)
     deadline = time.monotonic() + 10
     while client.get("/").json()["feed"]["reranker"]["loaded"] is False:
         assert time.monotonic() < deadline, "the reranker was not reloaded"

@@ -19,8 +19,8 @@ import pytest
 
 from app.feed import embeddings
 from app.feed.cache import Cache, MemoryCache, RedisCache
-from app.feed.refreshes import Follower
 from app.feed.refresh import generation, refresh_features
+from app.feed.refreshes import Follower
 from app.feed.store import FeatureStore, UserFacts
 from seed.generate import generate
 from seed.loader import load
