@@ -46,6 +46,9 @@ class RankerSlot:
         """Load the file at `path`; on failure keep the current ranker and record why."""
         try:
             ranker = load_ranker(self.path, FEATURE_NAMES)
+            # One thread per prediction: requests run side by side, and OpenMP's
+            # worker threads spin-wait for cores the other requests need.
+            ranker.booster.set_param({"nthread": 1})
         except RankerError as exc:
             self.error = str(exc)
             kept = " (the previous reranker stays in use)" if self.ranker else ""

@@ -204,9 +204,10 @@ async def recommend(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) ->
         features = None
         scores = fallback_scores([s.stream_id for s in kept], ranks)
     order = ranked([s.stream_id for s in kept], scores)[: query.max_results]
-    contributions = None
+    contributions = strengths = None
     if ranker is not None and features is not None and order:
         contributions = ranker.contributions(features[order])
+        strengths = reasons.group_strengths(contributions)
 
     streams = [
         _stream(
@@ -216,6 +217,7 @@ async def recommend(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) ->
             user,
             ranks,
             None if contributions is None else contributions[row],
+            None if strengths is None else strengths[row],
             explain=query.explain,
         )
         for row, i in enumerate(order)
@@ -330,6 +332,7 @@ def _stream(
     user: UserFacts,
     ranks: Mapping[str, Mapping[str, int]],
     contributions: npt.NDArray[np.float32] | None,
+    strengths: npt.NDArray[np.float64] | None,
     *,
     explain: bool,
 ) -> FeedStream:
@@ -345,10 +348,9 @@ def _stream(
         viewers=viewers,
         channels=user.creator_ids,
     )
-    if contributions is None:
+    if strengths is None:
         reason = reasons.from_sources(subject, sources)
     else:
-        strengths = reasons.group_strengths(contributions[None, :])[0]
         reason = reasons.from_model(strengths, subject, sources)
     shown = None
     if explain and contributions is not None:
