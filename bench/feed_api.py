@@ -89,7 +89,9 @@ class FeedDataset(database.Dataset):
 # --------------------------------------------------------------------------- load script
 
 
-def lua_script(path: str, ids_file: Path, kind: str, seed: int) -> str:
+def lua_script(
+    path: str, ids_file: Path, kind: str, seed: int, devices: tuple[str, ...] = ()
+) -> str:
     """The wrk script: POST `kind` bodies ("feed", "category", "hometown") for listed users.
 
     Every thread reads the user ids once, when the script is loaded (before the
@@ -97,6 +99,8 @@ def lua_script(path: str, ids_file: Path, kind: str, seed: int) -> str:
     """
     from app.db.limits import DEVICES
     from seed.generate import CATEGORIES, DEFAULT_AS_OF
+
+    devices = devices or DEVICES
 
     end = int(DEFAULT_AS_OF.timestamp())
     span = CONTEXT_DAYS * 86_400
@@ -108,7 +112,7 @@ def lua_script(path: str, ids_file: Path, kind: str, seed: int) -> str:
         [
             "local ids = {}",
             f"for line in io.lines({json.dumps(str(ids_file))}) do ids[#ids + 1] = line end",
-            f"local devices = {table(DEVICES)}",
+            f"local devices = {table(devices)}",
             f"local locales = {table(LOCALES)}",
             f"local categories = {table(CATEGORIES)}",
         ]
@@ -149,8 +153,13 @@ def lua_script(path: str, ids_file: Path, kind: str, seed: int) -> str:
     return head + "\n" + body
 
 
-async def _user_sample(url: str, version: str, n: int, cold_share: float, seed: int) -> list[str]:
-    """`n` users: warm ones (an embedding in the active model) and a `cold_share` without."""
+async def _user_sample(
+    url: str, version: str, n: int, cold_share: float, seed: int
+) -> tuple[list[str], int]:
+    """`n` users, shuffled, and how many of them are warm.
+
+    Warm: an embedding in the active model; a `cold_share` of them have none.
+    """
     conn = await asyncpg.connect(url)
     try:
         warm = [
@@ -179,7 +188,7 @@ async def _user_sample(url: str, version: str, n: int, cold_share: float, seed: 
     chosen += list(rng.choice(cold, n_cold, replace=False)) if n_cold else []
     say(f"load users: {n_warm:,} warm (of {len(warm):,}), {n_cold:,} cold-start (of {len(cold):,})")
     rng.shuffle(chosen)
-    return [str(u) for u in chosen]
+    return [str(u) for u in chosen], n_warm
 
 
 # --------------------------------------------------------------------------- measuring
@@ -251,6 +260,8 @@ class Results:
     peak_rss_bytes: int = 0
     peak_rss_churn_bytes: int = 0
     health: dict[str, Any] = field(default_factory=dict)
+    warm_users: int = 0
+    cold_users: int = 0
     feed_available: bool = False
     category_available: bool = False
     notes: list[str] = field(default_factory=list)
@@ -258,7 +269,7 @@ class Results:
 
 def _probe(api: server.Server, path: str, body: dict[str, Any]) -> int:
     status, answer = server.probe(api, path, json.dumps(body).encode())
-    say(f"probe {path}: {status}, {len(answer)} bytes")
+    say(f"probe {path}: {status}, {len(answer)} bytes: {answer[:300]!r}")
     if status == 404 and b"user" not in answer.lower():
         return 404
     if not 200 <= status < 300:
@@ -348,9 +359,10 @@ def serve_and_measure(
     postmaster = postmaster_pid(url)
     if postmaster is None:
         results.notes.append("the database runs elsewhere: its CPU is left out")
-    users = asyncio.run(
+    users, results.warm_users = asyncio.run(
         _user_sample(url, prepared.model_version, SAMPLED_USERS, args.cold_share, args.seed)
     )
+    results.cold_users = len(users) - results.warm_users
     key = secrets.token_urlsafe(32)
     server.START_TIMEOUT_S = START_TIMEOUT_S  # read by wait_healthy at call time
     with tempfile.TemporaryDirectory(prefix="bench-feed-api-") as tmp:
@@ -362,13 +374,19 @@ def serve_and_measure(
         try:
             results.health = _health(api)
             say(f"GET /: model {json.dumps(results.health.get('model'))[:300]}")
-            body = {"user_id": users[0], "ctx_timestamp": 1_718_803_200, "ctx_device": "mobile"}
+            body = {
+                "user_id": users[0],
+                "ctx_timestamp": 1_718_803_200,
+                "ctx_device": args.devices[0],
+                "ctx_locale": "en_US",
+            }
             results.feed_available = _probe(api, HOME_FEED_PATH, body) != 404
             if results.feed_available:
                 results.category_available = (
                     _probe(api, CATEGORY_FEED_PATH, {**body, "category_id": "gaming"}) != 404
                 )
-                feed = (HOME_FEED_PATH, lua_script(HOME_FEED_PATH, ids_file, "feed", args.seed))
+                script = lua_script(HOME_FEED_PATH, ids_file, "feed", args.seed, args.devices)
+                feed = (HOME_FEED_PATH, script)
             else:
                 results.notes.append(
                     f"{HOME_FEED_PATH} is not served yet (404): the feed passes ran against "
@@ -389,7 +407,9 @@ def serve_and_measure(
                     measure_pass(args, api, meter, "HOMETOWN", HOMETOWN_PATH, hometown, level)
                 )
             if results.category_available:
-                script = lua_script(CATEGORY_FEED_PATH, ids_file, "category", args.seed)
+                script = lua_script(
+                    CATEGORY_FEED_PATH, ids_file, "category", args.seed, args.devices
+                )
                 results.passes.append(
                     measure_pass(args, api, meter, "category_feed", CATEGORY_FEED_PATH, script, 1)
                 )
@@ -456,9 +476,17 @@ def markdown(
         f"dim 64; reranker {prepared.reranker.get('trees', '?')} trees on "
         f"{prepared.reranker.get('queries', 0):,} sampled queries; feature tables by "
         f"{prepared.features_by}.",
-        f"Load: wrk, {SAMPLED_USERS:,} users ({args.cold_share:.0%} without an embedding), "
-        f"random context; {args.duration} s per pass after {args.warmup} s of warm-up. Feed "
-        f"target: `{feed_target}`. Churn: bench/simulate.py at {args.rate:,.0f} updates/s.",
+        f"Load: wrk, {results.warm_users:,} users with an embedding and "
+        f"{results.cold_users:,} without (cold-start), "
+        f"random context (devices {', '.join(args.devices)}); {args.duration} s per pass after "
+        f"{args.warmup} s of warm-up. Feed "
+        f"target: `{feed_target}`. "
+        + (
+            "Churn: skipped (`--no-churn`)."
+            if args.no_churn
+            else f"Churn: bench/simulate.py at {args.rate:,.0f} updates/s in batches of "
+            f"{args.batch:,} over {args.writers} connections."
+        ),
     ]
     if results.notes:
         lines += ["", *(f"**Note:** {n}" for n in results.notes)]
@@ -551,6 +579,13 @@ def markdown(
 # --------------------------------------------------------------------------- command line
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("a comma-separated list of names")
+    return names
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     doc = __doc__ or ""
@@ -586,6 +621,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--rate", type=positive_float, default=2500.0, help="updates per second")
     cli.add_argument("--batch", type=positive, default=1000, help="updates per request")
     cli.add_argument("--writers", type=positive, default=4, help="simulator connections")
+    cli.add_argument(
+        "--devices",
+        type=_names,
+        default=None,
+        help="ctx_device values to draw from, comma-separated (default: app/db/limits.py's)",
+    )
     cli.add_argument("--no-churn", action="store_true", help="skip the passes with writes")
     cli.add_argument("--no-pgbench", action="store_true", help="skip the bare-SQL baseline")
     return cli
@@ -626,6 +667,10 @@ def _check_server(url: str, model_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: prepare (or reuse), measure, report; the scratch database goes unless kept."""
     args = parser().parse_args(argv)
+    if args.devices is None:
+        from app.db.limits import DEVICES
+
+        args.devices = DEVICES
     world = World(
         users=args.users,
         streams=args.streams,
