@@ -492,7 +492,8 @@ def markdown(
         lines += ["", *(f"**Note:** {n}" for n in results.notes)]
     lines += [
         "",
-        "Preparation (this process; PostgreSQL's own memory not included):",
+        "Preparation, in this process: peak = its VmHWM during the step, what earlier steps "
+        "still hold included; PostgreSQL's own memory is not.",
         "",
         "| step | seconds | peak GiB | note |",
         "| --- | ---: | ---: | --- |",

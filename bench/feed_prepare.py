@@ -227,11 +227,19 @@ def _reranker_table(prepared: Any, cf: Any, world: World) -> Any:
     queries = candidates.queries_for(log, cut.tune, users.astype(np.int64))
     past = history.build(log, cut.fit, prepared.data.tables)
     lists = candidates.gather(queries, past, prepared.data.tables, cf)
+    say("reranker: sources gathered, featurising")
     label_minutes = positives(log, cut.tune, weights="minutes")
     table = rerank.Table([], [], [])
-    for rows in candidates.featurise(queries, lists, past, prepared.data.tables, log, cf):
+    started = time.perf_counter()
+    rows_iter = candidates.featurise(queries, lists, past, prepared.data.tables, log, cf)
+    for done, rows in enumerate(rows_iter, start=1):
         minutes = history.row_values(label_minutes, rows.user, rows.items)
         table.add(rows.user, rows.features, rerank.grades(minutes), rng)
+        if done % 2000 == 0:
+            say(
+                f"reranker queries: {done:,} / {len(users):,}"
+                f" ({time.perf_counter() - started:.0f}s)"
+            )
     say(f"reranker: {len(table):,} of {len(users):,} queries have a watched candidate")
     return table
 
