@@ -5,7 +5,7 @@ SHELL := bash
 UV ?= uv
 DB := $(UV) run python -m tools.cluster
 
-.PHONY: help install db db-stop migrate seed model feed-model run serve test test-fast lint bench-load bench-api bench-mixed bench-memory bench-feed soak
+.PHONY: help install db db-stop migrate seed model feed-model run serve test test-fast lint bench-load bench-api bench-mixed bench-memory bench-feed bench-feed-api soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -73,3 +73,6 @@ soak: db ## ten minutes at 70% of capacity, reads and live-status writes mixed (
 
 bench-feed: db ## home-feed training: generate, load, train both stages, evaluate; 10K x 50K x 500K (scratch db)
 	$(UV) run python -m bench.feed
+
+bench-feed-api: db ## home feed over HTTP vs HOMETOWN + pgbench, 1M users x 1M streams (10% live) x 10M impressions; keeps and reuses its scratch db and models
+	$(UV) run python -m bench.feed_api --users 1000000 --streams 1000000 --interactions 10000000 --reuse
