@@ -65,6 +65,8 @@ class Follower:
                 pause = 0.5
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("feature refreshes not followed (%s); retrying", type(exc).__name__)
+            except Exception:  # never let the task die: the store would bypass its cache for good
+                log.exception("feature refresh follower failed; retrying")
             finally:
                 self.store.following = False
                 self.connected.clear()
@@ -72,7 +74,11 @@ class Follower:
             pause = min(pause * 2, 10.0)
 
     async def _follow(self) -> None:
-        conn = await asyncpg.connect(self.database_url, timeout=self.connect_timeout_s)
+        conn = await asyncpg.connect(
+            self.database_url,
+            timeout=self.connect_timeout_s,
+            server_settings={"application_name": "hometown-features"},
+        )
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _conn: lost.set())

@@ -328,6 +328,7 @@ class FeatureStore:
         self, conn: asyncpg.Connection, user_id: str, model_version: str | None
     ) -> UserFacts | None:
         """The viewer's facts, None for an unknown user; a hit costs no query."""
+        self._versions.pop(model_version, None)  # the most recent last
         self._versions[model_version] = None
         while len(self._versions) > _VERSIONS_KEPT:
             del self._versions[next(iter(self._versions))]

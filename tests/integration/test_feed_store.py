@@ -9,6 +9,9 @@ store to PostgreSQL, counted.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,7 +28,7 @@ from app.feed.store import FeatureStore, UserFacts
 from seed.generate import generate
 from seed.loader import load
 from tests.integration.conftest import API_KEY, MakeClient
-from tests.support.db import fetch, run_sql
+from tests.support.db import ROOT, fetch, run_sql
 from tests.support.redis import RedisServer
 
 T = TypeVar("T")
@@ -392,3 +395,21 @@ def test_the_app_holds_a_memory_store_without_redis(world: str, make_client: Mak
     assert isinstance(store, FeatureStore) and isinstance(store.cache, MemoryCache)
     assert store.following
     run_sql(world, "SELECT 1")
+
+
+def test_the_features_command_refreshes_and_says_so(world: str) -> None:
+    before = run(world, generation)
+    env = {**os.environ, "DATABASE_URL": world}
+    done = subprocess.run(
+        [sys.executable, "-m", "ml", "feed", "features"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("feature tables refreshed: ")
+    users = fetch(world, "SELECT count(*) AS n FROM feed_user_features")[0]["n"]
+    assert f"{users:,} users" in done.stdout
+    assert run(world, generation) > before

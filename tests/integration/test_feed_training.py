@@ -66,6 +66,11 @@ def test_training_stores_the_embeddings_and_a_checksummed_reranker(
     assert len(ids) == WORLD[1] and matrix.shape == (WORLD[1], 64)
     order = pd.Index(result.prepared.log.stream_ids).get_indexer(ids)
     np.testing.assert_array_equal(matrix, result.lightgcn.items[order])
+    # Trained on the database: the feature tables were refreshed at the end.
+    features = result.summary["features"]
+    assert features is not None and features["users"] > 0 and features["streams"] > 0
+    stamp = fetch(url, "SELECT count(*) AS n FROM feed_user_features")[0]["n"]
+    assert stamp == features["users"]
 
 
 def test_evaluation_reports_both_stages_and_writes_its_files(
@@ -141,6 +146,8 @@ def test_a_seed_format_file_alone_trains_and_evaluates_stage_one(
     path = tmp_path / "watch_log.parquet"
     frame.to_parquet(path)
     before = fetch(migrated_url, "SELECT count(*) AS n FROM users")[0]["n"]
+    facts = "SELECT user_id, computed_at FROM feed_user_features ORDER BY user_id"
+    facts_before = fetch(migrated_url, facts)
     result = train.train(
         train.Options(
             source=Source(migrated_url, interactions=path), model_dir=tmp_path, max_epochs=8
@@ -148,6 +155,9 @@ def test_a_seed_format_file_alone_trains_and_evaluates_stage_one(
     )
     assert result.reranker is None and not (tmp_path / RERANKER_FILE).exists()
     assert fetch(migrated_url, "SELECT count(*) AS n FROM users")[0]["n"] == before
+    # A file's facts describe another dataset: the database's feature tables stay.
+    assert result.summary["features"] is None
+    assert fetch(migrated_url, facts) == facts_before
     summary = _evaluate(migrated_url, tmp_path, tmp_path / "out", interactions=path)
     assert "stage2" not in summary
     assert set(summary["stage1"]) == {"lightgcn", "als", "popularity", "trending", "own", "union"}
