@@ -16,10 +16,12 @@ delivered it (commit order). A queued change may already be in the snapshot:
 applying it again sets the same absolute state, and if a later change of the
 same stream is also in the snapshot, its notification comes later in the queue
 and wins again. So after the queue is drained, every stream is in its latest
-committed state. Notifications queued before a `RELOAD` (in the same drain) are
-dropped: the table they describe was swapped away, and the resync reads the new
-one. A stream going live needs its creator, language, category and embedding:
-one query per drained batch fetches them, on the same connection.
+committed state. Conversely, whatever was delivered before the resync's query
+starts can be dropped: NOTIFY is delivered after its commit, so the snapshot has
+it (this is how a `RELOAD` drops the notifications around it, which may name a
+table the load swapped away). A stream going live needs its creator, language,
+category and embedding: one query per drained batch fetches them, on the same
+connection.
 
 Failures never reach the app: a lost connection (the database restarted, the
 backend was terminated, a query failed) is retried with capped exponential
@@ -227,10 +229,9 @@ class Follower:
         """Apply every queued notification: one query for the streams going live."""
         payloads, self._pending = self._pending, []
         if RELOAD in payloads:
+            # Everything heard so far, before or after the RELOAD, was committed before
+            # the resync's snapshot will be taken: the resync covers it.
             self._resync_wanted = True
-            # Anything after the last RELOAD is re-queued, to go on top of the resync.
-            last = len(payloads) - 1 - payloads[::-1].index(RELOAD)
-            self._pending = payloads[last + 1 :] + self._pending
             return
         changes = _parse(payloads)
         going_live = [sid for sid, (on, _) in changes.items() if on and sid not in self.live]
