@@ -43,12 +43,14 @@ from app.feed.live import LiveSet
 from app.live import status
 from app.live.status import StatusUpdate
 from app.settings import Settings
-from bench import database
+from bench import database, server
 from bench.cli import positive, run_main, scratch_database
 from bench.log import say
 
 BATCH = 5_000
 BATCHES = 20
+#: Seconds a started server is given to sync its live set before its memory is read.
+SETTLE_S = 8.0
 
 
 def main() -> int:
@@ -109,6 +111,7 @@ async def _run(url: str, dim: int, seed: int) -> None:
         live = await _resync(conn)
         _queries(live, rng, dim)
         await _freshness(url, conn)
+        _server_memory(url, live_count)
         await _trigger_cost(url, conn)
     finally:
         await conn.close()
@@ -172,6 +175,21 @@ def _queries(live: LiveSet, rng: np.random.Generator, dim: int) -> None:
         ("of_creators, 50 creators, k=50", lambda: live.of_creators(creators, 50)),
     ):
         print(f"{label}: {_ms(_timed(fn, 300))}")
+
+
+def _server_memory(url: str, live_count: int) -> None:
+    """Peak RSS of `python -m app` once its follower has loaded the live set."""
+    process = server.start(url)
+    try:
+        time.sleep(SETTLE_S)  # the follower's first sync runs in the background
+        peak = process.peak_rss_bytes()
+    finally:
+        process.stop()
+    budget = 150 * 2**20 + 300 * live_count
+    print(
+        f"server peak RSS with {live_count:,} live streams loaded: {peak / 2**20:.0f} MiB"
+        f" (budget 150 MiB + 300 B per live stream = {budget / 2**20:.0f} MiB)"
+    )
 
 
 def _updates(ids: list[str], is_live: bool) -> list[StatusUpdate]:

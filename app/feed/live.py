@@ -124,7 +124,8 @@ class LiveSet:
         self._ids: npt.NDArray[np.object_] = np.full(capacity, None, dtype=object)
         self._alive = np.zeros(capacity, dtype=bool)
         self._embedded = np.zeros(capacity, dtype=bool)  # alive and has an embedding
-        self._viewers = np.zeros(capacity, dtype=np.int64)
+        # Viewer counts fit int32 (app.db.limits.VIEWERS; the column is an integer).
+        self._viewers = np.zeros(capacity, dtype=np.int32)
         # int16 would do for languages and categories, but a code past 32K would wrap
         # silently; int32 costs 4 bytes a stream more in all.
         self._language = np.full(capacity, _UNKNOWN, dtype=np.int32)
@@ -173,7 +174,7 @@ class LiveSet:
         # keeps the last value, as a loop would.
         self._ids[slots] = np.asarray(rows.ids, dtype=object)
         self._alive[slots] = True
-        self._viewers[slots] = np.asarray(rows.viewers, dtype=np.int64)
+        self._viewers[slots] = np.asarray(rows.viewers, dtype=np.int32)
         self._language[slots] = self._languages.encode_all(rows.languages)
         self._category[slots] = self._categories.encode_all(rows.categories)
         self._creator[slots] = self._creators.encode_all(rows.creators)
@@ -223,7 +224,7 @@ class LiveSet:
         self._ids = np.concatenate([self._ids, np.full(extra, None, dtype=object)])
         self._alive = np.concatenate([self._alive, np.zeros(extra, dtype=bool)])
         self._embedded = np.concatenate([self._embedded, np.zeros(extra, dtype=bool)])
-        self._viewers = np.concatenate([self._viewers, np.zeros(extra, dtype=np.int64)])
+        self._viewers = np.concatenate([self._viewers, np.zeros(extra, dtype=np.int32)])
         for name in ("_language", "_category", "_creator"):
             column = getattr(self, name)
             setattr(self, name, np.concatenate([column, np.full(extra, _UNKNOWN, np.int32)]))
