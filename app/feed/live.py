@@ -36,7 +36,6 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
-IntArray = npt.NDArray[np.int64]
 #: Slots the columns start with; they grow by half when full.
 INITIAL_CAPACITY = 1024
 #: Seconds a trending answer is reused.
@@ -91,9 +90,12 @@ class Vocabulary:
             self.names.append(name)
         return code
 
-    def encode_all(self, names: Iterable[str]) -> IntArray:
-        """Codes of `names`, adding the new ones."""
-        return np.fromiter((self.encode(n) for n in names), dtype=np.int64)
+    def encode_all(self, names: Sequence[str]) -> npt.NDArray[np.int32]:
+        """Codes of `names`, adding the new ones (one dict look-up per name, in C)."""
+        new = [name for name in dict.fromkeys(names) if name not in self.codes]
+        self.codes.update(zip(new, range(len(self.names), len(self.names) + len(new)), strict=True))
+        self.names += new
+        return np.fromiter(map(self.codes.__getitem__, names), dtype=np.int32, count=len(names))
 
     def lookup(self, name: str) -> int:
         """The code of `name`, or -1 when the vocabulary does not have it (matches no stream)."""
@@ -164,25 +166,44 @@ class LiveSet:
             raise ValueError(
                 f"{n} streams need a ({n}, {self._dim}) matrix, got {rows.vectors.shape}"
             )
-        slots = np.empty(n, dtype=np.int64)
-        for i, stream_id in enumerate(rows.ids):
-            slot = self._slots.get(stream_id)
-            if slot is None:
-                slot = self._slots[stream_id] = self._take_slot()
-            slots[i] = slot
-        # A duplicate id within `rows` maps twice to one slot: numpy's fancy assignment
-        # keeps the last value, as a loop would.
-        self._ids[slots] = np.asarray(rows.ids, dtype=object)
+        ids = list(rows.ids)
+        picked: npt.NDArray[np.int64] | slice = slice(None)
+        last = dict(zip(ids, range(n), strict=True))  # a duplicate id keeps its last row
+        if len(last) < n:
+            picked = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+            ids = list(last)
+        slots = self._slots_for(ids)
+        self._ids[slots] = np.asarray(ids, dtype=object)
         self._alive[slots] = True
-        self._viewers[slots] = np.asarray(rows.viewers, dtype=np.int32)
-        self._language[slots] = self._languages.encode_all(rows.languages)
-        self._category[slots] = self._categories.encode_all(rows.categories)
-        self._creator[slots] = self._creators.encode_all(rows.creators)
-        has = np.asarray(rows.has_vector, dtype=bool)
+        self._viewers[slots] = np.asarray(rows.viewers, dtype=np.int32)[picked]
+        self._language[slots] = self._languages.encode_all(rows.languages)[picked]
+        self._category[slots] = self._categories.encode_all(rows.categories)[picked]
+        self._creator[slots] = self._creators.encode_all(rows.creators)[picked]
+        has = np.asarray(rows.has_vector, dtype=bool)[picked]
         self._embedded[slots] = has
         if self._dim:
-            self._matrix[slots] = np.where(has[:, None], rows.vectors, np.float32(0))
+            self._matrix[slots] = rows.vectors[picked]
+            if not has.all():
+                self._matrix[np.arange(len(self._alive))[slots][~has]] = 0
         self._trending.clear()
+
+    def _slots_for(self, ids: list[str]) -> npt.NDArray[np.int64] | slice:
+        """Slots of distinct `ids`: their own when in the set, free ones for the others.
+
+        Into an empty set (a resync) they go in order from slot 0: a slice, so the
+        columns are filled by plain copies rather than fancy indexing.
+        """
+        if not self._slots and len(self._free) == len(self._alive) >= len(ids):
+            self._slots = dict(zip(ids, range(len(ids)), strict=True))
+            del self._free[len(self._free) - len(ids) :]  # pop() order: the lowest first
+            return slice(0, len(ids))
+        found = list(map(self._slots.get, ids))
+        new = [i for i, slot in enumerate(found) if slot is None]
+        while len(self._free) < len(new):
+            self._grow()
+        for i in new:
+            found[i] = self._slots[ids[i]] = self._free.pop()
+        return np.fromiter(found, dtype=np.int64, count=len(found))
 
     def discard(self, stream_ids: Iterable[str]) -> int:
         """Streams going offline (unknown ids are ignored); returns how many were removed."""
@@ -210,11 +231,6 @@ class LiveSet:
             return False
         self._viewers[slot] = viewers
         return True
-
-    def _take_slot(self) -> int:
-        if not self._free:
-            self._grow()
-        return self._free.pop()
 
     def _grow(self) -> None:
         """Grow the columns by half (the one change that copies the matrix: amortised O(1))."""

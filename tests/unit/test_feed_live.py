@@ -282,3 +282,24 @@ def test_memory_per_live_stream_is_the_embedding_plus_little() -> None:
     )
     per_stream = live.nbytes() / n
     assert 4 * dim < per_stream < 4 * dim + 200
+
+
+def test_a_duplicate_id_in_one_batch_keeps_its_last_row() -> None:
+    live = LiveSet()
+    one = np.ones(DIM, np.float32)
+    rows = LiveRows(
+        ids=["a", "b", "a"],
+        viewers=[1, 2, 3],
+        creators=["c1", "c2", "c3"],
+        languages=["fr", "fr", "en"],
+        categories=["art", "art", "chat"],
+        vectors=np.stack([one, one, 2 * one]),
+        has_vector=np.array([True, True, True]),
+    )
+    live.replace("v1", DIM, rows)
+    live.add(rows)
+    assert len(live) == 2
+    assert live.viewers(["a", "b"]) == [3, 2]
+    assert live.of_creators(["c3", "c1"], 5) == ["a"]
+    assert live.top_by_dot(one, 5, "chat")[0] == ["a"]
+    assert live.top_by_dot(one, 5)[1].tolist() == [2.0 * DIM, DIM]
