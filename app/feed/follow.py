@@ -294,11 +294,18 @@ async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, Liv
         has += group["has_vector"]
     has_vector = np.array(has, dtype=bool)
     matrix = np.zeros((len(ids), dim), dtype=np.float32)
-    data = b"".join(group["vectors"] or b"" for group in groups)
-    if dim and len(data) != 4 * dim * int(has_vector.sum()):
-        raise ValueError(f"feed model {version!r}: a stream vector is not {4 * dim} bytes")
-    if dim and len(data):
-        matrix[has_vector] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
+    # Each group's vectors go straight into its rows: no joined copy of all of them.
+    start = 0
+    for group in groups:
+        end = start + len(group["ids"])
+        data = group["vectors"] or b""
+        wanted = has_vector[start:end]
+        if dim and len(data) != 4 * dim * int(wanted.sum()):
+            raise ValueError(f"feed model {version!r}: a stream vector is not {4 * dim} bytes")
+        if dim and data:
+            matrix[start:end][wanted] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
+        start = end
+    del groups
     rows = LiveRows(
         ids=ids,
         viewers=viewers,

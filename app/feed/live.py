@@ -317,9 +317,14 @@ class LiveSet:
         mask = self._embedded if category is None else self._in_category(self._embedded, category)
         if k <= 0 or self._dim == 0 or not mask.any():
             return [], np.empty(0, dtype=np.float32)
-        scores = self._matrix @ query
-        slots = self._top(scores, mask, k)
-        return [str(s) for s in self._ids[slots]], scores[slots]
+        candidates = np.flatnonzero(mask)
+        if len(candidates) < len(mask) // 4:
+            # A small category: gathering its rows reads less than the whole matrix.
+            scores = self._matrix[candidates] @ query
+        else:
+            scores = (self._matrix @ query)[candidates]
+        best = self._top(candidates, scores, k)
+        return [str(s) for s in self._ids[candidates[best]]], scores[best]
 
     def trending(
         self, k: int, language: str | None = None, category: str | None = None
@@ -341,7 +346,9 @@ class LiveSet:
             mask = mask & (self._language == self._languages.lookup(language))
         if category is not None:
             mask = self._in_category(mask, category)
-        result = [str(s) for s in self._ids[self._top(self._viewers, mask, k)]]
+        candidates = np.flatnonzero(mask)
+        best = self._top(candidates, self._viewers[candidates], k)
+        result = [str(s) for s in self._ids[candidates[best]]]
         if len(self._trending) >= TRENDING_CACHE_MAX:
             self._trending.clear()
         self._trending[key] = (now, result)
@@ -404,30 +411,29 @@ class LiveSet:
         return mask & wanted
 
     def _top(
-        self, scores: npt.NDArray[Any], mask: npt.NDArray[np.bool_], k: int
-    ) -> npt.NDArray[np.int64]:
-        """Slots of the `k` best `scores` among `mask`, best first, ties by stream id.
+        self, candidates: npt.NDArray[np.intp], values: npt.NDArray[Any], k: int
+    ) -> npt.NDArray[np.intp]:
+        """Positions in `candidates` (slots) of the `k` best `values`, best first, ties by id.
 
-        Exact whatever the ties: every slot scoring above the k-th best score is in;
-        of those scoring exactly that much, the smallest ids fill the rest.
+        Exact whatever the ties: every candidate scoring above the k-th best value is
+        in; of those scoring exactly that much, the smallest ids fill the rest.
         """
-        candidates = np.flatnonzero(mask)
-        values = scores[candidates]
+        positions = np.arange(len(candidates))
         if len(candidates) > k:
             kth = np.partition(values, len(values) - k)[len(values) - k]
-            above = candidates[values > kth]
-            tied = candidates[values == kth]
+            above = positions[values > kth]
+            tied = positions[values == kth]
             need = k - len(above)
             if len(tied) > need:
-                keep = heapq.nsmallest(need, tied.tolist(), key=self._ids.__getitem__)
-                tied = np.asarray(keep, dtype=np.int64)
-            candidates = np.concatenate([above, tied])
-            values = scores[candidates]
-        # Best score first, then id: sort by id, then a stable sort by score descending.
-        by_id = sorted(range(len(candidates)), key=lambda i: self._ids[candidates[i]])
-        ordered = np.asarray(by_id, dtype=np.int64)
-        ordered = ordered[np.argsort(-values[ordered], kind="stable")]
-        return candidates[ordered]
+                ids = self._ids[candidates[tied]]
+                keep = heapq.nsmallest(need, range(len(tied)), key=ids.__getitem__)
+                tied = tied[np.asarray(keep, dtype=np.intp)]
+            positions = np.concatenate([above, tied])
+        # Best value first, then id: sort by id, then a stable sort by value descending.
+        ids = self._ids[candidates[positions]]
+        by_id = np.asarray(sorted(range(len(positions)), key=ids.__getitem__), dtype=np.intp)
+        positions = positions[by_id]
+        return positions[np.argsort(-values[positions], kind="stable")]
 
 
 def _grown(n: int) -> int:
