@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import random
 import statistics
 import time
@@ -133,19 +134,21 @@ async def _resync(conn: asyncpg.Connection) -> LiveSet:
         f" {statistics.median(reads):.3f} s, columns {statistics.median(builds):.3f} s)"
     )
     del rows
+    del live  # the old columns go first, as the follower's replace() does
+    gc.collect()
     tracemalloc.start()
     version, dim, rows = await _read_live_set(conn)
-    before = tracemalloc.get_traced_memory()[0]
     fresh = LiveSet()
     fresh.replace(version, dim, rows)
     del rows
-    held = tracemalloc.get_traced_memory()[0] - before
+    gc.collect()
+    held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     n = len(fresh)
     print(
         f"memory: {held / 2**20:.1f} MiB for {n:,} live streams = {held / max(n, 1):.0f} bytes"
         f" per stream (the embedding alone {4 * dim}); nbytes() estimate"
-        f" {fresh.nbytes() / max(n, 1):.0f}"
+        f" {fresh.nbytes() / max(n, 1):.0f}; peak while resyncing {peak / 2**20:.1f} MiB"
     )
     return fresh
 
