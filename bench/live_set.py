@@ -19,7 +19,9 @@ dimensions for every stream, it measures:
    5,000 live-status updates with the triggers on and with
    `ALTER TABLE streams DISABLE TRIGGER USER`, with a listener attached.
 
-Numbers go to stdout, progress to stderr.
+Numbers go to stdout, progress to stderr. OpenBLAS threads contend with the
+database on a small machine: `OPENBLAS_NUM_THREADS=1` measures what one server
+process on one core does.
 """
 
 from __future__ import annotations
