@@ -213,7 +213,7 @@ async def _wait(check: Callable[[], bool], timeout_s: float = 10.0) -> float:
 
 async def _freshness(url: str, conn: asyncpg.Connection) -> None:
     live = LiveSet()
-    follower = Follower(Settings(DATABASE_URL=url), live)
+    follower = Follower(Settings.model_validate({"DATABASE_URL": url}), live)
     task = asyncio.create_task(follower.run())
     try:
         await _wait(lambda: live.status.listener_connected, 30)
@@ -243,7 +243,7 @@ async def _trigger_cost(url: str, conn: asyncpg.Connection) -> None:
     heard: list[str] = []
     await listener.add_listener("hometown_live", lambda *a: heard.append(a[3]))
     try:
-        results = {}
+        results: dict[str, list[float]] = {}
         for label, sql in (
             ("triggers on", "ALTER TABLE streams ENABLE TRIGGER USER"),
             ("triggers off", "ALTER TABLE streams DISABLE TRIGGER USER"),

@@ -97,7 +97,7 @@ def brute_force(url: str, version: str, q: np.ndarray, k: int = 200) -> list[tup
 
 def on_loop(client: TestClient[Any], fn: Callable[..., T], *args: Any) -> T:
     """Call `fn(*args)` on the app's event loop thread, where requests run."""
-    return client.blocking_portal.call(fn, *args)  # type: ignore[arg-type]
+    return client.blocking_portal.call(fn, *args)
 
 
 def live_set(client: TestClient[Any]) -> LiveSet:
