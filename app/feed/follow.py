@@ -51,7 +51,7 @@ from litestar import Litestar
 
 from app.db.limits import LIVE_CHANNEL, RELOAD
 from app.feed.embeddings import VECTOR_DTYPE, active_model
-from app.feed.live import LiveRows, LiveSet
+from app.feed.live import LiveRows, LiveSet, capacity_for
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,8 @@ async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, Liv
         viewers += group["viewers"]
         has += group["has_vector"]
     has_vector = np.array(has, dtype=bool)
-    matrix = np.zeros((len(ids), dim), dtype=np.float32)
+    # Sized as the live set's own matrix will be, which then adopts it (no copy).
+    matrix = np.zeros((capacity_for(len(ids)), dim), dtype=np.float32)
     # Each group's vectors go straight into its rows: no joined copy of all of them.
     start = 0
     for group in groups:
@@ -312,7 +313,7 @@ async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, Liv
         creators=creators,
         languages=languages,
         categories=categories,
-        vectors=matrix,
+        vectors=matrix[: len(ids)],
         has_vector=has_vector,
     )
     return version, dim, rows

@@ -119,8 +119,10 @@ class LiveSet:
 
     # --- state ------------------------------------------------------------------
 
-    def _reset(self, model_version: str | None, dim: int, capacity: int) -> None:
-        """Empty columns for `capacity` slots (all free)."""
+    def _reset(
+        self, model_version: str | None, dim: int, capacity: int, matrix: FloatArray | None = None
+    ) -> None:
+        """Empty columns for `capacity` slots (all free); `matrix` is adopted when given."""
         self._model_version = model_version
         self._dim = dim
         self._ids: npt.NDArray[np.object_] = np.full(capacity, None, dtype=object)
@@ -133,7 +135,9 @@ class LiveSet:
         self._language = np.full(capacity, _UNKNOWN, dtype=np.int32)
         self._category = np.full(capacity, _UNKNOWN, dtype=np.int32)
         self._creator = np.full(capacity, _UNKNOWN, dtype=np.int32)
-        self._matrix: FloatArray = np.zeros((capacity, dim), dtype=np.float32)
+        self._matrix: FloatArray = (
+            np.zeros((capacity, dim), dtype=np.float32) if matrix is None else matrix
+        )
         self._slots: dict[str, int] = {}
         self._free: list[int] = list(range(capacity - 1, -1, -1))  # pop() gives the lowest
         self._languages = Vocabulary()
@@ -148,10 +152,23 @@ class LiveSet:
             model_version: the active model whose embeddings `rows.vectors` are; None
                 when no model is active (then `dim` is 0 and no stream has a vector).
             dim: the model's dimension (columns of `rows.vectors`).
-            rows: every live stream; a duplicate id keeps its last row.
+            rows: every live stream; a duplicate id keeps its last row. When
+                `rows.vectors` is the first rows of a C-contiguous float32 matrix of
+                `capacity_for(len(rows.ids))` rows, the set adopts that matrix instead
+                of copying it (the follower's resync does so: one matrix, not two, at
+                the resync's peak of memory).
         """
-        capacity = max(INITIAL_CAPACITY, _grown(len(rows.ids)))
-        self._reset(model_version, dim, capacity)
+        capacity = capacity_for(len(rows.ids))
+        base = rows.vectors.base
+        adopt = (
+            isinstance(base, np.ndarray)
+            and base.dtype == np.float32
+            and base.shape == (capacity, dim)
+            and base.flags.c_contiguous
+            and rows.vectors.shape == (len(rows.ids), dim)
+            and rows.vectors.ctypes.data == base.ctypes.data
+        )
+        self._reset(model_version, dim, capacity, base if adopt else None)
         self.add(rows)
 
     def add(self, rows: LiveRows) -> None:
@@ -181,8 +198,10 @@ class LiveSet:
         self._creator[slots] = self._creators.encode_all(rows.creators)[picked]
         has = np.asarray(rows.has_vector, dtype=bool)[picked]
         self._embedded[slots] = has
-        if self._dim:
+        if self._dim and not np.may_share_memory(self._matrix, rows.vectors):
             self._matrix[slots] = rows.vectors[picked]
+        elif self._dim and isinstance(picked, np.ndarray):  # adopted, with duplicate ids
+            self._matrix[slots] = rows.vectors[picked]  # (fancy indexing copies first)
             if not has.all():
                 self._matrix[np.arange(len(self._alive))[slots][~has]] = 0
         self._trending.clear()
@@ -443,6 +462,11 @@ class LiveSet:
         by_id = np.asarray(sorted(range(len(positions)), key=ids.__getitem__), dtype=np.intp)
         positions = positions[by_id]
         return positions[np.argsort(-values[positions], kind="stable")]
+
+
+def capacity_for(n: int) -> int:
+    """Slots a resync of `n` live streams gives the set (rows of its matrix)."""
+    return max(INITIAL_CAPACITY, _grown(n))
 
 
 def _grown(n: int) -> int:
