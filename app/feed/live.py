@@ -36,7 +36,6 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
-IntArray = npt.NDArray[np.int64]
 #: Slots the columns start with; they grow by half when full.
 INITIAL_CAPACITY = 1024
 #: Seconds a trending answer is reused.
@@ -91,9 +90,12 @@ class Vocabulary:
             self.names.append(name)
         return code
 
-    def encode_all(self, names: Iterable[str]) -> IntArray:
-        """Codes of `names`, adding the new ones."""
-        return np.fromiter((self.encode(n) for n in names), dtype=np.int64)
+    def encode_all(self, names: Sequence[str]) -> npt.NDArray[np.int32]:
+        """Codes of `names`, adding the new ones (one dict look-up per name, in C)."""
+        new = [name for name in dict.fromkeys(names) if name not in self.codes]
+        self.codes.update(zip(new, range(len(self.names), len(self.names) + len(new)), strict=True))
+        self.names += new
+        return np.fromiter(map(self.codes.__getitem__, names), dtype=np.int32, count=len(names))
 
     def lookup(self, name: str) -> int:
         """The code of `name`, or -1 when the vocabulary does not have it (matches no stream)."""
@@ -117,20 +119,25 @@ class LiveSet:
 
     # --- state ------------------------------------------------------------------
 
-    def _reset(self, model_version: str | None, dim: int, capacity: int) -> None:
-        """Empty columns for `capacity` slots (all free)."""
+    def _reset(
+        self, model_version: str | None, dim: int, capacity: int, matrix: FloatArray | None = None
+    ) -> None:
+        """Empty columns for `capacity` slots (all free); `matrix` is adopted when given."""
         self._model_version = model_version
         self._dim = dim
         self._ids: npt.NDArray[np.object_] = np.full(capacity, None, dtype=object)
         self._alive = np.zeros(capacity, dtype=bool)
         self._embedded = np.zeros(capacity, dtype=bool)  # alive and has an embedding
-        self._viewers = np.zeros(capacity, dtype=np.int64)
+        # Viewer counts fit int32 (app.db.limits.VIEWERS; the column is an integer).
+        self._viewers = np.zeros(capacity, dtype=np.int32)
         # int16 would do for languages and categories, but a code past 32K would wrap
         # silently; int32 costs 4 bytes a stream more in all.
         self._language = np.full(capacity, _UNKNOWN, dtype=np.int32)
         self._category = np.full(capacity, _UNKNOWN, dtype=np.int32)
         self._creator = np.full(capacity, _UNKNOWN, dtype=np.int32)
-        self._matrix: FloatArray = np.zeros((capacity, dim), dtype=np.float32)
+        self._matrix: FloatArray = (
+            np.zeros((capacity, dim), dtype=np.float32) if matrix is None else matrix
+        )
         self._slots: dict[str, int] = {}
         self._free: list[int] = list(range(capacity - 1, -1, -1))  # pop() gives the lowest
         self._languages = Vocabulary()
@@ -145,10 +152,23 @@ class LiveSet:
             model_version: the active model whose embeddings `rows.vectors` are; None
                 when no model is active (then `dim` is 0 and no stream has a vector).
             dim: the model's dimension (columns of `rows.vectors`).
-            rows: every live stream; a duplicate id keeps its last row.
+            rows: every live stream; a duplicate id keeps its last row. When
+                `rows.vectors` is the first rows of a C-contiguous float32 matrix of
+                `capacity_for(len(rows.ids))` rows, the set adopts that matrix instead
+                of copying it (the follower's resync does so: one matrix, not two, at
+                the resync's peak of memory).
         """
-        capacity = max(INITIAL_CAPACITY, _grown(len(rows.ids)))
-        self._reset(model_version, dim, capacity)
+        capacity = capacity_for(len(rows.ids))
+        base = rows.vectors.base
+        adopt = (
+            isinstance(base, np.ndarray)
+            and base.dtype == np.float32
+            and base.shape == (capacity, dim)
+            and base.flags.c_contiguous
+            and rows.vectors.shape == (len(rows.ids), dim)
+            and rows.vectors.ctypes.data == base.ctypes.data
+        )
+        self._reset(model_version, dim, capacity, base if adopt else None)
         self.add(rows)
 
     def add(self, rows: LiveRows) -> None:
@@ -163,25 +183,46 @@ class LiveSet:
             raise ValueError(
                 f"{n} streams need a ({n}, {self._dim}) matrix, got {rows.vectors.shape}"
             )
-        slots = np.empty(n, dtype=np.int64)
-        for i, stream_id in enumerate(rows.ids):
-            slot = self._slots.get(stream_id)
-            if slot is None:
-                slot = self._slots[stream_id] = self._take_slot()
-            slots[i] = slot
-        # A duplicate id within `rows` maps twice to one slot: numpy's fancy assignment
-        # keeps the last value, as a loop would.
-        self._ids[slots] = np.asarray(rows.ids, dtype=object)
+        ids = list(rows.ids)
+        picked: npt.NDArray[np.int64] | slice = slice(None)
+        last = dict(zip(ids, range(n), strict=True))  # a duplicate id keeps its last row
+        if len(last) < n:
+            picked = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+            ids = list(last)
+        slots = self._slots_for(ids)
+        self._ids[slots] = np.asarray(ids, dtype=object)
         self._alive[slots] = True
-        self._viewers[slots] = np.asarray(rows.viewers, dtype=np.int64)
-        self._language[slots] = self._languages.encode_all(rows.languages)
-        self._category[slots] = self._categories.encode_all(rows.categories)
-        self._creator[slots] = self._creators.encode_all(rows.creators)
-        has = np.asarray(rows.has_vector, dtype=bool)
+        self._viewers[slots] = np.asarray(rows.viewers, dtype=np.int32)[picked]
+        self._language[slots] = self._languages.encode_all(rows.languages)[picked]
+        self._category[slots] = self._categories.encode_all(rows.categories)[picked]
+        self._creator[slots] = self._creators.encode_all(rows.creators)[picked]
+        has = np.asarray(rows.has_vector, dtype=bool)[picked]
         self._embedded[slots] = has
-        if self._dim:
-            self._matrix[slots] = np.where(has[:, None], rows.vectors, np.float32(0))
+        if self._dim and not np.may_share_memory(self._matrix, rows.vectors):
+            self._matrix[slots] = rows.vectors[picked]
+        elif self._dim and isinstance(picked, np.ndarray):  # adopted, with duplicate ids
+            self._matrix[slots] = rows.vectors[picked]  # (fancy indexing copies first)
+            if not has.all():
+                self._matrix[np.arange(len(self._alive))[slots][~has]] = 0
         self._trending.clear()
+
+    def _slots_for(self, ids: list[str]) -> npt.NDArray[np.int64] | slice:
+        """Slots of distinct `ids`: their own when in the set, free ones for the others.
+
+        Into an empty set (a resync) they go in order from slot 0: a slice, so the
+        columns are filled by plain copies rather than fancy indexing.
+        """
+        if not self._slots and len(self._free) == len(self._alive) >= len(ids):
+            self._slots = dict(zip(ids, range(len(ids)), strict=True))
+            del self._free[len(self._free) - len(ids) :]  # pop() order: the lowest first
+            return slice(0, len(ids))
+        found = list(map(self._slots.get, ids))
+        new = [i for i, slot in enumerate(found) if slot is None]
+        while len(self._free) < len(new):
+            self._grow()
+        for i in new:
+            found[i] = self._slots[ids[i]] = self._free.pop()
+        return np.fromiter(found, dtype=np.int64, count=len(found))
 
     def discard(self, stream_ids: Iterable[str]) -> int:
         """Streams going offline (unknown ids are ignored); returns how many were removed."""
@@ -210,11 +251,6 @@ class LiveSet:
         self._viewers[slot] = viewers
         return True
 
-    def _take_slot(self) -> int:
-        if not self._free:
-            self._grow()
-        return self._free.pop()
-
     def _grow(self) -> None:
         """Grow the columns by half (the one change that copies the matrix: amortised O(1))."""
         old = len(self._alive)
@@ -223,7 +259,7 @@ class LiveSet:
         self._ids = np.concatenate([self._ids, np.full(extra, None, dtype=object)])
         self._alive = np.concatenate([self._alive, np.zeros(extra, dtype=bool)])
         self._embedded = np.concatenate([self._embedded, np.zeros(extra, dtype=bool)])
-        self._viewers = np.concatenate([self._viewers, np.zeros(extra, dtype=np.int64)])
+        self._viewers = np.concatenate([self._viewers, np.zeros(extra, dtype=np.int32)])
         for name in ("_language", "_category", "_creator"):
             column = getattr(self, name)
             setattr(self, name, np.concatenate([column, np.full(extra, _UNKNOWN, np.int32)]))
@@ -300,9 +336,14 @@ class LiveSet:
         mask = self._embedded if category is None else self._in_category(self._embedded, category)
         if k <= 0 or self._dim == 0 or not mask.any():
             return [], np.empty(0, dtype=np.float32)
-        scores = self._matrix @ query
-        slots = self._top(scores, mask, k)
-        return [str(s) for s in self._ids[slots]], scores[slots]
+        candidates = np.flatnonzero(mask)
+        if len(candidates) < len(mask) // 4:
+            # A small category: gathering its rows reads less than the whole matrix.
+            scores = self._matrix[candidates] @ query
+        else:
+            scores = (self._matrix @ query)[candidates]
+        best = self._top(candidates, scores, k)
+        return [str(s) for s in self._ids[candidates[best]]], scores[best]
 
     def trending(
         self, k: int, language: str | None = None, category: str | None = None
@@ -324,7 +365,9 @@ class LiveSet:
             mask = mask & (self._language == self._languages.lookup(language))
         if category is not None:
             mask = self._in_category(mask, category)
-        result = [str(s) for s in self._ids[self._top(self._viewers, mask, k)]]
+        candidates = np.flatnonzero(mask)
+        best = self._top(candidates, self._viewers[candidates], k)
+        result = [str(s) for s in self._ids[candidates[best]]]
         if len(self._trending) >= TRENDING_CACHE_MAX:
             self._trending.clear()
         self._trending[key] = (now, result)
@@ -366,7 +409,11 @@ class LiveSet:
         }
 
     def nbytes(self) -> int:
-        """Memory held by the columns, the id index and the ids (an estimate, in bytes)."""
+        """Memory held by the columns, the id index, the ids and the vocabularies (estimated).
+
+        Counted from sizes rather than measured, so the health page can show it cheaply
+        (a pass over the ids and names, ~10 ms at 100K live streams).
+        """
         columns = (
             self._ids,
             self._alive,
@@ -377,40 +424,49 @@ class LiveSet:
             self._creator,
             self._matrix,
         )
-        total = sum(c.nbytes for c in columns)
-        # The dict's table (about 3 words per entry with its index) and the id strings.
-        total += len(self._slots) * 3 * 8 + sum(49 + len(s) for s in self._slots)
-        return total + 8 * len(self._free)
+        total = sum(c.nbytes for c in columns) + 8 * len(self._free)
+        # Per id and per vocabulary name: its str (49 bytes + 1 per ASCII character),
+        # a dict entry (about 3 words with its index) and an int object past 256 (28).
+        for names in (self._slots, *(v.codes for v in self._vocabularies())):
+            total += len(names) * (3 * 8 + 28) + sum(49 + len(name) for name in names)
+        return total + 8 * sum(len(v.names) for v in self._vocabularies())
+
+    def _vocabularies(self) -> tuple[Vocabulary, ...]:
+        return (self._languages, self._categories, self._creators)
 
     def _in_category(self, mask: npt.NDArray[np.bool_], category: str) -> npt.NDArray[np.bool_]:
         wanted: npt.NDArray[np.bool_] = self._category == self._categories.lookup(category)
         return mask & wanted
 
     def _top(
-        self, scores: npt.NDArray[Any], mask: npt.NDArray[np.bool_], k: int
-    ) -> npt.NDArray[np.int64]:
-        """Slots of the `k` best `scores` among `mask`, best first, ties by stream id.
+        self, candidates: npt.NDArray[np.intp], values: npt.NDArray[Any], k: int
+    ) -> npt.NDArray[np.intp]:
+        """Positions in `candidates` (slots) of the `k` best `values`, best first, ties by id.
 
-        Exact whatever the ties: every slot scoring above the k-th best score is in;
-        of those scoring exactly that much, the smallest ids fill the rest.
+        Exact whatever the ties: every candidate scoring above the k-th best value is
+        in; of those scoring exactly that much, the smallest ids fill the rest.
         """
-        candidates = np.flatnonzero(mask)
-        values = scores[candidates]
+        positions = np.arange(len(candidates))
         if len(candidates) > k:
             kth = np.partition(values, len(values) - k)[len(values) - k]
-            above = candidates[values > kth]
-            tied = candidates[values == kth]
+            above = positions[values > kth]
+            tied = positions[values == kth]
             need = k - len(above)
             if len(tied) > need:
-                keep = heapq.nsmallest(need, tied.tolist(), key=self._ids.__getitem__)
-                tied = np.asarray(keep, dtype=np.int64)
-            candidates = np.concatenate([above, tied])
-            values = scores[candidates]
-        # Best score first, then id: sort by id, then a stable sort by score descending.
-        by_id = sorted(range(len(candidates)), key=lambda i: self._ids[candidates[i]])
-        ordered = np.asarray(by_id, dtype=np.int64)
-        ordered = ordered[np.argsort(-values[ordered], kind="stable")]
-        return candidates[ordered]
+                ids = self._ids[candidates[tied]]
+                keep = heapq.nsmallest(need, range(len(tied)), key=ids.__getitem__)
+                tied = tied[np.asarray(keep, dtype=np.intp)]
+            positions = np.concatenate([above, tied])
+        # Best value first, then id: sort by id, then a stable sort by value descending.
+        ids = self._ids[candidates[positions]]
+        by_id = np.asarray(sorted(range(len(positions)), key=ids.__getitem__), dtype=np.intp)
+        positions = positions[by_id]
+        return positions[np.argsort(-values[positions], kind="stable")]
+
+
+def capacity_for(n: int) -> int:
+    """Slots a resync of `n` live streams gives the set (rows of its matrix)."""
+    return max(INITIAL_CAPACITY, _grown(n))
 
 
 def _grown(n: int) -> int:

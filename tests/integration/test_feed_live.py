@@ -97,7 +97,7 @@ def brute_force(url: str, version: str, q: np.ndarray, k: int = 200) -> list[tup
 
 def on_loop(client: TestClient[Any], fn: Callable[..., T], *args: Any) -> T:
     """Call `fn(*args)` on the app's event loop thread, where requests run."""
-    return client.blocking_portal.call(fn, *args)  # type: ignore[arg-type]
+    return client.blocking_portal.call(fn, *args)
 
 
 def live_set(client: TestClient[Any]) -> LiveSet:
@@ -186,7 +186,8 @@ def test_changes_through_the_write_api_are_seen_within_a_second(
     )
     assert response.status_code == 200, response.text
     wait_until(client, lambda live: live.viewers([offline_id]) == [4321], FRESH_S)
-    assert time.monotonic() - start < FRESH_S
+    went_live = time.monotonic() - start
+    assert went_live < FRESH_S
     # It came with its embedding and attributes: it tops the trending list and the dot ranking.
     assert on_loop(client, live_set(client).trending, 1, "fr", "chat") == [offline_id]
     vector = fetch(
@@ -201,7 +202,9 @@ def test_changes_through_the_write_api_are_seen_within_a_second(
     response = client.post(f"/v1/streams/{live_id}/offline", headers=KEYED)
     assert response.status_code == 200, response.text
     wait_until(client, lambda live: live_id not in live, FRESH_S)
-    assert time.monotonic() - start < FRESH_S
+    went_offline = time.monotonic() - start
+    assert went_offline < FRESH_S
+    print(f"seen live after {went_live:.3f}s, offline after {went_offline:.3f}s (with the POST)")
 
 
 def test_a_big_batch_in_sql_is_applied_whole(world: str, make_client: Any) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from app.feed.live import INITIAL_CAPACITY, TRENDING_TTL_S, LiveRows, LiveSet
+from app.feed.live import INITIAL_CAPACITY, TRENDING_TTL_S, LiveRows, LiveSet, capacity_for
 
 DIM = 6
 CATEGORIES = ("gaming", "music", "chat", "art")
@@ -281,4 +281,57 @@ def test_memory_per_live_stream_is_the_embedding_plus_little() -> None:
         ),
     )
     per_stream = live.nbytes() / n
-    assert 4 * dim < per_stream < 4 * dim + 200
+    # The embedding, plus: its id (str, dict entry, slot), its creator when every stream
+    # has its own (the same again), ~30 bytes of columns, a sixteenth of spare slots.
+    assert 4 * dim < per_stream < 4 * dim * 17 / 16 + 360
+
+
+def test_a_duplicate_id_in_one_batch_keeps_its_last_row() -> None:
+    live = LiveSet()
+    one = np.ones(DIM, np.float32)
+    rows = LiveRows(
+        ids=["a", "b", "a"],
+        viewers=[1, 2, 3],
+        creators=["c1", "c2", "c3"],
+        languages=["fr", "fr", "en"],
+        categories=["art", "art", "chat"],
+        vectors=np.stack([one, one, 2 * one]),
+        has_vector=np.array([True, True, True]),
+    )
+    live.replace("v1", DIM, rows)
+    live.add(rows)
+    assert len(live) == 2
+    assert live.viewers(["a", "b"]) == [3, 2]
+    assert live.of_creators(["c3", "c1"], 5) == ["a"]
+    assert live.top_by_dot(one, 5, "chat")[0] == ["a"]
+    assert live.top_by_dot(one, 5)[1].tolist() == [2.0 * DIM, DIM]
+
+
+def test_a_resync_adopts_a_matrix_of_the_right_capacity_without_copying() -> None:
+    rng = random.Random(11)
+    streams = {f"s{i:05d}": _stream(rng, with_vector=1.0) for i in range(2000)}
+    rows = _rows(streams)
+    base = np.zeros((capacity_for(len(streams)), DIM), np.float32)
+    base[: len(streams)] = rows.vectors
+    adoptable = LiveRows(
+        ids=rows.ids,
+        viewers=rows.viewers,
+        creators=rows.creators,
+        languages=rows.languages,
+        categories=rows.categories,
+        vectors=base[: len(streams)],
+        has_vector=rows.has_vector,
+    )
+    live = LiveSet()
+    live.replace("v1", DIM, adoptable)
+    assert live._matrix is base
+    copied = LiveSet()
+    copied.replace("v1", DIM, rows)
+    assert copied._matrix is not rows.vectors
+    q = np.array([1, -1, 0, 1, 1, -1], np.float32)
+    assert live.top_by_dot(q, 50)[0] == copied.top_by_dot(q, 50)[0]
+    assert live.top_by_dot(q, 50)[0] == [sid for sid, _ in _brute_dot(streams, q, 50, None)]
+    new = {"new": _stream(rng, with_vector=1.0)}
+    live.add(_rows(new))
+    streams.update(new)
+    _check_all(live, streams, rng)
