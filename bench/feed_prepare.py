@@ -215,8 +215,7 @@ async def _store(
 
 def _reranker_table(prepared: Any, cf: Any, world: World) -> Any:
     """`ml.feed.train.training_table` on a fixed sample of the tune slice's users."""
-    from ml.feed import candidates, history, rerank
-    from ml.feed.pipeline import positives
+    from ml.feed.train import training_table
 
     log, cut = prepared.log, prepared.split
     users = np.flatnonzero(np.bincount(log.user[cut.tune], minlength=log.n_users) > 0)
@@ -224,24 +223,7 @@ def _reranker_table(prepared: Any, cf: Any, world: World) -> Any:
     if len(users) > world.reranker_users:
         users = np.sort(rng.choice(users, world.reranker_users, replace=False))
     say(f"reranker: {len(users):,} sampled query users")
-    queries = candidates.queries_for(log, cut.tune, users.astype(np.int64))
-    past = history.build(log, cut.fit, prepared.data.tables)
-    lists = candidates.gather(queries, past, prepared.data.tables, cf)
-    say("reranker: sources gathered, featurising")
-    label_minutes = positives(log, cut.tune, weights="minutes")
-    table = rerank.Table([], [], [])
-    started = time.perf_counter()
-    rows_iter = candidates.featurise(queries, lists, past, prepared.data.tables, log, cf)
-    for done, rows in enumerate(rows_iter, start=1):
-        minutes = history.row_values(label_minutes, rows.user, rows.items)
-        table.add(rows.user, rows.features, rerank.grades(minutes), rng)
-        if done % 2000 == 0:
-            say(
-                f"reranker queries: {done:,} / {len(users):,}"
-                f" ({time.perf_counter() - started:.0f}s)"
-            )
-    say(f"reranker: {len(table):,} of {len(users):,} queries have a watched candidate")
-    return table
+    return training_table(prepared, cf, world.seed, progress=say, users=users.astype(np.int64))
 
 
 def _save_reranker(fitted: Any, path: Path, metadata: dict[str, Any]) -> None:

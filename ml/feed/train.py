@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import numpy as np
+import numpy.typing as npt
 
 from app.feed import artifact, embeddings
 from app.feed.features import FEATURE_NAMES
@@ -110,11 +111,20 @@ def _timed(label: str, seconds: dict[str, float], work: Callable[[], T]) -> T:
 
 
 def training_table(
-    prepared: Prepared, cf: Embeddings, seed: int, progress: Callable[[str], None] = say
+    prepared: Prepared,
+    cf: Embeddings,
+    seed: int,
+    progress: Callable[[str], None] = say,
+    users: npt.NDArray[np.int64] | None = None,
 ) -> rerank.Table:
-    """Stage 2's training queries: cut before the tune slice, labelled by it."""
+    """Stage 2's training queries: cut before the tune slice, labelled by it.
+
+    `users` (codes) limits the queries to those users; default: every user with an
+    interaction in the tune slice (the benchmark trains on a sample).
+    """
     log, cut = prepared.log, prepared.split
-    users = np.flatnonzero(np.bincount(log.user[cut.tune], minlength=log.n_users) > 0)
+    if users is None:
+        users = np.flatnonzero(np.bincount(log.user[cut.tune], minlength=log.n_users) > 0)
     queries = candidates.queries_for(log, cut.tune, users.astype(np.int64))
     past = history.build(log, cut.fit, prepared.data.tables)
     lists = candidates.gather(queries, past, prepared.data.tables, cf)

@@ -29,24 +29,11 @@ from seed.generate import generate
 from seed.loader import load
 from tests.integration.conftest import API_KEY, MakeClient
 from tests.support.db import ROOT, fetch, run_sql
+from tests.support.frames import PROFILE
 from tests.support.redis import RedisServer
 
 T = TypeVar("T")
 KEYED = {"X-API-Key": API_KEY}
-PROFILE = {
-    "creator_id": "creator_new",
-    "city": "Reykjavik",
-    "latitude": 64.1466,
-    "longitude": -21.9426,
-    "language": "is",
-    "category_id": "music",
-    "title": "Northern lights, live",
-    "avg_viewer_count": 1500,
-    "creator_followers": 20000,
-    "stream_quality_score": 9.5,
-    "is_partnered": True,
-    "mature_content": False,
-}
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from seed.generate import generate
 from seed.loader import Dataset, load
 from tests.support import oracle
 from tests.support.db import fetch, run_sql
+from tests.support.frames import PROFILE
 
 KEY = "test-key-0123456789-abcdef"
 KEYED = {"X-API-Key": KEY}
@@ -345,21 +346,6 @@ def test_racing_batches_settle_by_event_time_and_never_deadlock(loaded: str) -> 
 
 
 # --- profiles ------------------------------------------------------------------------------
-
-PROFILE = {
-    "creator_id": "creator_new",
-    "city": "Reykjavik",
-    "latitude": 64.1466,
-    "longitude": -21.9426,
-    "language": "is",
-    "category_id": "music",
-    "title": "Northern lights, live",
-    "avg_viewer_count": 1500,
-    "creator_followers": 20000,
-    "stream_quality_score": 9.5,
-    "is_partnered": True,
-    "mature_content": False,
-}
 
 
 def test_a_new_channel_appears_without_a_reseed(client: TestClient[Any], loaded: str) -> None:

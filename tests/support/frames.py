@@ -81,3 +81,20 @@ def dataset(n_users: int, n_streams: int, prefix: str = "") -> Dataset:
     s = streams(n_streams, f"{prefix}stream")
     i = interactions(list(u["user_id"]), [s["stream_id"].iloc[0]] * n_users)
     return Dataset(u, s, i)
+
+
+#: A channel profile the write API accepts (`PUT /v1/streams/{stream_id}`).
+PROFILE = {
+    "creator_id": "creator_new",
+    "city": "Reykjavik",
+    "latitude": 64.1466,
+    "longitude": -21.9426,
+    "language": "is",
+    "category_id": "music",
+    "title": "Northern lights, live",
+    "avg_viewer_count": 1500,
+    "creator_followers": 20000,
+    "stream_quality_score": 9.5,
+    "is_partnered": True,
+    "mature_content": False,
+}
