@@ -229,13 +229,17 @@ class Follower:
         """
         self._resync_wanted = False
         self._pending.clear()
+        previous = self.live.model_version
         version, dim, rows = await _read_live_set(conn)
         self.live.replace(version, dim, rows)
         status = self.live.status
         status.last_full_sync = datetime.now(UTC)
         status.full_syncs += 1
         status.last_change_at = status.last_full_sync
-        log.info(
+        # The first sync and a change of model are news; the periodic ones are not.
+        level = logging.INFO if status.full_syncs == 1 or version != previous else logging.DEBUG
+        log.log(
+            level,
             "live set synced: %d live streams, %d with embeddings of model %s",
             len(rows.ids),
             int(np.count_nonzero(rows.has_vector)),

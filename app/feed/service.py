@@ -258,7 +258,9 @@ async def _gather(
     lists: dict[str, list[str]] = {}
     cf_scores: dict[str, float] = {}
     embedding = user.embedding
-    if embedding is not None and live.dim == len(embedding):
+    # LightGCN gives a viewer with no training positive an all-zero vector: every
+    # stream would tie at 0, so such a viewer has no collaborative source at all.
+    if embedding is not None and live.dim == len(embedding) and np.any(embedding):
         ids, scores = live.top_by_dot(embedding, CF_K, category)
         lists["cf"] = list(ids)
         cf_scores = dict(zip(ids, np.asarray(scores, dtype=np.float64).tolist(), strict=True))

@@ -287,3 +287,21 @@ def test_database_down_is_503_with_retry_after(make_client: MakeClient, tmp_path
         response = client.post(path, json={"user_id": "user_000001", **extra})
         assert response.status_code == 503, response.text
         assert int(response.headers["retry-after"]) >= 1
+
+
+def test_a_viewer_with_an_all_zero_embedding_gets_no_collaborative_source(
+    client: TestClient[Any], world: tuple[str, Path]
+) -> None:
+    """LightGCN stores zeros for a viewer without a training positive: no cf, not a tie."""
+    url, _ = world
+    rows = fetch(
+        url,
+        "SELECT e.entity_id FROM feed_embeddings e"
+        " JOIN feed_models m ON m.version = e.model_version AND m.active"
+        " WHERE e.entity = 'user'"
+        " AND e.vector = decode(repeat('00', octet_length(e.vector)), 'hex')"
+        " ORDER BY e.entity_id LIMIT 1",
+    )
+    assert rows, "the trained world has a viewer with an all-zero vector"
+    answer = client.post(HOME, json={"user_id": rows[0]["entity_id"], "ctx_timestamp": AT}).json()
+    assert "cf" not in answer["sources"] and answer["streams"], answer
