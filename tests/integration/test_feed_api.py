@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,7 @@ def test_category_feed_keeps_to_the_category_and_says_when_it_is_short(
     url, _ = world
     user = _watcher(url)
     live = _live(url)
-    counts: dict[str, int] = {}
-    for category in live.values():
-        counts[category] = counts.get(category, 0) + 1
+    counts = Counter(live.values())
     small = min(counts, key=lambda c: (counts[c], c))
     body = {"user_id": user, "category_id": small, "max_results": 100, "ctx_timestamp": AT}
     answer = client.post(CATEGORY, json=body).json()
@@ -207,9 +206,7 @@ def test_a_stream_that_goes_live_appears_within_a_second(
     url, _ = world
     user = _watcher(url)
     live = _live(url)
-    counts: dict[str, int] = {}
-    for category in live.values():
-        counts[category] = counts.get(category, 0) + 1
+    counts = Counter(live.values())
     [row] = fetch(
         url,
         "SELECT s.stream_id, s.category_id FROM streams s JOIN feed_embeddings e"
