@@ -94,8 +94,9 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
         weights=settings.weights,
         default_local_preference=settings.default_local_preference,
     )
-    async with connection(state.pool, settings.db_connect_timeout_s) as conn:
-        feed = await service.recommend(conn, query, parts)
+    feed = await service.recommend(
+        lambda: connection(state.pool, settings.db_connect_timeout_s), query, parts
+    )
     return FeedResponse(
         request_id=current_request_id() or uuid.uuid4().hex,
         streams=msgspec.convert(feed.streams, list[FeedStream], from_attributes=True),

@@ -126,7 +126,9 @@ class FeedResponse(msgspec.Struct, omit_defaults=True):
     request_id: str
     streams: list[FeedStream]
     models: FeedModels
-    candidates: Annotated[int, Meta(description="Live candidates stage 2 ranked.")]
+    candidates: Annotated[
+        int, Meta(description="Candidates stage 2 ranked (the streams shown were checked live).")
+    ]
     sources: Annotated[dict[str, int], Meta(description="How many streams each source proposed.")]
     category_id: str | None = None
     live_in_category: Annotated[

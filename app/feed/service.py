@@ -7,28 +7,34 @@ One request, top to bottom:
 2. **Stage 1**, each source restricted to the category for `category_feed`:
    - `cf`: the exact top `CF_K` live streams by dot product with the viewer's
      embedding, over the live set held in memory (app/feed/live.py);
-   - `near`: the HOMETOWN exact search's best `NEAR_K` for the viewer;
+   - `near`: the HOMETOWN exact search's best `NEAR_K` for the viewer, started
+     first, on a connection of its own, so that its queries run while this
+     request reads the viewer and walks the in-memory sources;
    - `trending`, `trending_language`: most current viewers, overall and in the
      viewer's language (cached for at most a second by the live set);
    - `own`: live streams of the creators the viewer watched most;
    - `popular`, only for a viewer with no history: the live streams most
      viewers watched (cached a minute; see `PopularStreams`).
-   Their union, in round-robin order (app/feed/sources.py), is checked against
-   PostgreSQL in one query: a stream that went offline a moment ago is dropped
-   even if the live set has not heard yet, and the viewer counts are current.
-3. **Stage 2**: the reranker scores every candidate once; the top
-   `max_results` by score, ties by `stream_id`. Without a reranker the order is
-   the fallback: reciprocal-rank fusion of the sources (`fallback_scores`).
-4. **Why**: each stream's reason from the reranker's contributions
+   Their union is in round-robin order (app/feed/sources.py).
+3. **Stage 2**: the reranker scores every candidate once; ties go by
+   `stream_id`. Without a reranker the order is the fallback: reciprocal-rank
+   fusion of the sources (`fallback_scores`).
+4. **Live now**: the best of that order are checked against PostgreSQL
+   (`_live_now`) until `max_results` are confirmed live: a stream that went
+   offline a moment ago is dropped even if the live set has not heard yet, and
+   the viewer counts shown are current.
+5. **Why**: each shown stream's reason from the reranker's contributions
    (app/feed/reasons.py), or from its best source in the fallback order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -62,10 +68,18 @@ from app.observability.context import note_search
 #: score of a stream is the sum over the sources that proposed it of 1 / (60 + rank).
 RRF_K = 60.0
 
+#: Streams checked beyond the `max_results` asked for in the first liveness query:
+#: room for a few that went offline, so one query nearly always settles the answer.
+LIVE_CHECK_SLACK = 5
+
 LIVE_NOW_SQL = """
 SELECT stream_id, current_viewer_count
 FROM streams WHERE stream_id = ANY($1::text[]) AND is_live
 """
+
+
+#: Lends a pooled connection for the length of an `async with`.
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,36 +191,119 @@ class Parts:
     default_local_preference: float
 
 
-async def recommend(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) -> Feed:
-    """The feed for `query`: see the module docstring for the steps."""
+async def recommend(connect: Connect, query: FeedQuery, parts: Parts) -> Feed:
+    """The feed for `query`: see the module docstring for the steps.
+
+    `connect()` lends a pooled connection. The near-you search is the one source
+    that waits on PostgreSQL for milliseconds, so it runs at once on a connection
+    of its own while this request reads the viewer and walks the in-memory
+    sources. Neither side holds a connection while it waits for the other, so
+    a pool of any size cannot deadlock on two connections per request.
+    """
     live = parts.live
-    user = await parts.store.user(conn, query.user_id, live.model_version)
-    if user is None:
-        raise UserNotFound(query.user_id)
-    category = query.category_id
+    near = asyncio.create_task(_near(connect, query, parts))
+    try:
+        async with connect() as conn:
+            user = await parts.store.user(conn, query.user_id, live.model_version)
+        if user is None:
+            raise UserNotFound(query.user_id)
+        found, cf_scores = _in_memory(query, user, parts)
+        lists = {"cf": found.pop("cf")} if "cf" in found else {}  # in `SOURCES` order
+        lists["near"] = await near
+        lists.update(found)
+        async with connect() as conn:
+            if not user.has_history:
+                lists[POPULAR] = await parts.popular.get(conn, query.category_id, POPULAR_K)
+            merged, ranks = union(lists)
+            facts = await parts.store.streams(conn, merged)
+            kept = [facts[s] for s in merged if s in facts]
+            scored = _score(query, parts, user, kept, ranks, cf_scores)
+            shown, viewers = await _live_now(conn, kept, scored.order, query.max_results)
+    finally:
+        if not near.done():
+            near.cancel()
+        with contextlib.suppress(BaseException):
+            await near  # retrieved, so a failure after an early exit is not logged as lost
+    return _answer(query, parts, user, lists, ranks, kept, scored, shown, viewers)
 
-    lists, cf_scores = await _gather(conn, query, user, parts)
-    merged, ranks = union(lists)
-    facts = await parts.store.streams(conn, merged)
-    viewers = {
-        row["stream_id"]: int(row["current_viewer_count"])
-        for row in await conn.fetch(LIVE_NOW_SQL, merged)
-    }
-    kept = [facts[s] for s in merged if s in facts and s in viewers]
 
+@dataclass(frozen=True)
+class _Scored:
+    """Stage 2's output for every candidate: scores, features, and the order by score."""
+
+    scores: npt.NDArray[np.float64]
+    order: list[int]
+    features: npt.NDArray[np.float32] | None
+
+
+def _score(
+    query: FeedQuery,
+    parts: Parts,
+    user: UserFacts,
+    kept: Sequence[StreamFacts],
+    ranks: Mapping[str, Mapping[str, int]],
+    cf_scores: Mapping[str, float],
+) -> _Scored:
+    """The reranker's score of every candidate (the fallback's without one), best first."""
     ranker = parts.ranker
+    features = None
     if ranker is not None and kept:
         candidates = candidates_of(user, kept, ranks, cf_scores)
-        context = _context(query, user)
-        features = pair_features(user.viewer, candidates, context)
+        features = pair_features(user.viewer, candidates, _context(query, user))
         scores = ranker.score(features).astype(np.float64)
     else:
-        features = None
         scores = fallback_scores([s.stream_id for s in kept], ranks)
-    order = ranked([s.stream_id for s in kept], scores)[: query.max_results]
+    return _Scored(scores, ranked([s.stream_id for s in kept], scores), features)
+
+
+async def _live_now(
+    conn: asyncpg.Connection, kept: Sequence[StreamFacts], order: Sequence[int], k: int
+) -> tuple[list[int], dict[str, int]]:
+    """The first `k` of `order` that PostgreSQL says are live now, and their viewers.
+
+    The sources proposed streams the live set or a query believed live a moment
+    ago; a stream that went offline since must not be shown, and the viewer
+    counts shown must be current. A stream's score does not depend on which
+    others are candidates, so checking the best ones in order gives the same
+    answer as checking all of them first, for a tenth of the rows: usually one
+    query for `k` + `LIVE_CHECK_SLACK` streams. Each further query checks twice
+    as many as the last, so even a mass of streams that just went offline costs
+    a few queries.
+    """
+    shown: list[int] = []
+    viewers: dict[str, int] = {}
+    start, extra = 0, LIVE_CHECK_SLACK
+    while len(shown) < k and start < len(order):
+        batch = order[start : start + k - len(shown) + extra]
+        start += len(batch)
+        extra *= 2
+        rows = await conn.fetch(LIVE_NOW_SQL, [kept[i].stream_id for i in batch])
+        now = {row["stream_id"]: int(row["current_viewer_count"]) for row in rows}
+        for i in batch:
+            sid = kept[i].stream_id
+            if sid in now and len(shown) < k:
+                shown.append(i)
+                viewers[sid] = now[sid]
+    return shown, viewers
+
+
+def _answer(
+    query: FeedQuery,
+    parts: Parts,
+    user: UserFacts,
+    lists: Mapping[str, Sequence[str]],
+    ranks: Mapping[str, Mapping[str, int]],
+    kept: Sequence[StreamFacts],
+    scored: _Scored,
+    shown: Sequence[int],
+    viewers: Mapping[str, int],
+) -> Feed:
+    """The reasons and the answer for the streams shown: no I/O from here on."""
+    live, category = parts.live, query.category_id
+    ranker, features, scores = parts.ranker, scored.features, scored.scores
     contributions = strengths = None
-    if ranker is not None and features is not None and order:
-        contributions = ranker.contributions(features[order])
+    if ranker is not None and features is not None and shown:
+        contributions = ranker.contributions(features[list(shown)])
         strengths = reasons.group_strengths(contributions)
 
     streams = [
@@ -220,7 +317,7 @@ async def recommend(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) ->
             None if strengths is None else strengths[row],
             explain=query.explain,
         )
-        for row, i in enumerate(order)
+        for row, i in enumerate(shown)
     ]
     live_in_category = live.count(category) if category is not None else None
     note = None
@@ -232,7 +329,7 @@ async def recommend(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) ->
         )
     note_search(
         "category_feed" if category is not None else "home_feed",
-        candidates_read=len(merged),
+        candidates_read=len(kept),
         rings=0,
     )
     return Feed(
@@ -250,10 +347,10 @@ async def recommend(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) ->
     )
 
 
-async def _gather(
-    conn: asyncpg.Connection, query: FeedQuery, user: UserFacts, parts: Parts
+def _in_memory(
+    query: FeedQuery, user: UserFacts, parts: Parts
 ) -> tuple[dict[str, list[str]], dict[str, float]]:
-    """Each source's list for the viewer, in `SOURCES` order (then `popular`)."""
+    """The sources the live set answers without I/O: cf, trending, trending_language, own."""
     live, category = parts.live, query.category_id
     lists: dict[str, list[str]] = {}
     cf_scores: dict[str, float] = {}
@@ -264,30 +361,28 @@ async def _gather(
         ids, scores = live.top_by_dot(embedding, CF_K, category)
         lists["cf"] = list(ids)
         cf_scores = dict(zip(ids, np.asarray(scores, dtype=np.float64).tolist(), strict=True))
-    lists["near"] = await _near(conn, query, parts)
     lists["trending"] = live.trending(TRENDING_K, category=category)
     if user.language:
         lists["trending_language"] = live.trending(
             TRENDING_LANGUAGE_K, language=user.language, category=category
         )
     lists["own"] = live.of_creators(user.creator_ids, OWN_K, category)
-    if not user.has_history:
-        lists[POPULAR] = await parts.popular.get(conn, category, POPULAR_K)
     return lists, cf_scores
 
 
-async def _near(conn: asyncpg.Connection, query: FeedQuery, parts: Parts) -> list[str]:
+async def _near(connect: Connect, query: FeedQuery, parts: Parts) -> list[str]:
     """The HOMETOWN exact search's best `NEAR_K` for the viewer (in the category)."""
-    found = await hometown.recommend(
-        conn,
-        hometown.Query(
-            user_id=query.user_id,
-            max_results=NEAR_K,
-            category_ids=None if query.category_id is None else [query.category_id],
-        ),
-        parts.weights,
-        default_local_preference=parts.default_local_preference,
-    )
+    async with connect() as conn:
+        found = await hometown.recommend(
+            conn,
+            hometown.Query(
+                user_id=query.user_id,
+                max_results=NEAR_K,
+                category_ids=None if query.category_id is None else [query.category_id],
+            ),
+            parts.weights,
+            default_local_preference=parts.default_local_preference,
+        )
     return [stream.stream_id for stream in found.streams]
 
 

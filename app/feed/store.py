@@ -58,6 +58,9 @@ FloatArray = npt.NDArray[np.float64]
 SOURCES = ("cf", "near", "trending", "trending_language", "own")
 #: Every key of the store starts with this (`invalidate_all` clears it).
 PREFIX = "hometown:features:"
+#: The layout of a cached stream entry (`StreamFacts`), in its keys: a server that
+#: packs them differently never reads another's entries (2: numbers as one block).
+_STREAM_FORMAT = 2
 #: Model versions whose user entries `invalidate_users` deletes (the most recent ones).
 _VERSIONS_KEPT = 4
 
@@ -80,8 +83,30 @@ WHERE s.stream_id = ANY($1::text[])
 """
 
 
+#: The numeric facts of a stream, in the order `StreamFacts.numbers` packs them.
+NUMERIC = (
+    "latitude",
+    "longitude",
+    "quality",
+    "avg_viewers",
+    "followers",
+    "partnered",
+    "mature",
+    "popularity",
+)
+#: `numbers` holds `NUMERIC`, then the 24 hour shares: float64, so serving's features
+#: equal training's to the last bit (tests/integration/test_feed_parity.py).
+_WIDTH = len(NUMERIC) + 24
+_NUMBER = np.dtype("<f8")
+
+
 class StreamFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A stream's static profile and audience, as cached (msgpack, fields by position).
+
+    The numbers travel as one packed float64 block (`numbers`: `NUMERIC`, then
+    `hour_profile`), not as 32 msgpack floats: a request reads a few hundred
+    streams, and one `np.frombuffer` over their joined blocks gives the
+    reranker's columns without a Python loop per number.
 
     `popularity` is the distinct viewers who watched it; `dominant_device` the
     device most of its watches came from (ties by `DEVICES` order), None without
@@ -93,18 +118,56 @@ class StreamFacts(msgspec.Struct, frozen=True, array_like=True, gc=False):
     creator_id: str
     title: str
     city: str
-    latitude: float
-    longitude: float
     language: str
     category_id: str
-    quality: float
-    avg_viewers: float
-    followers: float
-    partnered: bool
-    mature: bool
-    popularity: float
     dominant_device: str | None
-    hour_profile: tuple[float, ...]
+    numbers: bytes
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        stream_id: str,
+        creator_id: str,
+        title: str,
+        city: str,
+        language: str,
+        category_id: str,
+        dominant_device: str | None,
+        hour_profile: Sequence[float],
+        **numeric: float,
+    ) -> StreamFacts:
+        """Facts from named values (`numeric` takes every name of `NUMERIC`)."""
+        if sorted(numeric) != sorted(NUMERIC) or len(hour_profile) != 24:
+            raise ValueError(f"need {NUMERIC} and 24 hour shares, got {sorted(numeric)}")
+        values = [float(numeric[name]) for name in NUMERIC] + [float(h) for h in hour_profile]
+        return cls(
+            stream_id=stream_id,
+            creator_id=creator_id,
+            title=title,
+            city=city,
+            language=language,
+            category_id=category_id,
+            dominant_device=dominant_device,
+            numbers=np.asarray(values, dtype=_NUMBER).tobytes(),
+        )
+
+    def _values(self) -> FloatArray:
+        return np.frombuffer(self.numbers, dtype=_NUMBER)
+
+    def number(self, name: str) -> float:
+        """One of `NUMERIC` by name."""
+        return float(self._values()[NUMERIC.index(name)])
+
+    @property
+    def popularity(self) -> float:
+        """Distinct viewers who watched the stream (in the feature tables' window)."""
+        return self.number("popularity")
+
+    @property
+    def hour_profile(self) -> tuple[float, ...]:
+        """Shares of the stream's watches per UTC hour 0..23 (all 0 without watches)."""
+        return tuple(self._values()[len(NUMERIC) :].tolist())
 
 
 class _UserRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -159,6 +222,31 @@ class UserFacts:
 _ENCODER = msgspec.msgpack.Encoder()
 _USER_DECODER = msgspec.msgpack.Decoder(_UserRecord | None)
 _STREAM_DECODER = msgspec.msgpack.Decoder(StreamFacts)
+_STREAMS_DECODER = msgspec.msgpack.Decoder(list[StreamFacts])
+
+
+def _decode_streams(raws: Sequence[bytes]) -> list[StreamFacts]:
+    """Many cached entries in one decoder call: a msgpack array header before their bytes.
+
+    An entry that does not decode (written by another version of this code) is
+    a miss rather than an error: the caller reads it from PostgreSQL again.
+    """
+    header = b"\xdd" + len(raws).to_bytes(4, "big")  # array 32
+    try:
+        return _STREAMS_DECODER.decode(header + b"".join(raws))
+    except msgspec.DecodeError:
+        return [_decode_one(raw) for raw in raws]
+
+
+def _decode_one(raw: bytes) -> StreamFacts:
+    try:
+        return _STREAM_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return _UNREADABLE
+
+
+#: Stands in for an entry that did not decode (compared by identity).
+_UNREADABLE = StreamFacts("", "", "", "", "", "", None, b"")
 
 
 def _user_record(row: asyncpg.Record | None) -> _UserRecord | None:
@@ -230,23 +318,23 @@ def _stream_facts(row: asyncpg.Record) -> StreamFacts:
     hours = row["hour_watches"]
     total = float(sum(hours)) if hours else 0.0
     profile = tuple(float(h) / total for h in hours) if total > 0 else (0.0,) * 24
-    return StreamFacts(
+    return StreamFacts.of(
         stream_id=row["stream_id"],
         creator_id=row["creator_id"],
         title=row["title"],
         city=row["city"],
-        latitude=float(row["latitude"]),
-        longitude=float(row["longitude"]),
         language=row["language"],
         category_id=row["category_id"],
+        dominant_device=dominant,
+        hour_profile=profile,
+        latitude=float(row["latitude"]),
+        longitude=float(row["longitude"]),
         quality=float(row["stream_quality_score"]),
         avg_viewers=float(row["avg_viewer_count"]),
         followers=float(row["creator_followers"]),
-        partnered=bool(row["is_partnered"]),
-        mature=bool(row["mature_content"]),
+        partnered=float(bool(row["is_partnered"])),
+        mature=float(bool(row["mature_content"])),
         popularity=float(row["viewers"] or 0),
-        dominant_device=dominant,
-        hour_profile=profile,
     )
 
 
@@ -275,7 +363,7 @@ class FeatureStore:
         return f"{PREFIX}{self.generation}:u:{model_version or '-'}:{user_id}"
 
     def _stream_key(self, stream_id: str) -> str:
-        return f"{PREFIX}{self.generation}:s:{stream_id}"
+        return f"{PREFIX}{self.generation}:s{_STREAM_FORMAT}:{stream_id}"
 
     # ------------------------------------------------------------------ cache calls
 
@@ -359,12 +447,12 @@ class FeatureStore:
         if cached is None:
             missing = ids
         else:
-            decode = _STREAM_DECODER.decode
-            for stream_id, raw in zip(ids, cached, strict=True):
-                if raw is None:
-                    missing.append(stream_id)
-                else:
-                    found[stream_id] = decode(raw)
+            present = [(s, raw) for s, raw in zip(ids, cached, strict=True) if raw is not None]
+            decoded = _decode_streams([raw for _, raw in present])
+            for (stream_id, _), facts in zip(present, decoded, strict=True):
+                if facts is not _UNREADABLE:
+                    found[stream_id] = facts
+            missing = [s for s in ids if s not in found]
             self.hits += len(found)
             self.misses += len(missing)
         if missing:
@@ -442,33 +530,37 @@ def candidates(
     ids = [s.stream_id for s in streams]
     history = user.creator_history()
     none = (0.0, 0.0)
+    # One packed block per stream: every numeric column at once, no loop per number.
+    numeric = np.frombuffer(b"".join([s.numbers for s in streams]), dtype=_NUMBER)
+    numeric = numeric.reshape(n, _WIDTH)
+    column = {name: numeric[:, i] for i, name in enumerate(NUMERIC)}
 
     def numbers(values: Sequence[float]) -> FloatArray:
         return np.fromiter(values, dtype=np.float64, count=n)
 
     def rank_of(source: str) -> FloatArray:
         given = ranks.get(source, {})
-        return numbers([float(given.get(s, np.nan)) for s in ids])
+        return numbers([given.get(s, np.nan) for s in ids])
 
-    creators = [history.get(s.creator_id, none) for s in streams]
-    profile = np.array([s.hour_profile for s in streams], dtype=np.float64).reshape(n, 24)
+    creators = np.array([history.get(s.creator_id, none) for s in streams], dtype=np.float64)
+    creators = creators.reshape(n, 2)
     return Candidates(
         stream_id=np.array(ids, dtype=object),
-        latitude=numbers([s.latitude for s in streams]),
-        longitude=numbers([s.longitude for s in streams]),
+        latitude=column["latitude"],
+        longitude=column["longitude"],
         language=np.array([s.language for s in streams], dtype=object),
         category_id=np.array([s.category_id for s in streams], dtype=object),
-        quality=numbers([s.quality for s in streams]),
-        avg_viewers=numbers([s.avg_viewers for s in streams]),
-        followers=numbers([s.followers for s in streams]),
-        partnered=numbers([float(s.partnered) for s in streams]),
-        mature=numbers([float(s.mature) for s in streams]),
+        quality=column["quality"],
+        avg_viewers=column["avg_viewers"],
+        followers=column["followers"],
+        partnered=column["partnered"],
+        mature=column["mature"],
         dominant_device=np.array([s.dominant_device for s in streams], dtype=object),
-        hour_profile=profile,
-        popularity=numbers([s.popularity for s in streams]),
-        creator_minutes=numbers([c[0] for c in creators]),
-        creator_sessions=numbers([c[1] for c in creators]),
-        cf_score=numbers([float(cf_scores.get(s, np.nan)) for s in ids]),
+        hour_profile=numeric[:, len(NUMERIC) :],
+        popularity=column["popularity"],
+        creator_minutes=creators[:, 0],
+        creator_sessions=creators[:, 1],
+        cf_score=numbers([cf_scores.get(s, np.nan) for s in ids]),
         cf_rank=rank_of("cf"),
         near_rank=rank_of("near"),
         trending_rank=rank_of("trending"),
