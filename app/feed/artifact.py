@@ -23,8 +23,9 @@ version, a feature list other than the one the caller builds, and a booster
 XGBoost cannot load or whose input width differs from the feature list.
 
 XGBoost is imported only when a ranker is saved or loaded. Under the server's
-import guard (app/lean.py) it does not pull in pandas: XGBoost imports pandas
-only if it can, and the guard answers that it cannot.
+import guard (app/lean.py) it pulls in neither pandas nor scikit-learn: XGBoost
+imports them only if it can, and the guard answers that it cannot
+(`import_xgboost`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.features.files import ArtifactError, checksum_path, read_verified, write_checksummed
+from app.lean import import_xgboost
 
 if TYPE_CHECKING:
     from xgboost import Booster
@@ -106,7 +108,7 @@ class FeedRanker:
         rows, where exact TreeSHAP takes some 36 ms. Missing values (NaN) follow
         the trees' default directions, as in `score`.
         """
-        from xgboost import DMatrix
+        DMatrix = import_xgboost().DMatrix
 
         matrix = np.asarray(features, dtype=np.float32)
         width = len(self.feature_names)
@@ -193,13 +195,11 @@ def _split(path: Path, payload: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def _booster(path: Path, model_bytes: bytes) -> Booster:
-    from xgboost import Booster
-    from xgboost.core import XGBoostError
-
-    booster = Booster()
+    xgboost = import_xgboost()
+    booster: Booster = xgboost.Booster()
     try:
         booster.load_model(bytearray(model_bytes))
-    except XGBoostError as exc:
+    except xgboost.core.XGBoostError as exc:
         # XGBoost's message carries a native stack trace: its first line is the reason.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RankerError(

@@ -297,6 +297,23 @@ class LiveSet:
     def __len__(self) -> int:
         return len(self._slots)
 
+    def stream_ids(self) -> list[str]:
+        """Every live stream's id (a copy: the set may change while the caller looks)."""
+        return list(self._slots)
+
+    def needs_rebuild(self) -> bool:
+        """True when a resync should replace the set rather than refresh it in place.
+
+        Vocabulary codes are never reused, so a set refreshed in place for long
+        keeps every creator, language and category it ever saw. Once they are
+        more than twice the live streams (plus some room), a rebuild starts the
+        vocabularies afresh. An empty set (the first sync) is built whole too.
+        """
+        if not self._slots:
+            return True
+        seen = len(self._creators.names) + len(self._languages.names) + len(self._categories.names)
+        return seen > 2 * len(self._slots) + REBUILD_ROOM
+
     def __contains__(self, stream_id: object) -> bool:
         return stream_id in self._slots
 
@@ -462,6 +479,10 @@ class LiveSet:
         by_id = np.asarray(sorted(range(len(positions)), key=ids.__getitem__), dtype=np.intp)
         positions = positions[by_id]
         return positions[np.argsort(-values[positions], kind="stable")]
+
+
+#: Vocabulary entries beyond twice the live streams that a refresh in place tolerates.
+REBUILD_ROOM = 1024
 
 
 def capacity_for(n: int) -> int:

@@ -244,6 +244,61 @@ def test_a_seed_reload_resyncs_fully(world: str, make_client: Any) -> None:
     assert _top(client, np.ones(DIM, np.float32)) == []
 
 
+def test_a_resync_under_the_same_model_refreshes_in_place(world: str, make_client: Any) -> None:
+    """Changes nobody announced (triggers off) are mended by the next resync, in place."""
+    client = make_client(world)
+    synced(client)
+    live = live_set(client)
+    matrix = on_loop(client, lambda live: live._matrix, live)
+    rows = fetch(
+        world, "SELECT stream_id, live_since FROM streams WHERE is_live ORDER BY 1 LIMIT 1"
+    )
+    [(gone, since)] = [(r["stream_id"], r["live_since"]) for r in rows]
+    [row] = fetch(world, "SELECT stream_id FROM streams WHERE NOT is_live ORDER BY 1 LIMIT 1")
+    came = row["stream_id"]
+    [row] = fetch(
+        world,
+        "SELECT stream_id, current_viewer_count FROM streams WHERE is_live AND stream_id <> $1"
+        " ORDER BY 1 LIMIT 1",
+        gone,
+    )
+    watched, viewers = row["stream_id"], row["current_viewer_count"]
+    quiet = "SET session_replication_role = replica; "
+    run_sql(
+        world,
+        quiet + f"UPDATE streams SET is_live = false, live_since = NULL WHERE stream_id = '{gone}';"
+        f" UPDATE streams SET is_live = true WHERE stream_id = '{came}';"
+        f" UPDATE streams SET current_viewer_count = 4321 WHERE stream_id = '{watched}'",
+    )
+    try:
+        assert on_loop(client, live.__contains__, gone)  # not heard of
+        syncs = on_loop(client, lambda live: live.status.full_syncs, live)
+        on_loop(client, live.reload)
+        wait_until(client, lambda live: live.status.full_syncs > syncs, 5)
+        expected = {
+            r["stream_id"]: r["current_viewer_count"]
+            for r in fetch(
+                world, "SELECT stream_id, current_viewer_count FROM streams WHERE is_live"
+            )
+        }
+        ids = on_loop(client, live.stream_ids)
+        assert sorted(ids) == sorted(expected) and came in ids and gone not in ids
+        assert expected[watched] == 4321
+        assert on_loop(client, live.viewers, ids) == [expected[sid] for sid in ids]
+        assert on_loop(client, lambda live: live._matrix, live) is matrix  # not rebuilt
+        q = np.ones(DIM, np.float32)
+        assert _top(client, q) == [sid for sid, _ in brute_force(world, "v1", q)]
+    finally:
+        run_sql(
+            world,
+            quiet + f"UPDATE streams SET is_live = false WHERE stream_id = '{came}';"
+            f" UPDATE streams SET is_live = true, live_since = "
+            f"{'NULL' if since is None else repr(since.isoformat())} WHERE stream_id = '{gone}';"
+            f" UPDATE streams SET current_viewer_count = {viewers} WHERE stream_id = '{watched}'",
+        )
+        on_loop(client, live.reload)
+
+
 def test_the_follower_reconnects_and_catches_up(world: str, make_client: Any) -> None:
     client = make_client(world)
     synced(client)

@@ -192,8 +192,9 @@ def test_save_refuses_what_load_would_refuse(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_server_loads_a_ranker_without_pandas(saved: Path) -> None:
-    """Under app/lean.py's import guard, loading and scoring work and pandas stays out."""
+def test_the_server_loads_a_ranker_without_pandas_or_scikit_learn(saved: Path) -> None:
+    """Under app/lean.py's import guard, loading and scoring work, pandas and
+    scikit-learn stay out, and scikit-learn (the click model's) still imports after."""
     script = (
         "import sys\n"
         "from app.lean import refuse_offline_imports\n"
@@ -201,7 +202,11 @@ def test_the_server_loads_a_ranker_without_pandas(saved: Path) -> None:
         "import numpy as np\n"
         "from app.feed.artifact import load_ranker\n"
         f"ranker = load_ranker(sys.argv[1], {list(FEATURES)!r})\n"
-        "print(ranker.score(np.zeros((2, 4))).shape, 'pandas' in sys.modules)\n"
+        "scores = ranker.contributions(np.zeros((2, 4))).shape\n"
+        "print(ranker.score(np.zeros((2, 4))).shape, scores,"
+        " 'pandas' in sys.modules, 'sklearn' in sys.modules)\n"
+        "import sklearn.linear_model\n"
+        "print('sklearn' in sys.modules)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(saved)],
@@ -211,4 +216,4 @@ def test_the_server_loads_a_ranker_without_pandas(saved: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["(2,)", "False"]
+    assert done.stdout.split() == ["(2,)", "(2,", "5)", "False", "False", "True"]

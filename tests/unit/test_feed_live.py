@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from app.feed.live import INITIAL_CAPACITY, TRENDING_TTL_S, LiveRows, LiveSet, capacity_for
+from app.feed.live import (
+    INITIAL_CAPACITY,
+    REBUILD_ROOM,
+    TRENDING_TTL_S,
+    LiveRows,
+    LiveSet,
+    capacity_for,
+)
 
 DIM = 6
 CATEGORIES = ("gaming", "music", "chat", "art")
@@ -335,3 +342,23 @@ def test_a_resync_adopts_a_matrix_of_the_right_capacity_without_copying() -> Non
     live.add(_rows(new))
     streams.update(new)
     _check_all(live, streams, rng)
+
+
+def test_a_set_refreshed_in_place_asks_for_a_rebuild_once_its_vocabularies_outgrow_it() -> None:
+    live = LiveSet()
+    assert live.needs_rebuild()  # empty: the first sync builds it whole
+    rng = random.Random(3)
+    streams = {f"s{i}": _stream(rng) for i in range(10)}
+    live.replace("v1", DIM, _rows(streams))
+    assert not live.needs_rebuild()
+    assert sorted(live.stream_ids()) == sorted(streams)
+    # Churn: each stream that goes live brings a creator never seen before, and
+    # codes are never reused, so the creators' vocabulary only grows.
+    for i in range(REBUILD_ROOM + 20):
+        one = {f"t{i}": Stream(1, f"new_creator_{i}", "fr", "gaming", None)}
+        live.add(_rows(one))
+        live.discard([f"t{i}"])
+    assert len(live) == 10
+    assert live.needs_rebuild()
+    live.replace("v1", DIM, _rows(streams))
+    assert not live.needs_rebuild()
