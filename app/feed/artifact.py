@@ -98,7 +98,10 @@ class FeedRanker:
             raise ValueError(f"features must have shape (n, {width}), got {matrix.shape}")
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float32)
-        scores: FloatArray = np.asarray(self.booster.inplace_predict(matrix), dtype=np.float32)
+        # The columns were checked against the booster's names when it was loaded.
+        scores: FloatArray = np.asarray(
+            self.booster.inplace_predict(matrix, validate_features=False), dtype=np.float32
+        )
         return scores
 
     def contributions(self, features: np.ndarray) -> FloatArray:
@@ -116,8 +119,10 @@ class FeedRanker:
             raise ValueError(f"features must have shape (n, {width}), got {matrix.shape}")
         if matrix.shape[0] == 0:
             return np.empty((0, width + 1), dtype=np.float32)
-        data = DMatrix(matrix, feature_names=list(self.booster.feature_names or ()) or None)
-        values = self.booster.predict(data, pred_contribs=True, approx_contribs=True)
+        data = DMatrix(matrix, nthread=1)
+        values = self.booster.predict(
+            data, pred_contribs=True, approx_contribs=True, validate_features=False
+        )
         return np.asarray(values, dtype=np.float32)
 
 
