@@ -47,6 +47,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import numpy.typing as npt
 from litestar import Litestar
 
 from app.db.limits import LIVE_CHANNEL, RELOAD
@@ -325,11 +326,7 @@ def _group_rows(group: asyncpg.Record, version: str | None, dim: int) -> LiveRow
     """One group of `_LIVE_QUERY` as columns, its vectors in a matrix of its own."""
     has = np.array(group["has_vector"], dtype=bool)
     matrix = np.zeros((len(has), dim), dtype=np.float32)
-    data = group["vectors"] or b""
-    if dim and len(data) != 4 * dim * int(has.sum()):
-        raise ValueError(f"feed model {version!r}: a stream vector is not {4 * dim} bytes")
-    if dim and data:
-        matrix[has] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
+    _put_vectors(matrix, has, group["vectors"], version, dim)
     return LiveRows(
         ids=group["ids"],
         viewers=group["viewers"],
@@ -339,6 +336,21 @@ def _group_rows(group: asyncpg.Record, version: str | None, dim: int) -> LiveRow
         vectors=matrix,
         has_vector=has,
     )
+
+
+def _put_vectors(
+    rows: npt.NDArray[np.float32],
+    wanted: npt.NDArray[np.bool_],
+    data: bytes | None,
+    version: str | None,
+    dim: int,
+) -> None:
+    """A group's concatenated vectors into the `wanted` rows of `rows` (in place)."""
+    data = data or b""
+    if dim and len(data) != 4 * dim * int(wanted.sum()):
+        raise ValueError(f"feed model {version!r}: a stream vector is not {4 * dim} bytes")
+    if dim and data:
+        rows[wanted] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
 
 
 async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, LiveRows]:
@@ -367,12 +379,7 @@ async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, Liv
     start = 0
     for group in groups:
         end = start + len(group["ids"])
-        data = group["vectors"] or b""
-        wanted = has_vector[start:end]
-        if dim and len(data) != 4 * dim * int(wanted.sum()):
-            raise ValueError(f"feed model {version!r}: a stream vector is not {4 * dim} bytes")
-        if dim and data:
-            matrix[start:end][wanted] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
+        _put_vectors(matrix[start:end], has_vector[start:end], group["vectors"], version, dim)
         start = end
     del groups
     rows = LiveRows(
