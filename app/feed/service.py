@@ -30,7 +30,6 @@ One request, top to bottom:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -220,10 +219,11 @@ async def recommend(connect: Connect, query: FeedQuery, parts: Parts) -> Feed:
             scored = _score(query, parts, user, kept, ranks, cf_scores)
             shown, viewers = await _live_now(conn, kept, scored.order, query.max_results)
     finally:
-        if not near.done():
-            near.cancel()
-        with contextlib.suppress(BaseException):
-            await near  # retrieved, so a failure after an early exit is not logged as lost
+        # After an early exit (unknown viewer, a database error) the search is not
+        # needed: cancel it and collect its outcome, so a failure is not logged as
+        # lost. gather() still lets a cancellation of this request itself through.
+        near.cancel()
+        await asyncio.gather(near, return_exceptions=True)
     return _answer(query, parts, user, lists, ranks, kept, scored, shown, viewers)
 
 
