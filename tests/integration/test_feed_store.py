@@ -400,3 +400,25 @@ def test_the_features_command_refreshes_and_says_so(world: str) -> None:
     users = fetch(world, "SELECT count(*) AS n FROM feed_user_features")[0]["n"]
     assert f"{users:,} users" in done.stdout
     assert run(world, generation) > before
+
+
+def test_a_cached_stream_entry_that_does_not_decode_is_read_again(world: str) -> None:
+    """An entry another layout wrote (or a damaged one) is a miss, never an error."""
+    ids = [r[0] for r in fetch(world, "SELECT stream_id FROM streams ORDER BY stream_id LIMIT 3")]
+
+    async def work(conn: asyncpg.Connection) -> None:
+        cache = MemoryCache()
+        store = FeatureStore(cache)
+        fresh = await store.streams(conn, ids)
+        # The old layout: the numbers as separate msgpack floats, not one block.
+        await cache.set_many(
+            {store._stream_key(ids[1]): b"\x93\xa1x\xcb?\xf0\x00\x00\x00\x00\x00\x00\xc2"}, 60
+        )
+        hits, misses = store.hits, store.misses
+        again = await store.streams(conn, ids)
+        assert again == fresh
+        assert (store.hits - hits, store.misses - misses) == (2, 1)
+        assert (await store.streams(conn, ids)) == fresh  # and it was cached anew
+        assert store.misses - misses == 1
+
+    run(world, work)
