@@ -6,7 +6,8 @@ the state after the change (not a delta); a bulk seed load announces `RELOAD`.
 One dedicated connection (not the request pool's: a LISTEN belongs to one
 session, and a pooled connection would be reset and handed to requests) listens
 and applies them as they come; a full resync reads every live stream with its
-embedding in one query.
+embedding from one snapshot (under the same model, group by group into the set
+as it stands: `_refresh_in_place`).
 
 Why a resync that races with notifications loses nothing: the follower LISTENs
 *before* the resync query, so every change committed after LISTEN is queued as a
