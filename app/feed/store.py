@@ -47,7 +47,7 @@ from litestar import Litestar
 
 from app.db.limits import DEVICES
 from app.errors import ThrottledLog
-from app.feed.cache import Cache, CacheUnavailable, MemoryCache, RedisCache
+from app.feed.cache import Cache, CacheUnavailable, MemoryCache
 from app.feed.embeddings import VECTOR_DTYPE
 from app.feed.features import Candidates, Viewer
 
@@ -570,8 +570,10 @@ def candidates(
 
 
 def build_cache(redis_url: str | None, max_entries: int) -> Cache:
-    """Redis when a URL is set, else the in-process cache."""
+    """Redis when a URL is set, else the in-process cache (and redis-py stays unloaded)."""
     if redis_url:
+        from app.feed.redis_cache import RedisCache
+
         return RedisCache(redis_url)
     return MemoryCache(max_entries)
 

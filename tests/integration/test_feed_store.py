@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from app.feed import embeddings
-from app.feed.cache import Cache, MemoryCache, RedisCache
+from app.feed.cache import Cache, MemoryCache
+from app.feed.redis_cache import RedisCache
 from app.feed.refresh import generation, refresh_features
 from app.feed.refreshes import Follower
 from app.feed.store import FeatureStore, UserFacts

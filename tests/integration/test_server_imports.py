@@ -6,7 +6,8 @@ later, lazily, while serving (an import that fails writes no such line). After s
 `/v1/scenarios/hometown-ml` request, that record must hold no module of `ml`,
 `seed`, `bench`, `tools` or `pandas` (pandas alone is ~60 MiB of resident memory
 per process). The request must really have used the model, or the test would
-prove nothing.
+prove nothing. Without `REDIS_URL` the record must not hold redis-py either
+(~18 MiB a process, app/feed/redis_cache.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def test_the_server_loads_no_offline_package_or_pandas(small_world: str, tmp_pat
     port = free_port()
     log = tmp_path / "server.stderr"
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "REDIS_URL"},
         "DATABASE_URL": small_world,
         "HOST": api_server.HOST,
         "PORT": str(port),
@@ -70,6 +71,9 @@ def test_the_server_loads_no_offline_package_or_pandas(small_world: str, tmp_pat
     assert "app.main" in modules and "sklearn" in modules  # the record is complete
     loaded = sorted(m for m in modules if m.split(".")[0] in FORBIDDEN)
     assert not loaded, f"the server imported {loaded}"
+    assert "app.feed.cache" in modules
+    redis = sorted(m for m in modules if m.split(".")[0] == "redis")
+    assert not redis, f"the server without REDIS_URL imported {redis}"
     print(f"server RSS after start-up and one /hometown-ml request: {rss_kib / 1024:.0f} MiB")
 
 

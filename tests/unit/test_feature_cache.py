@@ -8,7 +8,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from app.feed.cache import CacheUnavailable, MemoryCache, RedisCache
+from app.feed.cache import CacheUnavailable, MemoryCache
+from app.feed.redis_cache import RedisCache
 from app.settings import Settings
 
 
