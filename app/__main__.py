@@ -34,6 +34,7 @@ def main() -> None:
     refuse_offline_imports()  # before the click model loads scikit-learn (app/lean.py)
     import uvicorn
 
+    from app.heap import freeze_startup_heap, tune_collector
     from app.main import create_app
     from app.transport.protocol import Limits, connection_ceiling, protocol_class
 
@@ -50,6 +51,8 @@ def main() -> None:
     )
     app = create_app(settings)
     app.state.transport = limits  # its counts are in /metrics
+    tune_collector()  # app/heap.py: for this process alone, not for tests' apps
+    app.on_startup.append(freeze_startup_heap)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         app,

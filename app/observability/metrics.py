@@ -4,12 +4,14 @@ Per request: latency by route template, method and status class; for the
 HOMETOWN endpoints, the candidate rows the search read and the widening rings it
 used; for the live-status writes, the updates by outcome. At scrape time: the
 click model (loaded or not), the feature cache's hits, misses and fallbacks,
-and the asyncpg pool's size, connections in use, idle and maximum, read from
-the objects themselves, so nothing on the request path keeps them up to date.
+the asyncpg pool's size, connections in use, idle and maximum, and the cyclic
+garbage collector's time, read from the objects themselves, so nothing on the
+request path keeps them up to date.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.heap import CLOCK
 from app.observability.context import RequestRecord
 
 #: Scenarios whose requests note their candidates (the feed's rings stay at 0: none).
@@ -135,6 +138,7 @@ class StateCollector(Collector):
         )
         yield from self._transport()
         yield from self._feature_cache()
+        yield from _collector()
         pool = self.state.get("pool")
         gauges = {
             "size": "Connections the pool holds open now.",
@@ -184,3 +188,23 @@ class StateCollector(Collector):
         for reason, count in limits.refused.items():
             refused.add_metric((reason,), float(count))
         yield refused
+
+
+def _collector() -> Iterator[Metric]:
+    """The cyclic collector's time by generation and the objects frozen (app/heap.py).
+
+    The time counts only in a process that installed the clock (`python -m app`).
+    """
+    seconds = CounterMetricFamily(
+        "hometown_gc_seconds",
+        "Seconds the cyclic garbage collector ran, by generation.",
+        labels=("generation",),
+    )
+    for generation, value in enumerate(CLOCK.seconds):
+        seconds.add_metric((str(generation),), value)
+    yield seconds
+    yield GaugeMetricFamily(
+        "hometown_gc_frozen_objects",
+        "Objects frozen after start-up (gc.freeze): later collections skip them.",
+        value=float(gc.get_freeze_count()),
+    )

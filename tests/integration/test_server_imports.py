@@ -7,7 +7,8 @@ later, lazily, while serving (an import that fails writes no such line). After s
 `seed`, `bench`, `tools` or `pandas` (pandas alone is ~60 MiB of resident memory
 per process). The request must really have used the model, or the test would
 prove nothing. Without `REDIS_URL` the record must not hold redis-py either
-(~18 MiB a process, app/feed/redis_cache.py).
+(~18 MiB a process, app/feed/redis_cache.py). And the server, unlike the tests'
+apps, froze its start-up heap (app/heap.py).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def test_the_server_loads_no_offline_package_or_pandas(small_world: str, tmp_pat
             )
             with urllib.request.urlopen(request, timeout=30) as response:
                 body = json.loads(response.read())
+            with urllib.request.urlopen(f"{server.base_url}/metrics", timeout=30) as response:
+                metrics = response.read().decode()
             rss_kib = _rss_kib(process.pid)
         finally:
             server.stop()
@@ -74,6 +77,9 @@ def test_the_server_loads_no_offline_package_or_pandas(small_world: str, tmp_pat
     assert "app.feed.cache" in modules
     redis = sorted(m for m in modules if m.split(".")[0] == "redis")
     assert not redis, f"the server without REDIS_URL imported {redis}"
+    # app/heap.py: the server froze its start-up heap and times its collections.
+    frozen = re.search(r"^hometown_gc_frozen_objects ([\d.e+]+)$", metrics, re.M)
+    assert frozen is not None and float(frozen.group(1)) > 10_000, frozen
     print(f"server RSS after start-up and one /hometown-ml request: {rss_kib / 1024:.0f} MiB")
 
 
