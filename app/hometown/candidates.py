@@ -12,6 +12,8 @@ distance 0 belongs to it).
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,12 +87,22 @@ def tier_sql(tier: Tier) -> str:
     )
 
 
-TIER_SQL = {tier: tier_sql(tier) for tier in TIERS}
-
-
+#: The seed score of a row, plus room for the ML term, from `Floor`'s parameters
+#: `$9`..`$18`: the same terms as app/hometown/scoring.py's `score`, so a row
+#: below `$8` here scores below it there (a test holds the two together).
+_SCORE_CEILING = """
+    $9::float8 / (1.0 + distance_m / 1000.0)
+    + $10::float8 * (
+        $11::float8 * stream_quality_score
+        + LEAST(avg_viewer_count / $12::float8, $13::float8)
+        + CASE WHEN language = $14::text THEN $15::float8 ELSE 0.0 END
+        + CASE WHEN category_id = ANY($16::text[]) THEN $17::float8 ELSE 0.0 END
+    )
+    + $18::float8
+"""
 #: The first step of a ring in one round trip: nearest-first rows (part 0), then
 #: the best tier (part 1), which a dense ring always needs and a sparse one keeps small.
-FIRST_STEP_SQL = f"({NEAREST_SQL})\nUNION ALL\n({TIER_SQL[TIERS[0]]})"
+FIRST_STEP_SQL = f"({NEAREST_SQL})\nUNION ALL\n({tier_sql(TIERS[0])})"
 
 
 async def fetch_first_step(
@@ -125,9 +137,15 @@ async def fetch_first_step(
     return [r for r in records if r["part"] == 0], [r for r in records if r["part"] == 1]
 
 
-def tiers_sql(tiers: Sequence[Tier]) -> str:
-    """Several tiers in one round trip: each part still uses its own partial index."""
-    return "\nUNION ALL\n".join(TIER_SQL[tier] for tier in tiers)
+@functools.lru_cache(maxsize=256)
+def tiers_sql(tiers: tuple[Tier, ...]) -> str:
+    """Several tiers in one round trip, only their rows that could still make the list.
+
+    Each part still uses its own partial index; what they find is then kept only
+    if its score could reach the floor (`$8`).
+    """
+    parts = "\nUNION ALL\n".join(tier_sql(tier) for tier in tiers)
+    return f"SELECT * FROM (\n{parts}\n) tier WHERE {_SCORE_CEILING} >= $8::float8"
 
 
 def _qualifying(filters: Filters, first: int) -> tuple[str, list[object]]:
@@ -178,6 +196,48 @@ class Filters:
     languages: Sequence[str] | None = None
     category_ids: Sequence[str] | None = None
     include_mature: bool = True
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What a tier read may leave out: rows whose score cannot reach `kth`.
+
+    `kth` is the k-th best score the search holds; the rest are the score's
+    terms for this viewer (see `_SCORE_CEILING`). A language or category bonus of
+    0 says the viewer cannot get it.
+    """
+
+    kth: float
+    proximity: float
+    base_weight: float
+    quality_weight: float
+    popularity_divisor: float
+    popularity_cap: float
+    language: str | None
+    language_bonus: float
+    categories: Sequence[str]
+    category_bonus: float
+    ml_room: float
+
+    def arguments(self) -> tuple[object, ...]:
+        """The values of `$8`..`$18`, in order."""
+        return (
+            self.kth,
+            self.proximity,
+            self.base_weight,
+            self.quality_weight,
+            self.popularity_divisor,
+            self.popularity_cap,
+            self.language,
+            self.language_bonus,
+            list(self.categories),
+            self.category_bonus,
+            self.ml_room,
+        )
+
+
+#: A floor no score is below: every row of the tiers read.
+NO_FLOOR = Floor(-math.inf, 0.0, 0.0, 0.0, 1.0, 0.0, None, 0.0, (), 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -282,7 +342,8 @@ async def fetch_tiers(
     ring: Ring,
     filters: Filters,
     tiers: Sequence[Tier],
+    floor: Floor = NO_FLOOR,
 ) -> list[asyncpg.Record]:
-    """Every qualifying live stream of `ring` whose static score lies in one of `tiers`."""
+    """The qualifying live streams of `ring` in `tiers` whose score could reach `floor`."""
     args = _arguments(longitude, latitude, ring, filters)
-    return list(await conn.fetch(tiers_sql(tiers), *args))
+    return list(await conn.fetch(tiers_sql(tuple(tiers)), *args, *floor.arguments()))

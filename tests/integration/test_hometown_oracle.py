@@ -29,9 +29,11 @@ from litestar.testing import TestClient
 
 from app.api.hometown import to_response
 from app.api.schemas import HometownRequest
-from app.hometown import service
+from app.hometown import candidates, service
 from app.hometown.candidates import Rows
-from app.hometown.scoring import Viewer
+from app.hometown.scoring import Viewer, score
+from app.hometown.tiers import TIERS
+from app.hometown.weights import Weights
 from app.main import create_app
 from app.settings import Settings
 from seed.generate import generate
@@ -903,6 +905,122 @@ def test_ml_term_keeps_the_answer_exact_with_one_model_call(world: World) -> Non
         body, calls = _recommend_with_ml(world, request)
         assert calls == 1, f"{json.dumps(request)}: the model was asked {calls} times"
         found = oracle.check(expectation, body, world.streams)
+        if found:
+            problems.append(f"{json.dumps(request)}:\n    " + "\n    ".join(found[:8]))
+    assert not problems, f"{len(problems)} of {len(requests)} disagree:\n" + "\n".join(problems[:5])
+
+
+# --- the tier reads' floor: a filter in SQL that must agree with the Python score -------
+
+#: The defaults, and weights far from them (quality barely counts, popularity saturates early).
+ODD_WEIGHTS = [
+    {},
+    {"proximity_weight": 4.0, "quality_weight": 0.2, "language_bonus": 3.0},
+    {"base_weight": 0.5, "popularity_divisor": 50.0, "popularity_cap": 6.0, "category_bonus": 2},
+]
+
+
+@pytest.mark.parametrize("weights", ODD_WEIGHTS, ids=["defaults", "proximity", "popularity"])
+def test_tier_floor_keeps_exactly_the_rows_that_can_reach_it(
+    world: World, weights: dict[str, float]
+) -> None:
+    """Every row the floor drops scores below it in Python; every row it keeps could reach it.
+
+    The floor (`candidates.Floor`) re-states the score in SQL; if the two drifted
+    apart, a tier read could drop a stream that belongs in the top k.
+    """
+    w = Weights(**weights)
+    viewers = [
+        Viewer(35.68, 139.65, "ja", frozenset({"art", "music"}), 0.9),
+        Viewer(48.86, 2.35, None, frozenset(), 0.0),
+        Viewer(-16.62, 180.0, "en", frozenset({"gaming"}), 0.5),
+    ]
+    globe = candidates.Ring(-1.0, candidates.HALF_CIRCUMFERENCE_M + 1000.0)
+
+    async def rows_of(conn: asyncpg.Connection, viewer: Viewer, floor: candidates.Floor) -> Any:
+        return await candidates.fetch_tiers(
+            conn,
+            longitude=viewer.longitude,
+            latitude=viewer.latitude,
+            ring=globe,
+            filters=candidates.Filters(),
+            tiers=TIERS,
+            floor=floor,
+        )
+
+    async def run() -> list[str]:
+        problems = []
+        conn = await asyncpg.connect(world.url)
+        try:
+            for viewer in viewers:
+                every = candidates.to_rows(await rows_of(conn, viewer, candidates.NO_FLOOR))
+                for ml_room in (0.0, 0.5):
+                    scores = score(viewer, every.candidates, w).score + ml_room
+                    # Floors at real scores (that row must stay) and between them.
+                    for kth in np.quantile(scores, [0.0, 0.5, 0.9, 0.99, 1.0], method="lower"):
+                        floor = candidates.Floor(
+                            kth=float(kth) - 1e-9,
+                            proximity=w.proximity_weight * (1 + viewer.local_preference_strength),
+                            base_weight=w.base_weight,
+                            quality_weight=w.quality_weight,
+                            popularity_divisor=w.popularity_divisor,
+                            popularity_cap=w.popularity_cap,
+                            language=viewer.language,
+                            language_bonus=w.language_bonus,
+                            categories=sorted(viewer.preferred_categories),
+                            category_bonus=w.category_bonus,
+                            ml_room=ml_room,
+                        )
+                        kept = {r["stream_id"] for r in await rows_of(conn, viewer, floor)}
+                        reach = set(every.candidates.stream_id[scores >= kth - 1e-9].tolist())
+                        if kept != reach:
+                            problems.append(
+                                f"{viewer} {weights} ml {ml_room} floor {kth}: kept"
+                                f" {len(kept)}, {len(reach)} can reach it;"
+                                f" {sorted(kept ^ reach)[:5]} differ"
+                            )
+        finally:
+            await conn.close()
+        return problems
+
+    problems = asyncio.run(run())
+    assert not problems, "\n".join(problems[:5])
+
+
+@pytest.mark.parametrize("weights", ODD_WEIGHTS[1:], ids=["proximity", "popularity"])
+def test_search_is_exact_under_other_weights(world: World, weights: dict[str, float]) -> None:
+    """With settings' weights far from the defaults the search still equals a brute force."""
+    requests: list[dict[str, Any]] = [{"user_id": u} for u in _sample_users(world, 25, salt=91)]
+    requests += [{"user_id": u, "max_results": 100} for u in EDGE_USERS]
+    requests += [
+        {"latitude": lat, "longitude": lon, "max_results": m, "radius_km": r}
+        for lat, lon in (PLACES["tokyo"], PLACES["paris"], PLACES["pacific"], CLUSTER_POINT)
+        for m, r in ((1, 5), (50, 250), (100, 2000))
+    ]
+
+    async def run(request: Mapping[str, Any]) -> dict[str, Any]:
+        conn = await asyncpg.connect(world.url)
+        try:
+            response = await service.recommend(
+                conn,
+                service.Query(
+                    **msgspec.structs.asdict(msgspec.convert(dict(request), HometownRequest))
+                ),
+                Weights(**weights),
+                default_local_preference=oracle.DEFAULT_LOCAL_PREFERENCE,
+            )
+        finally:
+            await conn.close()
+        return msgspec.to_builtins(to_response("-", response))  # type: ignore[no-any-return]
+
+    problems = []
+    for request in requests:
+        expectation = oracle.expect(
+            world.users, world.streams, request, weights=oracle.Weights(**weights)
+        )
+        if expectation.boundary_ids:
+            continue
+        found = oracle.check(expectation, asyncio.run(run(request)), world.streams)
         if found:
             problems.append(f"{json.dumps(request)}:\n    " + "\n    ".join(found[:8]))
     assert not problems, f"{len(problems)} of {len(requests)} disagree:\n" + "\n".join(problems[:5])
