@@ -23,13 +23,13 @@ from urllib.parse import unquote, urlsplit
 
 from app.api.schemas import HometownRequest
 from app.hometown.candidates import NEAREST_SQL, USER_SQL
-from app.hometown.search import FIRST_STEP
+from app.hometown.search import first_step_limit
 from tools.cluster import pg_bindir
 
 #: The request the load sends: a known user and every default (radius, k, filters).
 DEFAULT_REQUEST = HometownRequest(user_id="user_000000")
 #: The first nearest-first step's LIMIT, as app.hometown.search.candidates_in_ring sets it.
-FIRST_LIMIT = max(FIRST_STEP, 4 * DEFAULT_REQUEST.max_results)
+FIRST_LIMIT = first_step_limit(DEFAULT_REQUEST.max_results)
 
 #: `user_` + the index, zero-padded to six digits and wider past that (lpad alone
 #: would cut 1234567 down to six characters).
