@@ -324,10 +324,10 @@ async def _refresh_in_place(conn: asyncpg.Connection, live: LiveSet) -> tuple[in
 
 
 def _group_rows(group: asyncpg.Record, version: str | None, dim: int) -> LiveRows:
-    """One group of `_LIVE_QUERY` as columns, its vectors in a matrix of its own."""
+    """One group of `_LIVE_QUERY` as columns, its vectors in a matrix of their own."""
     has = np.array(group["has_vector"], dtype=bool)
-    matrix = np.zeros((len(has), dim), dtype=np.float32)
-    _put_vectors(matrix, has, group["vectors"], version, dim)
+    matrix = np.zeros((int(np.count_nonzero(has)), dim), dtype=np.float32)
+    _put_vectors(matrix, group["vectors"], version, dim)
     return LiveRows(
         ids=group["ids"],
         viewers=group["viewers"],
@@ -340,18 +340,14 @@ def _group_rows(group: asyncpg.Record, version: str | None, dim: int) -> LiveRow
 
 
 def _put_vectors(
-    rows: npt.NDArray[np.float32],
-    wanted: npt.NDArray[np.bool_],
-    data: bytes | None,
-    version: str | None,
-    dim: int,
+    rows: npt.NDArray[np.float32], data: bytes | None, version: str | None, dim: int
 ) -> None:
-    """A group's concatenated vectors into the `wanted` rows of `rows` (in place)."""
+    """A group's concatenated vectors into `rows`, one row each (in place)."""
     data = data or b""
-    if dim and len(data) != 4 * dim * int(wanted.sum()):
+    if dim and len(data) != 4 * dim * len(rows):
         raise ValueError(f"feed model {version!r}: a stream vector is not {4 * dim} bytes")
     if dim and data:
-        rows[wanted] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
+        rows[:] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
 
 
 async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, LiveRows]:
@@ -374,13 +370,14 @@ async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, Liv
         viewers += group["viewers"]
         has += group["has_vector"]
     has_vector = np.array(has, dtype=bool)
+    with_vector = int(np.count_nonzero(has_vector))
     # Sized as the live set's own matrix will be, which then adopts it (no copy).
-    matrix = np.zeros((capacity_for(len(ids)), dim), dtype=np.float32)
-    # Each group's vectors go straight into its rows: no joined copy of all of them.
+    matrix = np.zeros((capacity_for(with_vector), dim), dtype=np.float32)
+    # Each group's vectors go straight into their rows: no joined copy of all of them.
     start = 0
     for group in groups:
-        end = start + len(group["ids"])
-        _put_vectors(matrix[start:end], has_vector[start:end], group["vectors"], version, dim)
+        end = start + sum(group["has_vector"])
+        _put_vectors(matrix[start:end], group["vectors"], version, dim)
         start = end
     del groups
     rows = LiveRows(
@@ -389,7 +386,7 @@ async def _read_live_set(conn: asyncpg.Connection) -> tuple[str | None, int, Liv
         creators=creators,
         languages=languages,
         categories=categories,
-        vectors=matrix[: len(ids)],
+        vectors=matrix[:with_vector],
         has_vector=has_vector,
     )
     return version, dim, rows
@@ -417,10 +414,10 @@ def _rows(records: Sequence[asyncpg.Record], dim: int, *, viewers: Sequence[int]
         dtype=bool,
         count=len(vectors),
     )
-    matrix = np.zeros((len(records), dim), dtype=np.float32)
+    matrix = np.zeros((int(np.count_nonzero(has)), dim), dtype=np.float32)
     if has.any():
         data = b"".join(v for v, ok in zip(vectors, has, strict=True) if ok)
-        matrix[has] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
+        matrix[:] = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(-1, dim)
     bad = sum(1 for v, ok in zip(vectors, has, strict=True) if v is not None and not ok)
     if bad:
         log.error("live set: %d stream vectors have the wrong length; left out", bad)

@@ -6,14 +6,17 @@ about a millisecond at 100K streams, far less than any round trip that would
 ask PostgreSQL, so each server process keeps the live set here and follows its
 changes (app/feed/follow.py).
 
-Layout: one row ("slot") per stream, in parallel columns (ids, alive mask,
-viewers, language, category and creator codes, embedding matrix, has-embedding
-mask). A stream going live takes a free slot (or one past the end, the columns
-growing by half, so appends are amortised O(1)); a stream going offline
-only clears its slot's alive bit and returns the slot to the free list: the
-matrix is never copied on a change. Queries compute over every slot, dead ones
-included, and mask those out: cheaper than gathering the live rows (a copy of
-the matrix) for each query. A full resync builds new columns and swaps them in.
+Layout: one "slot" per stream, in parallel columns (ids, alive mask, viewers,
+language, category and creator codes, has-embedding mask), and beside them the
+embedding matrix, with one row per live stream that *has* an embedding (a model
+covers only the streams it was trained on: about a third of the live ones in the
+benchmark world) and a column of which slot each row belongs to. A stream going
+live takes a free slot, and a free row if it has a vector (or one past the end,
+the columns growing by half, so appends are amortised O(1)); a stream going
+offline returns both to their free lists: the matrix is never copied on a
+change. The collaborative query multiplies every row, free ones included, and
+masks those out: cheaper than gathering the used rows (a copy) for each query.
+A full resync builds new columns and swaps them in.
 
 Every method is synchronous and runs on the event loop's thread, with no await
 inside: a request never sees half of a change.
@@ -62,8 +65,9 @@ class LiveStatus:
 class LiveRows:
     """Live streams to add, as parallel columns (a resync's or a batch of go-lives).
 
-    `vectors` has one row per stream; rows whose `has_vector` is False are ignored
-    (the stream has no embedding in the model).
+    `vectors` has one row per stream whose `has_vector` is True, in the streams'
+    order (the others have no embedding in the model): the compact form the
+    set keeps them in.
     """
 
     ids: Sequence[str]
@@ -115,14 +119,22 @@ class LiveSet:
         self._clock = clock
         self._reload_hook: Callable[[], None] | None = None
         self._trending: dict[tuple[int, str | None, str | None], tuple[float, list[str]]] = {}
-        self._reset(None, 0, 0)
+        self._reset(None, 0, 0, 0)
 
     # --- state ------------------------------------------------------------------
 
     def _reset(
-        self, model_version: str | None, dim: int, capacity: int, matrix: FloatArray | None = None
+        self,
+        model_version: str | None,
+        dim: int,
+        capacity: int,
+        rows: int,
+        matrix: FloatArray | None = None,
     ) -> None:
-        """Empty columns for `capacity` slots (all free); `matrix` is adopted when given."""
+        """Empty columns for `capacity` slots and `rows` matrix rows (all free).
+
+        `matrix` (`rows` × `dim`) is adopted when given.
+        """
         self._model_version = model_version
         self._dim = dim
         self._ids: npt.NDArray[np.object_] = np.full(capacity, None, dtype=object)
@@ -135,11 +147,16 @@ class LiveSet:
         self._language = np.full(capacity, _UNKNOWN, dtype=np.int32)
         self._category = np.full(capacity, _UNKNOWN, dtype=np.int32)
         self._creator = np.full(capacity, _UNKNOWN, dtype=np.int32)
-        self._matrix: FloatArray = (
-            np.zeros((capacity, dim), dtype=np.float32) if matrix is None else matrix
-        )
         self._slots: dict[str, int] = {}
         self._free: list[int] = list(range(capacity - 1, -1, -1))  # pop() gives the lowest
+        # The matrix: a row per stream with a vector. `_row_of[slot]` and
+        # `_slot_of[row]` link the two (-1: none).
+        self._matrix: FloatArray = (
+            np.zeros((rows, dim), dtype=np.float32) if matrix is None else matrix
+        )
+        self._row_of = np.full(capacity, -1, dtype=np.int32)
+        self._slot_of = np.full(rows, -1, dtype=np.int32)
+        self._free_rows: list[int] = list(range(rows - 1, -1, -1))
         self._languages = Vocabulary()
         self._categories = Vocabulary()
         self._creators = Vocabulary()
@@ -154,34 +171,47 @@ class LiveSet:
             dim: the model's dimension (columns of `rows.vectors`).
             rows: every live stream; a duplicate id keeps its last row. When
                 `rows.vectors` is the first rows of a C-contiguous float32 matrix of
-                `capacity_for(len(rows.ids))` rows, the set adopts that matrix instead
-                of copying it (the follower's resync does so: one matrix, not two, at
-                the resync's peak of memory).
+                `capacity_for(len(rows.vectors))` rows, and no id repeats, the set
+                adopts that matrix instead of copying it (the follower's resync does
+                so: one matrix, not two, at the resync's peak of memory).
         """
-        capacity = capacity_for(len(rows.ids))
+        n, with_vector = len(rows.ids), len(rows.vectors)
         base = rows.vectors.base
         adopt = (
             isinstance(base, np.ndarray)
             and base.dtype == np.float32
-            and base.shape == (capacity, dim)
+            and base.shape == (capacity_for(with_vector), dim)
             and base.flags.c_contiguous
-            and rows.vectors.shape == (len(rows.ids), dim)
+            and rows.vectors.shape == (with_vector, dim)
             and rows.vectors.ctypes.data == base.ctypes.data
+            and len(set(rows.ids)) == n
         )
-        self._reset(model_version, dim, capacity, base if adopt else None)
+        self._reset(
+            model_version,
+            dim,
+            capacity_for(n),
+            capacity_for(with_vector),
+            base if adopt else None,
+        )
         self.add(rows)
 
     def add(self, rows: LiveRows) -> None:
         """Streams going live (or live ones whose attributes changed), all at once.
 
-        A stream already in the set keeps its slot and takes the new values.
+        A stream already in the set keeps its slot and takes the new values; one
+        that lost its vector gives its matrix row back.
         """
         n = len(rows.ids)
         if n == 0:
             return
-        if rows.vectors.shape != (n, self._dim):
+        has_all = np.asarray(rows.has_vector, dtype=bool)
+        if has_all.shape != (n,):
+            raise ValueError(f"{n} streams need {n} has_vector flags, got {has_all.shape}")
+        with_vector = int(np.count_nonzero(has_all))
+        if rows.vectors.shape != (with_vector, self._dim):
             raise ValueError(
-                f"{n} streams need a ({n}, {self._dim}) matrix, got {rows.vectors.shape}"
+                f"{with_vector} streams with a vector need a ({with_vector}, {self._dim})"
+                f" matrix, got {rows.vectors.shape}"
             )
         ids = list(rows.ids)
         picked: npt.NDArray[np.int64] | slice = slice(None)
@@ -196,15 +226,16 @@ class LiveSet:
         self._language[slots] = self._languages.encode_all(rows.languages)[picked]
         self._category[slots] = self._categories.encode_all(rows.categories)[picked]
         self._creator[slots] = self._creators.encode_all(rows.creators)[picked]
-        has = np.asarray(rows.has_vector, dtype=bool)[picked]
+        has = has_all[picked]
         self._embedded[slots] = has
-        if self._dim and not np.may_share_memory(self._matrix, rows.vectors):
-            self._matrix[slots] = rows.vectors[picked]
-        elif self._dim and isinstance(picked, np.ndarray):  # adopted, with duplicate ids
-            self._matrix[slots] = rows.vectors[picked]  # (fancy indexing copies first)
-            if not has.all():
-                self._matrix[np.arange(len(self._alive))[slots][~has]] = 0
-        self._trending.clear()
+        if self._dim:
+            # Each stream's row in `rows.vectors`: how many streams before it have one.
+            source = (np.cumsum(has_all) - 1)[picked][has]
+            targets = self._rows_for(np.arange(len(self._alive))[slots], has)
+            if not np.may_share_memory(self._matrix, rows.vectors):
+                self._matrix[targets] = rows.vectors[source]
+            elif not (isinstance(targets, slice) and isinstance(picked, slice)):
+                raise ValueError("an adopted matrix must fill a fresh set in order")
 
     def _slots_for(self, ids: list[str]) -> npt.NDArray[np.int64] | slice:
         """Slots of distinct `ids`: their own when in the set, free ones for the others.
@@ -224,6 +255,39 @@ class LiveSet:
             found[i] = self._slots[ids[i]] = self._free.pop()
         return np.fromiter(found, dtype=np.int64, count=len(found))
 
+    def _rows_for(
+        self, slots: npt.NDArray[np.int64], has: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.int64] | slice:
+        """Matrix rows for the `slots` whose `has` is set; rows of the others are freed.
+
+        Into a set with no rows in use (a resync) they go in order from row 0.
+        """
+        for slot in slots[~has][self._row_of[slots[~has]] >= 0]:
+            self._release_row(int(slot))
+        wanted = slots[has]
+        if len(self._free_rows) == len(self._slot_of) >= len(wanted):
+            count = len(wanted)
+            self._row_of[wanted] = np.arange(count, dtype=np.int32)
+            self._slot_of[:count] = wanted
+            del self._free_rows[len(self._free_rows) - count :]
+            return slice(0, count)
+        found = self._row_of[wanted].astype(np.int64)
+        new = np.flatnonzero(found < 0)
+        while len(self._free_rows) < len(new):
+            self._grow_rows()
+        for i in new:
+            row = found[i] = self._free_rows.pop()
+            self._row_of[wanted[i]] = row
+            self._slot_of[row] = wanted[i]
+        return found
+
+    def _release_row(self, slot: int) -> None:
+        row = int(self._row_of[slot])
+        self._row_of[slot] = -1
+        self._slot_of[row] = -1
+        self._matrix[row] = 0
+        self._free_rows.append(row)
+
     def discard(self, stream_ids: Iterable[str]) -> int:
         """Streams going offline (unknown ids are ignored); returns how many were removed."""
         removed = 0
@@ -234,6 +298,8 @@ class LiveSet:
             self._alive[slot] = False
             self._embedded[slot] = False
             self._ids[slot] = None
+            if self._row_of[slot] >= 0:
+                self._release_row(slot)
             self._free.append(slot)
             removed += 1
         if removed:
@@ -252,7 +318,7 @@ class LiveSet:
         return True
 
     def _grow(self) -> None:
-        """Grow the columns by half (the one change that copies the matrix: amortised O(1))."""
+        """Grow the slot columns by half (the matrix has its own rows: not copied here)."""
         old = len(self._alive)
         new = max(INITIAL_CAPACITY, old + old // 2)
         extra = new - old
@@ -263,10 +329,18 @@ class LiveSet:
         for name in ("_language", "_category", "_creator"):
             column = getattr(self, name)
             setattr(self, name, np.concatenate([column, np.full(extra, _UNKNOWN, np.int32)]))
+        self._row_of = np.concatenate([self._row_of, np.full(extra, -1, np.int32)])
+        self._free.extend(range(new - 1, old - 1, -1))
+
+    def _grow_rows(self) -> None:
+        """Grow the matrix by half (the one change that copies it: amortised O(1))."""
+        old = len(self._slot_of)
+        new = max(INITIAL_CAPACITY, old + old // 2)
         matrix = np.zeros((new, self._dim), dtype=np.float32)
         matrix[:old] = self._matrix
         self._matrix = matrix
-        self._free.extend(range(new - 1, old - 1, -1))
+        self._slot_of = np.concatenate([self._slot_of, np.full(new - old, -1, np.int32)])
+        self._free_rows.extend(range(new - 1, old - 1, -1))
 
     # --- reload -----------------------------------------------------------------
 
@@ -350,15 +424,20 @@ class LiveSet:
             raise ValueError(f"the query vector must have shape ({self._dim},), got {query.shape}")
         if not np.isfinite(query).all():
             raise ValueError("the query vector has NaN or infinite values")
-        mask = self._embedded if category is None else self._in_category(self._embedded, category)
-        if k <= 0 or self._dim == 0 or not mask.any():
+        if k <= 0 or self._dim == 0:
             return [], np.empty(0, dtype=np.float32)
-        candidates = np.flatnonzero(mask)
-        if len(candidates) < len(mask) // 4:
+        rows = np.flatnonzero(self._slot_of >= 0)
+        if category is not None:
+            code = self._categories.lookup(category)
+            rows = rows[self._category[self._slot_of[rows]] == code]
+        if len(rows) == 0:
+            return [], np.empty(0, dtype=np.float32)
+        if len(rows) < len(self._slot_of) // 4:
             # A small category: gathering its rows reads less than the whole matrix.
-            scores = self._matrix[candidates] @ query
+            scores = self._matrix[rows] @ query
         else:
-            scores = (self._matrix @ query)[candidates]
+            scores = (self._matrix @ query)[rows]
+        candidates = self._slot_of[rows].astype(np.intp)
         best = self._top(candidates, scores, k)
         return [str(s) for s in self._ids[candidates[best]]], scores[best]
 
@@ -439,9 +518,11 @@ class LiveSet:
             self._language,
             self._category,
             self._creator,
+            self._row_of,
+            self._slot_of,
             self._matrix,
         )
-        total = sum(c.nbytes for c in columns) + 8 * len(self._free)
+        total = sum(c.nbytes for c in columns) + 8 * (len(self._free) + len(self._free_rows))
         # Per id and per vocabulary name: its str (49 bytes + 1 per ASCII character),
         # a dict entry (about 3 words with its index) and an int object past 256 (28).
         for names in (self._slots, *(v.codes for v in self._vocabularies())):
@@ -486,7 +567,7 @@ REBUILD_ROOM = 1024
 
 
 def capacity_for(n: int) -> int:
-    """Slots a resync of `n` live streams gives the set (rows of its matrix)."""
+    """Slots a resync of `n` live streams gives the set (or rows, for `n` vectors)."""
     return max(INITIAL_CAPACITY, _grown(n))
 
 

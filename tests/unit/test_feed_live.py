@@ -64,9 +64,8 @@ def _rows(streams: dict[str, Stream]) -> LiveRows:
         languages=[s.language for s in values],
         categories=[s.category for s in values],
         vectors=np.array(
-            [s.vector if s.vector is not None else np.zeros(DIM) for s in values],
-            dtype=np.float32,
-        ).reshape(len(ids), DIM),
+            [s.vector for s in values if s.vector is not None], dtype=np.float32
+        ).reshape(-1, DIM),
         has_vector=np.array([s.vector is not None for s in values], dtype=bool),
     )
 
@@ -256,7 +255,7 @@ def _rows_nodim(streams: dict[str, Stream]) -> LiveRows:
         creators=rows.creators,
         languages=rows.languages,
         categories=rows.categories,
-        vectors=np.zeros((len(rows.ids), 0), np.float32),
+        vectors=np.zeros((0, 0), np.float32),
         has_vector=np.zeros(len(rows.ids), bool),
     )
 
@@ -316,17 +315,19 @@ def test_a_duplicate_id_in_one_batch_keeps_its_last_row() -> None:
 
 def test_a_resync_adopts_a_matrix_of_the_right_capacity_without_copying() -> None:
     rng = random.Random(11)
-    streams = {f"s{i:05d}": _stream(rng, with_vector=1.0) for i in range(2000)}
+    streams = {f"s{i:05d}": _stream(rng, with_vector=0.4) for i in range(2000)}
     rows = _rows(streams)
-    base = np.zeros((capacity_for(len(streams)), DIM), np.float32)
-    base[: len(streams)] = rows.vectors
+    with_vector = len(rows.vectors)
+    assert 600 < with_vector < 1000  # the matrix holds only the streams with a vector
+    base = np.zeros((capacity_for(with_vector), DIM), np.float32)
+    base[:with_vector] = rows.vectors
     adoptable = LiveRows(
         ids=rows.ids,
         viewers=rows.viewers,
         creators=rows.creators,
         languages=rows.languages,
         categories=rows.categories,
-        vectors=base[: len(streams)],
+        vectors=base[:with_vector],
         has_vector=rows.has_vector,
     )
     live = LiveSet()
@@ -362,3 +363,30 @@ def test_a_set_refreshed_in_place_asks_for_a_rebuild_once_its_vocabularies_outgr
     assert live.needs_rebuild()
     live.replace("v1", DIM, _rows(streams))
     assert not live.needs_rebuild()
+
+
+def test_the_matrix_holds_rows_only_for_streams_with_a_vector_and_reuses_them() -> None:
+    """Rows follow the streams with a vector: freed when one goes offline or loses it."""
+    rng = random.Random(5)
+    streams = {f"s{i:04d}": _stream(rng, with_vector=0.3) for i in range(3000)}
+    live = LiveSet()
+    live.replace("v1", DIM, _rows(streams))
+    rows_at_start = len(live._matrix)
+    assert rows_at_start == capacity_for(sum(s.vector is not None for s in streams.values()))
+    assert rows_at_start < len(streams) // 2
+    for step in range(40):
+        # Streams go offline, others go live, and some live ones lose or gain a vector.
+        gone = rng.sample(sorted(streams), 50)
+        live.discard(gone)
+        for sid in gone:
+            del streams[sid]
+        fresh = {f"n{step:02d}_{i:03d}": _stream(rng, with_vector=0.3) for i in range(50)}
+        changed = {sid: _stream(rng, with_vector=0.5) for sid in rng.sample(sorted(streams), 20)}
+        live.add(_rows({**fresh, **changed}))
+        streams.update(fresh)
+        streams.update(changed)
+    _check_all(live, streams, rng)
+    used = int(np.count_nonzero(live._slot_of >= 0))
+    assert used == sum(s.vector is not None for s in streams.values())
+    # Freed rows are taken again: the matrix grew at most once, by half.
+    assert len(live._matrix) <= rows_at_start + rows_at_start // 2
