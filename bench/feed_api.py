@@ -537,11 +537,17 @@ def markdown(
     budget = GOAL_BASE_BYTES + GOAL_PER_LIVE_BYTES * live
     rss = max(results.peak_rss_bytes, results.peak_rss_churn_bytes)
     per_live = (rss - GOAL_BASE_BYTES) / live if live else float("nan")
+    # Without the churn passes (--no-churn) there is no peak after them to show.
+    churned = (
+        f", {results.peak_rss_churn_bytes / 1e6:,.0f} MB after the churn"
+        if results.peak_rss_churn_bytes
+        else ""
+    )
     lines += [
         "",
         f"Server: healthy {results.start_s:.1f} s after start; RSS after the first pass "
         f"{results.rss_warm_bytes / 1e6:,.0f} MB, peak (VmHWM) {results.peak_rss_bytes / 1e6:,.0f}"
-        f" MB, {results.peak_rss_churn_bytes / 1e6:,.0f} MB after the churn; "
+        f" MB{churned}; "
         f"(peak − 150 MB) / live streams = {per_live:,.0f} bytes per live stream.",
         "",
     ]
