@@ -92,7 +92,6 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
         ranker=slot.ranker,
         ranker_version=slot.version,
         weights=settings.weights,
-        default_local_preference=settings.default_local_preference,
     )
     feed = await service.recommend(
         lambda: connection(state.pool, settings.db_connect_timeout_s), query, parts

@@ -7,9 +7,10 @@ One request, top to bottom:
 2. **Stage 1**, each source restricted to the category for `category_feed`:
    - `cf`: the exact top `CF_K` live streams by dot product with the viewer's
      embedding, over the live set held in memory (app/feed/live.py);
-   - `near`: the HOMETOWN exact search's best `NEAR_K` for the viewer, started
-     first, on a connection of its own, so that its queries run while this
-     request reads the viewer and walks the in-memory sources;
+   - `near`: the HOMETOWN exact search's best `NEAR_K` for the viewer (as the
+     store has them: no user lookup of its own), started first, on a connection
+     of its own, so that its queries run while this request walks the in-memory
+     sources;
    - `trending`, `trending_language`: most current viewers, overall and in the
      viewer's language (cached for at most a second by the live set);
    - `own`: live streams of the creators the viewer watched most;
@@ -60,6 +61,7 @@ from app.feed.sources import (
 from app.feed.store import FeatureStore, StreamFacts, UserFacts
 from app.feed.store import candidates as candidates_of
 from app.hometown import service as hometown
+from app.hometown.scoring import Viewer as NearViewer
 from app.hometown.weights import Weights
 from app.observability.context import note_search
 
@@ -187,25 +189,24 @@ class Parts:
     ranker: FeedRanker | None
     ranker_version: str | None
     weights: Weights
-    default_local_preference: float
 
 
 async def recommend(connect: Connect, query: FeedQuery, parts: Parts) -> Feed:
     """The feed for `query`: see the module docstring for the steps.
 
     `connect()` lends a pooled connection. The near-you search is the one source
-    that waits on PostgreSQL for milliseconds, so it runs at once on a connection
-    of its own while this request reads the viewer and walks the in-memory
+    that waits on PostgreSQL for milliseconds, so once the viewer is known it
+    runs on a connection of its own while this request walks the in-memory
     sources. Neither side holds a connection while it waits for the other, so
     a pool of any size cannot deadlock on two connections per request.
     """
     live = parts.live
-    near = asyncio.create_task(_near(connect, query, parts))
+    async with connect() as conn:
+        user = await parts.store.user(conn, query.user_id, live.model_version)
+    if user is None:
+        raise UserNotFound(query.user_id)
+    near = asyncio.create_task(_near(connect, query, user, parts))
     try:
-        async with connect() as conn:
-            user = await parts.store.user(conn, query.user_id, live.model_version)
-        if user is None:
-            raise UserNotFound(query.user_id)
         found, cf_scores = _in_memory(query, user, parts)
         lists = {"cf": found.pop("cf")} if "cf" in found else {}  # in `SOURCES` order
         lists["near"] = await near
@@ -370,18 +371,31 @@ def _in_memory(
     return lists, cf_scores
 
 
-async def _near(connect: Connect, query: FeedQuery, parts: Parts) -> list[str]:
-    """The HOMETOWN exact search's best `NEAR_K` for the viewer (in the category)."""
+async def _near(connect: Connect, query: FeedQuery, user: UserFacts, parts: Parts) -> list[str]:
+    """The HOMETOWN exact search's best `NEAR_K` for the viewer (in the category).
+
+    The viewer comes from the feature store, as HOMETOWN would read them from
+    `users`: the search sends no user lookup of its own.
+    """
+    viewer = NearViewer(
+        latitude=user.viewer.latitude,
+        longitude=user.viewer.longitude,
+        language=user.language,
+        preferred_categories=user.viewer.preferred_categories,
+        local_preference_strength=user.local_preference_strength,
+        user_id=user.user_id,
+        city=user.city,
+    )
     async with connect() as conn:
-        found = await hometown.recommend(
+        found = await hometown.search(
             conn,
+            viewer,
             hometown.Query(
                 user_id=query.user_id,
                 max_results=NEAR_K,
                 category_ids=None if query.category_id is None else [query.category_id],
             ),
             parts.weights,
-            default_local_preference=parts.default_local_preference,
         )
     return [stream.stream_id for stream in found.streams]
 

@@ -66,6 +66,7 @@ _VERSIONS_KEPT = 4
 
 USER_SQL = """
 SELECT u.city, u.latitude, u.longitude, u.language, u.timezone_offset, u.preferred_categories,
+       u.local_preference_strength,
        f.user_id IS NOT NULL AS has_history, f.category_ids, f.category_minutes, f.hour_watches,
        f.creator_ids, f.creator_minutes, f.creator_watches, e.vector
 FROM users u
@@ -187,6 +188,9 @@ class _UserRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
     creator_minutes: list[float]
     creator_watches: list[float]
     embedding: bytes | None
+    # Last and without a default: an entry cached before the field existed is shorter,
+    # fails to decode, and is read again from PostgreSQL (a miss, not a wrong value).
+    local_preference_strength: float
 
 
 @dataclass(frozen=True)
@@ -196,11 +200,13 @@ class UserFacts:
     `creator_ids` are the creators the viewer watched, most minutes first (ties
     by id), with `creator_minutes` and `creator_watches` parallel to them;
     `embedding` is the viewer's float32 vector in the requested model, None when
-    the model has none for them (or no model was named).
+    the model has none for them (or no model was named). `local_preference_strength`
+    is the profile's, which the near-you search (HOMETOWN's) scores with.
     """
 
     user_id: str
     viewer: Viewer
+    local_preference_strength: float
     city: str
     language: str
     creator_ids: tuple[str, ...]
@@ -268,6 +274,7 @@ def _user_record(row: asyncpg.Record | None) -> _UserRecord | None:
         creator_minutes=[float(m) for m in row["creator_minutes"] or ()],
         creator_watches=[float(w) for w in row["creator_watches"] or ()],
         embedding=row["vector"],
+        local_preference_strength=float(row["local_preference_strength"]),
     )
 
 
@@ -300,6 +307,7 @@ def _user_facts(user_id: str, record: _UserRecord) -> UserFacts:
             category_share=share,
             hour_share=hours,
         ),
+        local_preference_strength=record.local_preference_strength,
         city=record.city,
         language=record.language,
         creator_ids=tuple(record.creator_ids),

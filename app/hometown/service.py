@@ -183,6 +183,21 @@ async def recommend(
 ) -> Recommendation:
     """Rank live streams for the request: exact top `max_results`, widening if needed."""
     viewer = await resolve_viewer(conn, request, default_local_preference)
+    return await search(conn, viewer, request, weights, probability=probability)
+
+
+async def search(
+    conn: asyncpg.Connection,
+    viewer: Viewer,
+    request: Query,
+    weights: Weights,
+    *,
+    probability: Probability | None = None,
+) -> Recommendation:
+    """`recommend` for a viewer already known (the feed has read them from its store).
+
+    The request's `user_id`, location and viewer defaults are not read again.
+    """
     filters = Filters(request.languages, request.category_ids, request.include_mature)
     # A filter few live streams pass would make nearest-first step over most of the
     # world to find them; when they are few, read them all once and rank in numpy.

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from litestar.testing import TestClient
 
+from app.feed import service as feed_service
+from app.feed.cache import MemoryCache
 from app.feed.features import FEATURE_NAMES
+from app.feed.live import LiveSet
 from app.feed.ranker import RERANKER_FILE
-from app.feed.service import RRF_K
+from app.feed.service import RRF_K, FeedQuery, Parts
+from app.feed.sources import NEAR_K
+from app.feed.store import FeatureStore
+from app.hometown import service as hometown
+from app.hometown.weights import Weights
 from app.reload import reload_all
 from ml.feed import train
 from ml.feed.pipeline import Source
@@ -344,3 +354,67 @@ def test_a_viewer_with_an_all_zero_embedding_gets_no_collaborative_source(
     assert rows, "the trained world has a viewer with an all-zero vector"
     answer = client.post(HOME, json={"user_id": rows[0]["entity_id"], "ctx_timestamp": AT}).json()
     assert "cf" not in answer["sources"] and answer["streams"], answer
+
+
+def test_the_near_source_is_hometowns_own_search_for_the_viewer(world: tuple[str, Path]) -> None:
+    """`near` takes the viewer from the feature store, yet equals HOMETOWN's top NEAR_K.
+
+    Viewers with every local preference strength (it scales proximity, which these
+    weights make count), in a fresh store (read from PostgreSQL) and again from its
+    cache, for both feeds.
+    """
+    weights = Weights(proximity_weight=300.0)
+    url, _ = world
+    users = fetch(
+        url,
+        "SELECT user_id FROM users ORDER BY local_preference_strength, user_id LIMIT 1",
+    ) + fetch(url, "SELECT user_id FROM users ORDER BY md5(user_id) LIMIT 12")
+    users += fetch(url, "SELECT user_id FROM users ORDER BY local_preference_strength DESC LIMIT 1")
+    [category] = fetch(
+        url, "SELECT category_id FROM streams GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+    )
+
+    async def run() -> list[str]:
+        problems = []
+        conn = await asyncpg.connect(url)
+        store = FeatureStore(MemoryCache())
+
+        @contextlib.asynccontextmanager
+        async def connect() -> AsyncIterator[asyncpg.Connection]:
+            yield conn
+
+        try:
+            for row in users * 2:  # the second time from the store's cache
+                user_id = row["user_id"]
+                facts = await store.user(conn, user_id, None)
+                assert facts is not None
+                for wanted in (None, category["category_id"]):
+                    query = FeedQuery(user_id=user_id, category_id=wanted)
+                    parts = Parts(
+                        live=LiveSet(),
+                        store=store,
+                        popular=None,  # type: ignore[arg-type]  # not used by the near source
+                        ranker=None,
+                        ranker_version=None,
+                        weights=weights,
+                    )
+                    near = await feed_service._near(connect, query, facts, parts)
+                    direct = await hometown.recommend(
+                        conn,
+                        hometown.Query(
+                            user_id=user_id,
+                            max_results=NEAR_K,
+                            category_ids=None if wanted is None else [wanted],
+                        ),
+                        weights,
+                        default_local_preference=0.0,  # a stored user has their own
+                    )
+                    expected = [s.stream_id for s in direct.streams]
+                    if near != expected or not near:
+                        problems.append(f"{user_id} {wanted}: {near[:5]} != {expected[:5]}")
+        finally:
+            await conn.close()
+        return problems
+
+    problems = asyncio.run(run())
+    assert not problems, "\n".join(problems[:5])
