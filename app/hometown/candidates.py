@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from app.hometown.scoring import Candidates
+from app.hometown.scoring import Candidates, Viewer
 from app.hometown.tiers import TIERS, Tier
+from app.hometown.weights import Weights
 
 #: Half the sphere's circumference: no two points are farther apart.
 EARTH_RADIUS_M = 6_371_008.771415
@@ -218,6 +219,23 @@ class Floor:
     categories: Sequence[str]
     category_bonus: float
     ml_room: float
+
+    @classmethod
+    def of(cls, viewer: Viewer, weights: Weights, kth: float, ml_room: float) -> Floor:
+        """The floor at `kth` for this viewer's score under `weights`, ML term at most `ml_room`."""
+        return cls(
+            kth=kth,
+            proximity=weights.proximity_weight * (1.0 + viewer.local_preference_strength),
+            base_weight=weights.base_weight,
+            quality_weight=weights.quality_weight,
+            popularity_divisor=weights.popularity_divisor,
+            popularity_cap=weights.popularity_cap,
+            language=viewer.language,
+            language_bonus=weights.language_bonus,
+            categories=sorted(viewer.preferred_categories),
+            category_bonus=weights.category_bonus,
+            ml_room=ml_room,
+        )
 
     def arguments(self) -> tuple[object, ...]:
         """The values of `$8`..`$18`, in order."""

@@ -190,19 +190,7 @@ async def candidates_in_ring(
         kth = reader.kth_best(k)
         if kth is None:
             return NO_FLOOR
-        return Floor(
-            kth=kth - BOUND_SLACK,
-            proximity=weights.proximity_weight * (1.0 + viewer.local_preference_strength),
-            base_weight=weights.base_weight,
-            quality_weight=weights.quality_weight,
-            popularity_divisor=weights.popularity_divisor,
-            popularity_cap=weights.popularity_cap,
-            language=viewer.language,
-            language_bonus=weights.language_bonus,
-            categories=sorted(viewer.preferred_categories),
-            category_bonus=weights.category_bonus,
-            ml_room=weights.ml_weight * ml_max,
-        )
+        return Floor.of(viewer, weights, kth - BOUND_SLACK, weights.ml_weight * ml_max)
 
     def tiers_to_proof() -> int | None:
         """How many remaining tiers must be read before their floor beats the bound.

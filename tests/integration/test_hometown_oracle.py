@@ -958,19 +958,7 @@ def test_tier_floor_keeps_exactly_the_rows_that_can_reach_it(
                     scores = score(viewer, every.candidates, w).score + ml_room
                     # Floors at real scores (that row must stay) and between them.
                     for kth in np.quantile(scores, [0.0, 0.5, 0.9, 0.99, 1.0], method="lower"):
-                        floor = candidates.Floor(
-                            kth=float(kth) - 1e-9,
-                            proximity=w.proximity_weight * (1 + viewer.local_preference_strength),
-                            base_weight=w.base_weight,
-                            quality_weight=w.quality_weight,
-                            popularity_divisor=w.popularity_divisor,
-                            popularity_cap=w.popularity_cap,
-                            language=viewer.language,
-                            language_bonus=w.language_bonus,
-                            categories=sorted(viewer.preferred_categories),
-                            category_bonus=w.category_bonus,
-                            ml_room=ml_room,
-                        )
+                        floor = candidates.Floor.of(viewer, w, float(kth) - 1e-9, ml_room)
                         kept = {r["stream_id"] for r in await rows_of(conn, viewer, floor)}
                         reach = set(every.candidates.stream_id[scores >= kth - 1e-9].tolist())
                         if kept != reach:
