@@ -236,6 +236,7 @@ class LiveSet:
                 self._matrix[targets] = rows.vectors[source]
             elif not (isinstance(targets, slice) and isinstance(picked, slice)):
                 raise ValueError("an adopted matrix must fill a fresh set in order")
+        self._trending.clear()
 
     def _slots_for(self, ids: list[str]) -> npt.NDArray[np.int64] | slice:
         """Slots of distinct `ids`: their own when in the set, free ones for the others.

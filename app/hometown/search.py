@@ -45,21 +45,15 @@ from app.hometown.candidates import (
     fetch_tiers,
     to_rows,
 )
-from app.hometown.scoring import (
-    FloatArray,
-    Scores,
-    Viewer,
-    score,
-    score_bound,
-    top_k,
-)
+from app.hometown.scoring import FloatArray, Scores, Viewer, score, score_bound, top_k
 from app.hometown.tiers import STATIC_MAX, TIERS
 from app.hometown.weights import Weights
 
 #: Streams read nearest-first in the first step, or k if more (then ×4 per step).
 #: Since the tier reads keep only rows that can reach the k-th best, reading 4k
-#: nearest-first rows up front no longer pays: k is 9% faster at k = 50 in a city
-#: and 24% faster from random points on the globe (1M streams, 100K live).
+#: nearest-first rows up front no longer pays: asking for k instead made a search
+#: 9% faster at k = 50 in a city and 24% from random points on the globe (1M
+#: streams, 100K live; BENCHMARKS.md).
 FIRST_STEP = 64
 #: Tier rows worth reading per nearest-first row while a tier floor can prove the answer.
 TIER_BUDGET = 8

@@ -245,6 +245,8 @@ def test_trending_is_cached_for_at_most_a_second() -> None:
     assert live.trending(2) == ["b", "a"]
     live.discard(["b"])  # a stream going offline is seen at once
     assert live.trending(2) == ["a"]
+    live.add(_rows_nodim({"c": Stream(99, "c", "fr", "art", None)}))  # and one going live
+    assert live.trending(2) == ["c", "a"]
 
 
 def _rows_nodim(streams: dict[str, Stream]) -> LiveRows:
