@@ -203,59 +203,36 @@ class Filters:
 class Floor:
     """What a tier read may leave out: rows whose score cannot reach `kth`.
 
-    `kth` is the k-th best score the search holds; the rest are the score's
-    terms for this viewer (see `_SCORE_CEILING`). A language or category bonus of
-    0 says the viewer cannot get it.
+    `kth` is the k-th best score the search holds (without the ML term), and
+    `ml_room` the most the ML term could add; `_SCORE_CEILING` is the viewer's
+    score under `weights`.
     """
 
     kth: float
-    proximity: float
-    base_weight: float
-    quality_weight: float
-    popularity_divisor: float
-    popularity_cap: float
-    language: str | None
-    language_bonus: float
-    categories: Sequence[str]
-    category_bonus: float
-    ml_room: float
-
-    @classmethod
-    def of(cls, viewer: Viewer, weights: Weights, kth: float, ml_room: float) -> Floor:
-        """The floor at `kth` for this viewer's score under `weights`, ML term at most `ml_room`."""
-        return cls(
-            kth=kth,
-            proximity=weights.proximity_weight * (1.0 + viewer.local_preference_strength),
-            base_weight=weights.base_weight,
-            quality_weight=weights.quality_weight,
-            popularity_divisor=weights.popularity_divisor,
-            popularity_cap=weights.popularity_cap,
-            language=viewer.language,
-            language_bonus=weights.language_bonus,
-            categories=sorted(viewer.preferred_categories),
-            category_bonus=weights.category_bonus,
-            ml_room=ml_room,
-        )
+    viewer: Viewer
+    weights: Weights
+    ml_room: float = 0.0
 
     def arguments(self) -> tuple[object, ...]:
         """The values of `$8`..`$18`, in order."""
+        w, viewer = self.weights, self.viewer
         return (
             self.kth,
-            self.proximity,
-            self.base_weight,
-            self.quality_weight,
-            self.popularity_divisor,
-            self.popularity_cap,
-            self.language,
-            self.language_bonus,
-            list(self.categories),
-            self.category_bonus,
+            w.proximity_weight * (1.0 + viewer.local_preference_strength),
+            w.base_weight,
+            w.quality_weight,
+            w.popularity_divisor,
+            w.popularity_cap,
+            viewer.language,
+            w.language_bonus,
+            sorted(viewer.preferred_categories),
+            w.category_bonus,
             self.ml_room,
         )
 
 
-#: A floor no score is below: every row of the tiers read.
-NO_FLOOR = Floor(-math.inf, 0.0, 0.0, 0.0, 1.0, 0.0, None, 0.0, (), 0.0, 0.0)
+#: `Floor.arguments()` for no floor: every row of the tiers read.
+_NO_FLOOR: tuple[object, ...] = (-math.inf, 0.0, 0.0, 0.0, 1.0, 0.0, None, 0.0, [], 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -360,8 +337,9 @@ async def fetch_tiers(
     ring: Ring,
     filters: Filters,
     tiers: Sequence[Tier],
-    floor: Floor = NO_FLOOR,
+    floor: Floor | None = None,
 ) -> list[asyncpg.Record]:
     """The qualifying live streams of `ring` in `tiers` whose score could reach `floor`."""
     args = _arguments(longitude, latitude, ring, filters)
-    return list(await conn.fetch(tiers_sql(tuple(tiers)), *args, *floor.arguments()))
+    bound = _NO_FLOOR if floor is None else floor.arguments()
+    return list(await conn.fetch(tiers_sql(tuple(tiers)), *args, *bound))

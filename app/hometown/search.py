@@ -35,7 +35,6 @@ import asyncpg
 import numpy as np
 
 from app.hometown.candidates import (
-    NO_FLOOR,
     Filters,
     Floor,
     Ring,
@@ -179,12 +178,12 @@ async def candidates_in_ring(
         kth = reader.kth_best(k)
         return kth is not None and kth > bound(static_below) + BOUND_SLACK
 
-    def floor() -> Floor:
+    def floor() -> Floor | None:
         """Rows a tier read may leave out: those that cannot reach the k-th best."""
         kth = reader.kth_best(k)
         if kth is None:
-            return NO_FLOOR
-        return Floor.of(viewer, weights, kth - BOUND_SLACK, weights.ml_weight * ml_max)
+            return None
+        return Floor(kth - BOUND_SLACK, viewer, weights, weights.ml_weight * ml_max)
 
     def tiers_to_proof() -> int | None:
         """How many remaining tiers must be read before their floor beats the bound.

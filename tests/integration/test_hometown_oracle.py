@@ -937,7 +937,9 @@ def test_tier_floor_keeps_exactly_the_rows_that_can_reach_it(
     ]
     globe = candidates.Ring(-1.0, candidates.HALF_CIRCUMFERENCE_M + 1000.0)
 
-    async def rows_of(conn: asyncpg.Connection, viewer: Viewer, floor: candidates.Floor) -> Any:
+    async def rows_of(
+        conn: asyncpg.Connection, viewer: Viewer, floor: candidates.Floor | None
+    ) -> Any:
         return await candidates.fetch_tiers(
             conn,
             longitude=viewer.longitude,
@@ -953,12 +955,12 @@ def test_tier_floor_keeps_exactly_the_rows_that_can_reach_it(
         conn = await asyncpg.connect(world.url)
         try:
             for viewer in viewers:
-                every = candidates.to_rows(await rows_of(conn, viewer, candidates.NO_FLOOR))
+                every = candidates.to_rows(await rows_of(conn, viewer, None))
                 for ml_room in (0.0, 0.5):
                     scores = score(viewer, every.candidates, w).score + ml_room
                     # Floors at real scores (that row must stay) and between them.
                     for kth in np.quantile(scores, [0.0, 0.5, 0.9, 0.99, 1.0], method="lower"):
-                        floor = candidates.Floor.of(viewer, w, float(kth) - 1e-9, ml_room)
+                        floor = candidates.Floor(float(kth) - 1e-9, viewer, w, ml_room)
                         kept = {r["stream_id"] for r in await rows_of(conn, viewer, floor)}
                         reach = set(every.candidates.stream_id[scores >= kth - 1e-9].tolist())
                         if kept != reach:
