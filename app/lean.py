@@ -47,28 +47,3 @@ def refuse_offline_imports() -> None:
     """Install the finder (once) ahead of the normal ones."""
     if not any(isinstance(finder, RefuseOffline) for finder in sys.meta_path):
         sys.meta_path.insert(0, RefuseOffline())
-
-
-def import_xgboost() -> ModuleType:
-    """XGBoost; in the server, without the scikit-learn it only wants for its estimators.
-
-    `import xgboost` imports scikit-learn whenever it is installed (for
-    `XGBRanker` and friends, which serving never uses): some 65 MiB in every
-    server process, scipy's share aside. The server only scores with a
-    `Booster`, so while the guard is installed (`python -m app`) and scikit-learn
-    is not loaded yet, XGBoost is imported with scikit-learn refused and takes
-    it as absent. The click model can still load scikit-learn afterwards; it is
-    then XGBoost alone that does not use it. Elsewhere (training, tests) this is
-    a plain import.
-    """
-    if "xgboost" in sys.modules:
-        return sys.modules["xgboost"]
-    guarded = any(isinstance(finder, RefuseOffline) for finder in sys.meta_path)
-    if not guarded or "sklearn" in sys.modules:
-        return importlib.import_module("xgboost")
-    finder = RefuseOffline(frozenset({"sklearn"}))
-    sys.meta_path.insert(0, finder)
-    try:
-        return importlib.import_module("xgboost")
-    finally:
-        sys.meta_path.remove(finder)

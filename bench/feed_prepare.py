@@ -13,7 +13,7 @@ every step through /proc/self/clear_refs) are what the step costs:
    vector: for the feed they are cold-start);
 5. reranker: the training pipeline's candidates, features and LambdaRank fit
    (`ml.feed.candidates`, `ml.feed.history`, `ml.feed.rerank`) on a fixed sample of
-   the tune slice's users, saved as `feed_reranker.ubj` + `.sha256`;
+   the tune slice's users, saved as `feed_reranker.bin` + `.sha256`;
 6. feature tables: `app.feed.refresh.refresh_features(conn)` when that module exists,
    else a bench-local SQL aggregation with migration 0008's column definitions.
 
@@ -230,9 +230,9 @@ def _save_reranker(fitted: Any, path: Path, metadata: dict[str, Any]) -> None:
     from app.feed import artifact
     from app.feed.features import FEATURE_NAMES
 
-    ranker = artifact.FeedRanker(
-        booster=fitted.booster[: fitted.best_iteration + 1],
-        metadata={
+    artifact.save_ranker(
+        bytes(fitted.booster[: fitted.best_iteration + 1].save_raw("json")),
+        {
             **metadata,
             "feature_names": list(FEATURE_NAMES),
             "rows": fitted.rows,
@@ -241,8 +241,8 @@ def _save_reranker(fitted: Any, path: Path, metadata: dict[str, Any]) -> None:
             "validation_ndcg@10": fitted.validation_ndcg10,
             "training_data_hash": fitted.data_hash,
         },
+        path,
     )
-    artifact.save_ranker(ranker, path)
 
 
 def _hour_filters(expression: str, cast: str) -> str:

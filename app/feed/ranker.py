@@ -1,6 +1,6 @@
 """The feed reranker at serving time: which one is loaded, or why none is.
 
-Loaded once at start-up from `feed_reranker.ubj` beside `MODEL_PATH` (where
+Loaded once at start-up from `feed_reranker.bin` beside `MODEL_PATH` (where
 `python -m ml feed train` writes it) and again on SIGHUP. A file that cannot be
 used leaves the slot as it was and records why; the feed endpoints then answer
 in their fallback order (app/feed/service.py) and say so, rather than failing.
@@ -25,7 +25,7 @@ from app.reload import on_reload
 log = logging.getLogger("app.feed")
 
 #: The reranker's file name, in MODEL_PATH's directory (ml/feed/pipeline.py writes it).
-RERANKER_FILE = "feed_reranker.ubj"
+RERANKER_FILE = "feed_reranker.bin"
 
 
 def reranker_path(model_path: Path) -> Path:
@@ -46,9 +46,6 @@ class RankerSlot:
         """Load the file at `path`; on failure keep the current ranker and record why."""
         try:
             ranker = load_ranker(self.path, FEATURE_NAMES)
-            # One thread per prediction: requests run side by side, and OpenMP's
-            # worker threads spin-wait for cores the other requests need.
-            ranker.booster.set_param({"nthread": 1})
         except RankerError as exc:
             self.error = str(exc)
             kept = " (the previous reranker stays in use)" if self.ranker else ""

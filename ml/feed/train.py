@@ -236,9 +236,10 @@ def train(options: Options) -> Result:
         )
         fitted = _timed("reranker fit", seconds, lambda: rerank.fit(table, seed=options.seed))
         path = options.model_dir / RERANKER_FILE
-        ranker = artifact.FeedRanker(
-            booster=fitted.booster[: fitted.best_iteration + 1],  # the trees early stopping kept
-            metadata={
+        kept = fitted.booster[: fitted.best_iteration + 1]  # the trees early stopping kept
+        artifact.save_ranker(
+            bytes(kept.save_raw("json")),
+            {
                 **metadata,
                 "feature_names": list(FEATURE_NAMES),
                 "candidate_models": versions_by_kind,
@@ -248,8 +249,8 @@ def train(options: Options) -> Result:
                 "validation_ndcg@10": fitted.validation_ndcg10,
                 "training_data_hash": fitted.data_hash,
             },
+            path,
         )
-        artifact.save_ranker(ranker, path)
     if options.store:
         _timed(
             "store embeddings",
