@@ -41,7 +41,7 @@ import asyncpg
 import numpy as np
 
 from app.feed.embeddings import save_model
-from app.feed.follow import Follower, _read_live_set
+from app.feed.follow import Follower, read_live_set
 from app.feed.live import LiveSet
 from app.live import status
 from app.live.status import StatusUpdate
@@ -121,35 +121,26 @@ async def _run(url: str, dim: int, seed: int) -> None:
 
 
 async def _resync(conn: asyncpg.Connection) -> LiveSet:
-    reads, builds = [], []
-    live = LiveSet()
+    times = []
     for _ in range(5):
         start = time.perf_counter()
-        version, dim, rows = await _read_live_set(conn)
-        read = time.perf_counter()
-        live.replace(version, dim, rows)
-        reads.append(read - start)
-        builds.append(time.perf_counter() - read)
-    total = [r + b for r, b in zip(reads, builds, strict=True)]
+        live, _ = await read_live_set(conn)
+        times.append(time.perf_counter() - start)
+        del live
     print(
-        f"full resync: {statistics.median(total):.3f} s (query and decode"
-        f" {statistics.median(reads):.3f} s, columns {statistics.median(builds):.3f} s)"
+        f"full resync: {statistics.median(times):.3f} s (count, then query, decode and"
+        " add group by group)"
     )
-    del rows
-    del live  # the old columns go first, as the follower's replace() does
     gc.collect()
     tracemalloc.start()
-    version, dim, rows = await _read_live_set(conn)
-    fresh = LiveSet()
-    fresh.replace(version, dim, rows)
-    del rows
+    fresh, _ = await read_live_set(conn)
     gc.collect()
     held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     n = len(fresh)
     print(
         f"memory: {held / 2**20:.1f} MiB for {n:,} live streams = {held / max(n, 1):.0f} bytes"
-        f" per stream (the embedding alone {4 * dim}); nbytes() estimate"
+        f" per stream (the embedding alone {4 * fresh.dim}); nbytes() estimate"
         f" {fresh.nbytes() / max(n, 1):.0f}; peak while resyncing {peak / 2**20:.1f} MiB"
     )
     return fresh

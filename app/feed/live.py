@@ -16,7 +16,7 @@ the columns growing by half, so appends are amortised O(1)); a stream going
 offline returns both to their free lists: the matrix is never copied on a
 change. The collaborative query multiplies every row, free ones included, and
 masks those out: cheaper than gathering the used rows (a copy) for each query.
-A full resync builds new columns and swaps them in.
+A resync under a new model builds new columns aside and swaps them in (`take`).
 
 Every method is synchronous and runs on the event loop's thread, with no await
 inside: a request never sees half of a change.
@@ -123,18 +123,8 @@ class LiveSet:
 
     # --- state ------------------------------------------------------------------
 
-    def _reset(
-        self,
-        model_version: str | None,
-        dim: int,
-        capacity: int,
-        rows: int,
-        matrix: FloatArray | None = None,
-    ) -> None:
-        """Empty columns for `capacity` slots and `rows` matrix rows (all free).
-
-        `matrix` (`rows` × `dim`) is adopted when given.
-        """
+    def _reset(self, model_version: str | None, dim: int, capacity: int, rows: int) -> None:
+        """Empty columns for `capacity` slots and `rows` matrix rows (all free)."""
         self._model_version = model_version
         self._dim = dim
         self._ids: npt.NDArray[np.object_] = np.full(capacity, None, dtype=object)
@@ -151,9 +141,7 @@ class LiveSet:
         self._free: list[int] = list(range(capacity - 1, -1, -1))  # pop() gives the lowest
         # The matrix: a row per stream with a vector. `_row_of[slot]` and
         # `_slot_of[row]` link the two (-1: none).
-        self._matrix: FloatArray = (
-            np.zeros((rows, dim), dtype=np.float32) if matrix is None else matrix
-        )
+        self._matrix: FloatArray = np.zeros((rows, dim), dtype=np.float32)
         self._row_of = np.full(capacity, -1, dtype=np.int32)
         self._slot_of = np.full(rows, -1, dtype=np.int32)
         self._free_rows: list[int] = list(range(rows - 1, -1, -1))
@@ -162,38 +150,42 @@ class LiveSet:
         self._creators = Vocabulary()
         self._trending.clear()
 
+    @classmethod
+    def sized(cls, model_version: str | None, dim: int, *, streams: int, vectors: int) -> LiveSet:
+        """An empty set under `model_version` with room for a resync's `streams` and `vectors`.
+
+        The follower counts the live streams first and then adds them group by
+        group (app/feed/follow.py): the columns and the matrix are allocated once,
+        at their final size, and never grown while the set fills.
+        """
+        live = cls()
+        live._reset(model_version, dim, capacity_for(streams), capacity_for(vectors))
+        return live
+
     def replace(self, model_version: str | None, dim: int, rows: LiveRows) -> None:
-        """Swap in a whole new live set (a full resync): `rows` under model `model_version`.
+        """Swap in a whole new live set: `rows` under model `model_version`.
 
         Args:
             model_version: the active model whose embeddings `rows.vectors` are; None
                 when no model is active (then `dim` is 0 and no stream has a vector).
             dim: the model's dimension (columns of `rows.vectors`).
-            rows: every live stream; a duplicate id keeps its last row. When
-                `rows.vectors` is the first rows of a C-contiguous float32 matrix of
-                `capacity_for(len(rows.vectors))` rows, and no id repeats, the set
-                adopts that matrix instead of copying it (the follower's resync does
-                so: one matrix, not two, at the resync's peak of memory).
+            rows: every live stream; a duplicate id keeps its last row.
         """
-        n, with_vector = len(rows.ids), len(rows.vectors)
-        base = rows.vectors.base
-        adopt = (
-            isinstance(base, np.ndarray)
-            and base.dtype == np.float32
-            and base.shape == (capacity_for(with_vector), dim)
-            and base.flags.c_contiguous
-            and rows.vectors.shape == (with_vector, dim)
-            and rows.vectors.ctypes.data == base.ctypes.data
-            and len(set(rows.ids)) == n
-        )
         self._reset(
-            model_version,
-            dim,
-            capacity_for(n),
-            capacity_for(with_vector),
-            base if adopt else None,
+            model_version, dim, capacity_for(len(rows.ids)), capacity_for(len(rows.vectors))
         )
         self.add(rows)
+
+    def take(self, other: LiveSet) -> None:
+        """Become `other`, a set built aside (a resync under a new model), in one step.
+
+        What is this set's own stays: its status, clock and reload hook. `other`
+        must not be used afterwards: the two share their columns.
+        """
+        self.__dict__.update(
+            (name, value) for name, value in vars(other).items() if name not in _OWN
+        )
+        self._trending.clear()
 
     def add(self, rows: LiveRows) -> None:
         """Streams going live (or live ones whose attributes changed), all at once.
@@ -232,10 +224,7 @@ class LiveSet:
             # Each stream's row in `rows.vectors`: how many streams before it have one.
             source = (np.cumsum(has_all) - 1)[picked][has]
             targets = self._rows_for(np.arange(len(self._alive))[slots], has)
-            if not np.may_share_memory(self._matrix, rows.vectors):
-                self._matrix[targets] = rows.vectors[source]
-            elif not (isinstance(targets, slice) and isinstance(picked, slice)):
-                raise ValueError("an adopted matrix must fill a fresh set in order")
+            self._matrix[targets] = rows.vectors[source]
         self._trending.clear()
 
     def _slots_for(self, ids: list[str]) -> npt.NDArray[np.int64] | slice:
@@ -563,6 +552,8 @@ class LiveSet:
         return positions[np.argsort(-values[positions], kind="stable")]
 
 
+#: What `LiveSet.take` keeps of its own: how the set is followed, not what it holds.
+_OWN = frozenset({"status", "_clock", "_reload_hook", "_trending"})
 #: Vocabulary entries beyond twice the live streams that a refresh in place tolerates.
 REBUILD_ROOM = 1024
 

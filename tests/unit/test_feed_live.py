@@ -315,32 +315,51 @@ def test_a_duplicate_id_in_one_batch_keeps_its_last_row() -> None:
     assert live.top_by_dot(one, 5)[1].tolist() == [2.0 * DIM, DIM]
 
 
-def test_a_resync_adopts_a_matrix_of_the_right_capacity_without_copying() -> None:
+def _part(rows: LiveRows, start: int, end: int) -> LiveRows:
+    """Streams `start:end` of `rows`, with their share of the vectors (a resync's group)."""
+    before = int(np.count_nonzero(rows.has_vector[:start]))
+    within = int(np.count_nonzero(rows.has_vector[start:end]))
+    return LiveRows(
+        ids=rows.ids[start:end],
+        viewers=rows.viewers[start:end],
+        creators=rows.creators[start:end],
+        languages=rows.languages[start:end],
+        categories=rows.categories[start:end],
+        vectors=rows.vectors[before : before + within],
+        has_vector=rows.has_vector[start:end],
+    )
+
+
+def test_a_set_sized_then_filled_group_by_group_never_grows_and_takes_over() -> None:
+    """The follower's rebuild: count, allocate once, add groups, swap in (`take`)."""
     rng = random.Random(11)
     streams = {f"s{i:05d}": _stream(rng, with_vector=0.4) for i in range(2000)}
     rows = _rows(streams)
     with_vector = len(rows.vectors)
     assert 600 < with_vector < 1000  # the matrix holds only the streams with a vector
-    base = np.zeros((capacity_for(with_vector), DIM), np.float32)
-    base[:with_vector] = rows.vectors
-    adoptable = LiveRows(
-        ids=rows.ids,
-        viewers=rows.viewers,
-        creators=rows.creators,
-        languages=rows.languages,
-        categories=rows.categories,
-        vectors=base[:with_vector],
-        has_vector=rows.has_vector,
-    )
+    fresh = LiveSet.sized("v2", DIM, streams=len(streams), vectors=with_vector)
+    matrix, slots = fresh._matrix, fresh._alive
+    for start in range(0, len(streams), 300):
+        fresh.add(_part(rows, start, start + 300))
+    assert fresh._matrix is matrix and fresh._alive is slots  # sized right: nothing grew
+    assert len(matrix) == capacity_for(with_vector) and len(slots) == capacity_for(len(streams))
+
+    old = {f"old{i}": _stream(rng) for i in range(50)}
     live = LiveSet()
-    live.replace("v1", DIM, adoptable)
-    assert live._matrix is base
-    copied = LiveSet()
-    copied.replace("v1", DIM, rows)
-    assert copied._matrix is not rows.vectors
+    live.replace("v1", DIM, _rows(old))
+    live.status.full_syncs = 7
+    hook: list[str] = []
+    live.on_reload(lambda: hook.append("resync"))
     q = np.array([1, -1, 0, 1, 1, -1], np.float32)
-    assert live.top_by_dot(q, 50)[0] == copied.top_by_dot(q, 50)[0]
+    assert live.trending(5)  # cached in the old set: must not survive the swap
+    live.take(fresh)
+    assert live.model_version == "v2" and live.dim == DIM
+    assert sorted(live.stream_ids()) == sorted(streams)
     assert live.top_by_dot(q, 50)[0] == [sid for sid, _ in _brute_dot(streams, q, 50, None)]
+    assert live.trending(5) == _brute_trending(streams, 5, None, None)
+    assert live.status.full_syncs == 7
+    live.reload()
+    assert hook == ["resync"]
     new = {"new": _stream(rng, with_vector=1.0)}
     live.add(_rows(new))
     streams.update(new)
