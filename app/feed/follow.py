@@ -223,8 +223,12 @@ class Follower:
                 timeout = next_resync - loop.time()
                 if timeout > 0:
                     self._wake.clear()
+                    # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns
+                    # instead of raising when a cancel meets a wake-up, and the
+                    # follower would outlive the app's shutdown.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout)
+                        async with asyncio.timeout(timeout):
+                            await self._wake.wait()
                     continue
                 self._resync_wanted = True
             if self._resync_wanted:

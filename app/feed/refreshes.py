@@ -87,8 +87,12 @@ class Follower:
             self.store.following = True
             self.connected.set()
             while not lost.is_set():
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns
+                # instead of raising when a cancel meets the connection's loss, and
+                # the task would reconnect and outlive the app's shutdown.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), HEARTBEAT_S)
+                    async with asyncio.timeout(HEARTBEAT_S):
+                        await lost.wait()
                 if not lost.is_set():
                     await conn.fetchval("SELECT 1", timeout=self.connect_timeout_s)
         finally:
