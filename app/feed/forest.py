@@ -171,7 +171,8 @@ class Forest:
         flat = matrix.reshape(-1)
         row_start = (np.arange(rows, dtype=np.intp) * self.width)[:, None]
         nodes: IndexArray = np.broadcast_to(self.roots, (rows, self.trees))
-        credit_start = (np.arange(rows, dtype=np.intp) * (self.width + 1))[:, None]
+        if credit is not None:
+            credit_start = (np.arange(rows, dtype=np.intp) * (self.width + 1))[:, None]
         for _ in range(self.depth):
             feature = self.feature[nodes]
             value = flat[row_start + feature]
@@ -240,26 +241,16 @@ def _tree(tree: Mapping[str, Any], index: int, width: int) -> _Tree:
             raise ForestError(f"tree {index} splits on feature {splits[node]} of {width}")
 
     mean = _means(order, lefts, rights, conditions, hessians)
-    leaf = [lefts[node] == -1 for node in order]
-    return _Tree(
-        feature=[0 if is_leaf else splits[node] for node, is_leaf in zip(order, leaf, strict=True)],
-        threshold=[
-            float("nan") if is_leaf else conditions[node]
-            for node, is_leaf in zip(order, leaf, strict=True)
-        ],
-        default_left=[
-            not is_leaf and defaults[node] for node, is_leaf in zip(order, leaf, strict=True)
-        ],
-        left=[
-            new_id[node] - 1 if is_leaf else new_id[lefts[node]]
-            for node, is_leaf in zip(order, leaf, strict=True)
-        ],
-        leaf_value=[
-            conditions[node] if is_leaf else 0.0 for node, is_leaf in zip(order, leaf, strict=True)
-        ],
-        mean=[mean[node] for node in order],
-        depth=max(depth_of.values()),
-    )
+    walk = _Tree([], [], [], [], [], [], depth=max(depth_of.values()))
+    for node in order:
+        leaf = lefts[node] == -1
+        walk.feature.append(0 if leaf else splits[node])
+        walk.threshold.append(float("nan") if leaf else conditions[node])
+        walk.default_left.append(not leaf and defaults[node])
+        walk.left.append(new_id[node] - 1 if leaf else new_id[lefts[node]])
+        walk.leaf_value.append(conditions[node] if leaf else 0.0)
+        walk.mean.append(mean[node])
+    return walk
 
 
 def _means(
