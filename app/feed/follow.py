@@ -8,7 +8,7 @@ session, and a pooled connection would be reset and handed to requests) listens
 and applies them as they come; a full resync reads every live stream with its
 embedding from one snapshot, group by group through a cursor: into the set as
 it stands under the same model (`_refresh_in_place`), else into a new set built
-aside and swapped in (`_rebuild`).
+aside and swapped in (`read_live_set`, `LiveSet.take`).
 
 Why a resync that races with notifications loses nothing: the follower LISTENs
 *before* the resync query, so every change committed after LISTEN is queued as a
