@@ -49,7 +49,7 @@ def test_load_writes_every_row_and_keeps_the_schema(db_url: str) -> None:
         ("streams", "ix_streams_live_category_id"),
         ("streams", "ix_streams_live_language"),
         ("streams", "ix_streams_live_location"),
-        *sorted(("streams", f"ix_streams_live_tier_{n}") for n in range(1, 12)),
+        *sorted(("streams", f"ix_streams_live_tier_{n}") for n in range(1, 23)),
         ("streams", "ix_streams_location"),
         ("streams", "pk_streams"),
         ("users", "pk_users"),

@@ -68,7 +68,7 @@ def test_migrations_run_down_and_up_again(migrated_url: str) -> None:
         "ix_streams_live_category_id",
         "ix_streams_live_language",
         "ix_streams_live_location",
-        *sorted(f"ix_streams_live_tier_{n}" for n in range(1, 12)),
+        *sorted(f"ix_streams_live_tier_{n}" for n in range(1, 23)),
         "ix_streams_location",
         "pk_streams",
     ]
