@@ -29,6 +29,8 @@ def main() -> None:
     with request ids), so uvicorn gets no logging config of its own and its lines go
     through the same handler. Its access log stays off: the app writes its own
     access line (`ACCESS_LOG`), which carries the request id and the duration.
+    With `WORKERS` above 1 the app is built here, then served by that many forked
+    processes on one socket (app/workers.py); the exit code is the supervisor's.
     """
     settings = load_settings()
     refuse_offline_imports()  # before the click model loads scikit-learn (app/lean.py)
@@ -54,7 +56,7 @@ def main() -> None:
     tune_collector()  # app/heap.py: for this process alone, not for tests' apps
     app.on_startup.append(freeze_startup_heap)
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -71,6 +73,20 @@ def main() -> None:
         log_config=None,
         access_log=False,
     )
+    if settings.workers == 1:
+        uvicorn.Server(config).run()
+        return
+    # Several processes on one socket (app/workers.py): bound here, before the fork.
+    from app.workers import supervise
+
+    sock = config.bind_socket()
+    code = supervise(
+        settings.workers,
+        sock,
+        lambda shared: uvicorn.Server(config).run(sockets=[shared]),
+        stop_timeout_s=settings.shutdown_timeout_s,
+    )
+    raise SystemExit(code)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

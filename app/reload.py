@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ def on_reload(state: State, callback: Reloader) -> None:
 
 def reload_all(state: State) -> None:
     """What a SIGHUP does: every registered callback, in registration order."""
-    log.info("reloading %d model holders", len(state.reloaders))
+    log.info("reloading %d model holders (process %d)", len(state.reloaders), os.getpid())
     for callback in list(state.reloaders):
         callback()
 

@@ -26,6 +26,7 @@ from pydantic_settings.exceptions import SettingsError
 from app.hometown.weights import Weights
 from app.settings_errors import describe_errors, unparsable
 from app.transport.proxies import parse_networks
+from app.workers import default_workers
 
 #: The private development database: the local cluster that `make db` starts, and the
 #: port docker-compose publishes its `db` service on. One URL serves both paths.
@@ -98,6 +99,8 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(
         default=2000, gt=0, validation_alias="DB_STATEMENT_TIMEOUT"
     )
+    #: Server processes sharing the port (app/workers.py); 1 serves in this process alone.
+    workers: int = Field(default_factory=default_workers, ge=1, le=256, validation_alias="WORKERS")
     #: Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
     shutdown_timeout_s: int = Field(default=15, ge=1, validation_alias="GRACEFUL_SHUTDOWN_TIMEOUT")
     #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/hometown/weights.py).

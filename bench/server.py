@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cpu import process_cpu_s
 from bench.log import say
 from tools.cluster import free_port
 
@@ -58,6 +59,42 @@ class Server:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("VmRSS missing from /proc status")
 
+    def pids(self) -> list[int]:
+        """The server process and every process under it (its `WORKERS`), parent first."""
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop(0)
+            found.append(pid)
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue  # gone meanwhile
+            for task in tasks:
+                try:
+                    children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                except OSError:
+                    continue
+                todo += [int(child) for child in children]
+        return found
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server's processes so far."""
+        return sum(process_cpu_s(pid) for pid in self.pids())
+
+    def pss_bytes(self) -> int:
+        """Proportional set size of all the server's processes together, from /proc.
+
+        With several workers RSS counts the pages they share (the app as built
+        before the fork) once per process; PSS splits each shared page among its
+        sharers, so the sum is what the server occupies.
+        """
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
     def stop(self) -> None:
         """SIGTERM, wait; SIGKILL only if it ignores that for too long."""
         if self.process.poll() is not None:
@@ -87,6 +124,7 @@ def start(
     port = free_port()
     env = {
         **os.environ,
+        "WORKERS": "1",  # one process unless the caller asks for more: per-process figures
         **(extra_env or {}),
         "DATABASE_URL": database_url,
         "HOST": HOST,

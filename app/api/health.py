@@ -11,6 +11,7 @@ list cannot drift from the routes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from app.api.schemas import (
     FeedStatus,
     HealthResponse,
     ModelStatus,
+    ProcessStatus,
     RankerStatus,
 )
 from app.db.pool import CONNECTION_ERRORS
@@ -65,6 +67,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             model=_model_status(state.model),
             feed=await feed_status(state),
             endpoints=served,
+            process=_process(state),
         )
         return Response(body, status_code=503, headers={"Retry-After": "5"})
     status = DatabaseStatus(
@@ -81,8 +84,13 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             model=_model_status(state.model),
             feed=await feed_status(state),
             endpoints=served,
+            process=_process(state),
         )
     )
+
+
+def _process(state: State) -> ProcessStatus:
+    return ProcessStatus(pid=os.getpid(), workers=state.settings.workers)
 
 
 #: Methods Litestar answers on every route by itself (CORS pre-flight; HEAD for GET).

@@ -72,6 +72,18 @@ class FeedStatus:
 
 
 @dataclass
+class ProcessStatus:
+    """Which server process answered, and how many serve the port (`WORKERS`).
+
+    Each process holds its own models, live set and caches (app/workers.py), so
+    the rest of the answer describes this one.
+    """
+
+    pid: int
+    workers: int
+
+
+@dataclass
 class HealthResponse:
     """`GET /`: overall status ("ok" or "unavailable"), app version, database status.
 
@@ -87,6 +99,7 @@ class HealthResponse:
     model: ModelStatus | None = None
     feed: FeedStatus | None = None
     endpoints: list[str] = field(default_factory=list)
+    process: ProcessStatus | None = None
 
 
 # --- HOMETOWN -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ not, given what the two sorted accesses have shown so far.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,8 +114,12 @@ def top_k(scores: FloatArray, stream_ids: npt.NDArray[np.object_], k: int) -> np
     return order[:k]
 
 
+@functools.lru_cache(maxsize=1024)
 def max_static_base(static_below: float, weights: Weights) -> float:
     """Highest `quality_weight·q + min(v / divisor, cap)` under a static-score ceiling.
+
+    Cached: it depends on the weights and a tier's floor alone, and one search
+    asks for it dozens of times (each stopping test, over each remaining tier).
 
     The stored static score is `q + min(v / 1000, 2)`; a stream whose static
     score is below `static_below` can score no more than this in the base terms.

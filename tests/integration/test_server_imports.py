@@ -47,6 +47,7 @@ def test_the_server_loads_no_offline_package_or_pandas(small_world: str, tmp_pat
         "MODEL_PATH": str(model_path),
         "ACCESS_LOG": "false",
         "PYTHONVERBOSE": "1",
+        "WORKERS": "1",  # the process measured is the one serving
     }
     with log.open("wb") as err:
         process = subprocess.Popen(

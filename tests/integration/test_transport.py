@@ -88,6 +88,7 @@ class Running:
             "API_KEY": API_KEY,
             "MODEL_PATH": str(log.parent / "no-model.joblib"),
             "ACCESS_LOG": "true",
+            "WORKERS": "1",  # the limits under test are one process's
             **env,
         }
         self._err = log.open("wb")
