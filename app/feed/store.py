@@ -577,13 +577,13 @@ def candidates(
     )
 
 
-def build_cache(redis_url: str | None, max_entries: int) -> Cache:
+def build_cache(redis_url: str | None, max_entries: int, max_bytes: int) -> Cache:
     """Redis when a URL is set, else the in-process cache (and redis-py stays unloaded)."""
     if redis_url:
         from app.feed.redis_cache import RedisCache
 
         return RedisCache(redis_url)
-    return MemoryCache(max_entries)
+    return MemoryCache(max_entries, max_bytes)
 
 
 @asynccontextmanager
@@ -598,7 +598,10 @@ async def feature_store(app: Litestar) -> AsyncIterator[None]:
 
     settings = app.state.settings
     url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
-    store = FeatureStore(build_cache(url, settings.feature_cache_entries))
+    cache = build_cache(
+        url, settings.feature_cache_entries, round(settings.feature_cache_mb * 1_000_000)
+    )
+    store = FeatureStore(cache)
     follower = Follower(store, settings.database_url, settings.db_connect_timeout_s)
     await follower.start()
     app.state.features = store

@@ -8,7 +8,7 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from app.feed.cache import CacheUnavailable, MemoryCache
+from app.feed.cache import CacheUnavailable, MemoryCache, entry_bytes
 from app.feed.redis_cache import RedisCache
 from app.settings import Settings
 
@@ -70,9 +70,46 @@ def test_delete_and_clear_by_prefix() -> None:
     asyncio.run(work())
 
 
+def test_the_byte_bound_evicts_the_least_recent_and_counts_every_change() -> None:
+    """Bytes are counted on every way in and out: set, rewrite, expiry, delete, clear."""
+    one = entry_bytes("k0", b"x" * 100)
+    clock = Clock()
+    cache = MemoryCache(max_entries=1000, max_bytes=3 * one, clock=clock)
+
+    async def work() -> None:
+        await cache.set_many({f"k{i}": b"x" * 100 for i in range(3)}, ttl_s=60)
+        assert (await cache.describe())["bytes"] == 3 * one
+        await cache.get_many(["k0"])  # k1 is now the least recent
+        await cache.set_many({"k3": b"x" * 100}, ttl_s=60)
+        assert (
+            await cache.get_many(["k0", "k1", "k2", "k3"]) == [b"x" * 100, None] + [b"x" * 100] * 2
+        )
+        # A rewrite replaces the entry's bytes instead of adding to them.
+        await cache.set_many({"k3": b"y" * 100}, ttl_s=1)
+        assert len(cache) == 3 and (await cache.describe())["bytes"] == 3 * one
+        # One entry bigger than the rest together pushes them all out.
+        await cache.set_many({"big": b"z" * (2 * one)}, ttl_s=60)
+        assert len(cache) == 1 and await cache.get_many(["big"]) == [b"z" * (2 * one)]
+        await cache.delete(["big"])
+        assert (await cache.describe())["bytes"] == 0
+        await cache.set_many({"k5": b"x" * 100}, ttl_s=1)
+        clock.now += 2
+        assert await cache.get_many(["k5"]) == [None]  # expired: dropped and uncounted
+        assert len(cache) == 0 and (await cache.describe())["bytes"] == 0
+        await cache.set_many({"p:1": b"1", "q:1": b"2"}, ttl_s=60)
+        await cache.clear("p:")
+        assert (await cache.describe())["bytes"] == entry_bytes("q:1", b"2")
+        await cache.clear("")
+        assert (await cache.describe())["bytes"] == 0
+
+    asyncio.run(work())
+
+
 def test_a_bound_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         MemoryCache(max_entries=0)
+    with pytest.raises(ValueError, match="max_bytes"):
+        MemoryCache(max_bytes=0)
 
 
 def test_a_dead_redis_fails_fast_and_then_not_at_all(tmp_path: object) -> None:
@@ -112,3 +149,4 @@ def test_redis_urls_refused_without_quoting_them(url: str) -> None:
 def test_no_redis_url_means_the_memory_cache() -> None:
     assert Settings(REDIS_URL="").redis_url is None
     assert Settings().feature_cache_entries == 100_000
+    assert Settings().feature_cache_mb == 32.0
