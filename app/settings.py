@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     #: Most megabytes (10^6 bytes) it holds, keys, values and bookkeeping counted: the
     #: bound a process's memory follows (a viewer's entry is ~740 bytes, a stream's ~640).
     feature_cache_mb: float = Field(
-        default=32.0, gt=0, le=1_000_000, validation_alias="FEATURE_CACHE_MB"
+        default=24.0, gt=0, le=1_000_000, validation_alias="FEATURE_CACHE_MB"
     )
 
     @field_validator("database_url")

@@ -19,7 +19,7 @@ second.
 per entry, estimated): past either, the least recently used entry (read or
 written) goes. The byte bound is the one that keeps a server's memory in check:
 on the benchmark world a viewer's entry counts about 740 bytes and a stream's
-about 640, so the default 32 MB holds some 45,000 of them. An expired entry counts as absent and is
+about 640, so the default 24 MB holds some 35,000 of them. An expired entry counts as absent and is
 dropped when next touched, or when it reaches the old end of the LRU order.
 """
 
@@ -84,7 +84,7 @@ class MemoryCache:
     def __init__(
         self,
         max_entries: int = 100_000,
-        max_bytes: int = 32_000_000,
+        max_bytes: int = 24_000_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_entries < 1:
