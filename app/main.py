@@ -22,7 +22,7 @@ from app.api.live_schemas import (
     StreamProfile,
 )
 from app.api.metrics import metrics
-from app.api.rate_limit import RateLimiter
+from app.api.rate_limit import Limiter, RateLimiter
 from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         clients=ClientAddress(parse_networks(settings.trusted_proxies)),
     )
     openapi.tighten(app.openapi_schema, REQUEST_MODELS, optional_bodies=OPTIONAL_BODIES)
+    if state.rate_limiter is not None:
+        app.on_shutdown.append(state.rate_limiter.close)  # Redis connections, if any
     return app
 
 
@@ -124,8 +126,20 @@ REQUEST_MODELS = (
 )
 
 
-def _rate_limiter(settings: Settings) -> RateLimiter | None:
-    """The per-client limiter for the recommendation endpoints, when the settings ask for one."""
+def _rate_limiter(settings: Settings) -> Limiter | None:
+    """The per-client limiter for the recommendation endpoints, when the settings ask for one.
+
+    With `REDIS_URL` its buckets live in Redis (shared by every process and host);
+    redis-py is imported only then.
+    """
     if settings.rate_limit_per_second <= 0:
         return None
+    if settings.redis_url is not None:
+        from app.api.rate_limit_redis import SharedRateLimiter
+
+        return SharedRateLimiter(
+            settings.redis_url.get_secret_value(),
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+        )
     return RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

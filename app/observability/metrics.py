@@ -138,6 +138,12 @@ class StateCollector(Collector):
         )
         yield from self._transport()
         yield from self._feature_cache()
+        limiter = self.state.get("rate_limiter")
+        yield CounterMetricFamily(
+            "hometown_rate_limit_fallbacks_total",
+            "Rate-limit checks made in this process because Redis did not answer.",
+            value=float(getattr(limiter, "fallbacks", 0)),
+        )
         yield from _collector()
         pool = self.state.get("pool")
         gauges = {
