@@ -1,15 +1,16 @@
 """`python -m bench`: the HOMETOWN endpoint over HTTP, next to its bare SQL cost.
 
     uv run python -m bench --streams 1000000 [--users 1000000] [--duration 20]
-                           [--concurrency 1,16] [--keep-db]
+                           [--concurrency 1,16] [--workers 1] [--keep-db]
 
 1. a scratch database `<name>_bench_api` beside DATABASE_URL's, migrated and seeded
    with every stream live (`--keep-db` keeps it and reuses it when the counts match);
-2. `python -m app` as its own process on a free loopback port;
+2. `python -m app` on a free loopback port, with `--workers` processes (WORKERS);
 3. wrk at each concurrency for `--duration` seconds after a short warm-up, POSTing
    random `user_id`s; any non-2xx answer counts as an error;
 4. pgbench running the service's candidate query at the same concurrencies;
-5. a markdown block on stdout (progress on stderr), the server's peak RSS included.
+5. a markdown block on stdout (progress on stderr), the server's peak RSS included
+   (with several workers, the PSS of all its processes together instead).
 
 The server, the database and the load generator share the machine's cores, so
 read the ratios to the bare SQL baseline rather than the absolute numbers.
@@ -48,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--duration", type=positive, default=20, help="seconds per level")
     cli.add_argument("--warmup", type=positive, default=3, help="seconds before each level")
     cli.add_argument("--concurrency", type=_levels, default=[1, 16], help="e.g. 1,16")
+    cli.add_argument("--workers", type=positive, default=1, help="server processes (WORKERS)")
     cli.add_argument(
         "--target",
         choices=["hometown", "health"],
@@ -121,11 +123,11 @@ def measure(
     if postmaster is None:
         say("the database runs elsewhere: its CPU is left out of the split")
     load_at_start = os.getloadavg()[0]
-    api = server.start(url)
+    api = server.start(url, {"WORKERS": str(args.workers)})
     try:
         meter = CpuMeter(postmaster, server_pid=api.process.pid)
         http, http_cpu = drive_http(args, api, wrk_path, meter)
-        peak_rss = api.peak_rss_bytes()
+        peak_rss = api.peak_rss_bytes() if args.workers == 1 else api.pss_bytes()
     finally:
         api.stop()
     # The server is stopped: pgbench has the database (and the cores) to itself.
@@ -142,6 +144,7 @@ def measure(
         sql_cpu=sql_cpu,
         sql_limit=pgbench.FIRST_LIMIT,
         peak_rss_bytes=peak_rss,
+        workers=args.workers,
     )
 
 

@@ -45,6 +45,25 @@ def process_cpu_s(pid: int, *, reaped_children: bool = False) -> float:
     return ticks / TICKS_PER_S
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process under it (a server's `WORKERS`), parent first."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        found.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            todo += [int(child) for child in children]
+    return found
+
+
 def children_cpu_s() -> float:
     """CPU seconds of every child process we have waited for (wrk, pgbench)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -115,7 +134,11 @@ class CpuMeter:
     _at_start: tuple[float, float | None, float] = (0.0, None, 0.0)
 
     def _sample(self) -> tuple[float, float | None, float]:
-        server = process_cpu_s(self.server_pid) if self.server_pid else 0.0
+        server = (
+            sum(process_cpu_s(pid) for pid in process_tree(self.server_pid))
+            if self.server_pid
+            else 0.0
+        )
         database = cluster_cpu_s(self.postmaster) if self.postmaster else None
         return server, database, children_cpu_s()
 

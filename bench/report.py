@@ -100,6 +100,8 @@ class Report:
     sql_cpu: dict[int, CpuSplit]
     sql_limit: int
     peak_rss_bytes: int
+    #: Server processes (WORKERS); with more than one, `peak_rss_bytes` is their PSS.
+    workers: int = 1
 
     def markdown(self) -> str:
         """A section ready to paste into BENCHMARKS.md."""
@@ -111,7 +113,8 @@ class Report:
             f"PostgreSQL {m.postgres} + PostGIS {m.postgis}; "
             f"1-minute load average when measuring began: {m.load_at_start:.2f}.",
             f"Code: {self.code}. Data: {c.users:,} users, {c.streams:,} streams, {c.live:,} live.",
-            f"Target: `{self.target}`, {self.duration_s} s per level after a warm-up; "
+            f"Target: `{self.target}` (WORKERS={self.workers}), {self.duration_s} s per level"
+            " after a warm-up; "
             "bare SQL: pgbench, one transaction = the service's `USER_SQL` + `NEAREST_SQL` "
             f"(ring 0, LIMIT {self.sql_limit}) for a random user.",
             "",
@@ -131,7 +134,13 @@ class Report:
                 f"| {h.concurrency} | {h.rps:,.0f} | {h.p50_ms:.2f} | {h.p95_ms:.2f} "
                 f"| {h.p99_ms:.2f} | {h.errors} | {sql_cells} |"
             )
-        lines += ["", f"Server peak RSS (VmHWM): {self.peak_rss_bytes / 1024**2:.0f} MiB.", ""]
+        memory = (
+            f"Server peak RSS (VmHWM): {self.peak_rss_bytes / 1024**2:.0f} MiB."
+            if self.workers == 1
+            else f"Server: {self.workers} workers; PSS of all its processes after the load"
+            f" {self.peak_rss_bytes / 1024**2:.0f} MiB."
+        )
+        lines += ["", memory, ""]
         lines += self._cpu_table()
         return "\n".join(lines)
 

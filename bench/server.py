@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cpu import process_cpu_s
+from bench.cpu import process_cpu_s, process_tree
 from bench.log import say
 from tools.cluster import free_port
 
@@ -61,21 +61,7 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server process and every process under it (its `WORKERS`), parent first."""
-        found, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop(0)
-            found.append(pid)
-            try:
-                tasks = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue  # gone meanwhile
-            for task in tasks:
-                try:
-                    children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-                except OSError:
-                    continue
-                todo += [int(child) for child in children]
-        return found
+        return process_tree(self.process.pid)
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the server's processes so far."""
