@@ -32,7 +32,7 @@ from app.feed.ranker import feed_ranker
 from app.feed.service import PopularStreams
 from app.feed.store import feature_store
 from app.hometown.click_model import click_model
-from app.hometown.stats import StatsCache
+from app.hometown.stats import SharedTotals, StatsCache
 from app.observability.logs import configure_logging, log_unexpected
 from app.observability.metrics import Metrics
 from app.observability.middleware import Observability
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     state = State(
         {
             "settings": settings,
-            "stats_cache": StatsCache(settings.stats_cache_s),
+            "stats_cache": StatsCache(settings.stats_cache_s, shared=_shared_totals(settings)),
             "rate_limiter": _rate_limiter(settings),
             "failure_log": ThrottledLog(),
             "reloaders": [],
@@ -108,6 +108,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     openapi.tighten(app.openapi_schema, REQUEST_MODELS, optional_bodies=OPTIONAL_BODIES)
     if state.rate_limiter is not None:
         app.on_shutdown.append(state.rate_limiter.close)  # Redis connections, if any
+    if state.stats_cache.shared is not None:
+        app.on_shutdown.append(state.stats_cache.shared.close)
     return app
 
 
@@ -124,6 +126,15 @@ REQUEST_MODELS = (
     GoOfflineBody,
     StreamProfile,
 )
+
+
+def _shared_totals(settings: Settings) -> SharedTotals | None:
+    """The stats answer shared through Redis when `REDIS_URL` is set (redis-py only then)."""
+    if settings.redis_url is None:
+        return None
+    from app.hometown.stats_redis import RedisTotals
+
+    return RedisTotals(settings.redis_url.get_secret_value())
 
 
 def _rate_limiter(settings: Settings) -> Limiter | None:

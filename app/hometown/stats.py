@@ -4,7 +4,9 @@ One statement answers everything: one pass over streams groups them by city (all
 streams, live streams, current viewers), and the totals and both top-10 lists are
 aggregates over those groups. At a million streams that takes a noticeable fraction
 of a second, so the answer is cached for a few seconds (`STATS_CACHE_SECONDS`) and
-computed by one request at a time.
+computed by one request at a time. With `REDIS_URL` the answer is shared through
+Redis (app/hometown/stats_redis.py), so `WORKERS` processes and several hosts
+compute it once per period between them, not once each.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 
@@ -68,23 +71,55 @@ class Totals:
     top_live_cities: list[LiveCity]
 
 
+class SharedTotals(Protocol):
+    """Where processes share the answer: None from `get` when absent or unreachable."""
+
+    async def get(self) -> tuple[Totals, float] | None:
+        """The shared totals and their age in seconds."""
+        ...
+
+    async def put(self, totals: Totals, ttl_s: float) -> None:
+        """Share `totals` for `ttl_s` seconds (best effort)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
 @dataclass
 class StatsCache:
-    """The last answer and when it was computed; one refresh at a time."""
+    """The last answer and when it was computed; one refresh at a time.
+
+    With `shared`, a process whose own copy is stale first takes the shared one
+    (aged as it is there, so no answer is older than the TTL), and computes only
+    when there is none; what it computes it shares.
+    """
 
     ttl_s: float
     value: Totals | None = None
     at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    shared: SharedTotals | None = None
+
+    def _fresh(self) -> bool:
+        return self.value is not None and time.monotonic() - self.at < self.ttl_s
 
     async def get(self, conn: asyncpg.Connection) -> Totals:
         """The cached totals, recomputed when older than the TTL."""
-        if self.value is not None and time.monotonic() - self.at < self.ttl_s:
+        if self._fresh():
+            assert self.value is not None
             return self.value
         async with self.lock:
-            if self.value is None or time.monotonic() - self.at >= self.ttl_s:
-                self.value = await compute(conn)
-                self.at = time.monotonic()
+            if not self._fresh():
+                hit = await self.shared.get() if self.shared and self.ttl_s > 0 else None
+                if hit is not None:
+                    self.value, self.at = hit[0], time.monotonic() - hit[1]
+                else:
+                    self.value, self.at = await compute(conn), time.monotonic()
+                    if self.shared and self.ttl_s > 0:
+                        await self.shared.put(self.value, self.ttl_s)
+            assert self.value is not None
             return self.value
 
 

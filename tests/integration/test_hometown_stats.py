@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from litestar.testing import TestClient
 
@@ -10,6 +12,8 @@ from app.main import create_app
 from app.settings import Settings
 from seed.loader import Dataset, load
 from tests.support import frames
+from tests.support.db import run_sql
+from tests.support.redis import RedisServer
 
 #: 19 streams in 12 cities: Lyon and Marseille tie (Lyon first by name), and of the
 #: nine one-stream cities only the first seven by name make the top 10.
@@ -115,3 +119,56 @@ def test_a_fractional_ring_edge_is_not_truncated(db_url: str) -> None:
     assert body["streams"][0]["ring"] == 0
     assert body["streams"][0]["distance_km"] == pytest.approx(1.2343, abs=1e-6)
     assert len(ids) == 3 == len(set(ids))
+
+
+def _cached(db_url: str, redis_url: str | None) -> Settings:
+    return Settings(DATABASE_URL=db_url, STATS_CACHE_SECONDS=30, REDIS_URL=redis_url or "")
+
+
+def _one_more_user(db_url: str) -> None:
+    run_sql(
+        db_url,
+        "INSERT INTO users (user_id, city, latitude, longitude, language, timezone_offset,"
+        " preferred_categories, local_preference_strength, total_watch_hours)"
+        " SELECT 'u_extra', city, latitude, longitude, language, timezone_offset,"
+        " preferred_categories, local_preference_strength, total_watch_hours"
+        " FROM users ORDER BY user_id LIMIT 1",
+    )
+
+
+def test_with_redis_processes_share_one_answer_per_period(db_url: str, redis_url: str) -> None:
+    """A second process within the TTL takes the first one's answer instead of counting again."""
+    _known_world(db_url)
+    with TestClient(create_app(_cached(db_url, redis_url))) as first:
+        assert first.get("/v1/scenarios/hometown/stats").json()["total_users"] == 1234
+    _one_more_user(db_url)
+    with TestClient(create_app(_cached(db_url, redis_url))) as second:
+        assert second.get("/v1/scenarios/hometown/stats").json()["total_users"] == 1234
+    # Without Redis the same second process counts for itself, and sees the new user.
+    with TestClient(create_app(_cached(db_url, None))) as alone:
+        assert alone.get("/v1/scenarios/hometown/stats").json()["total_users"] == 1235
+
+
+def test_a_shared_answer_keeps_its_age(db_url: str, redis_url: str) -> None:
+    """A process that takes the shared answer serves it only for what is left of the TTL."""
+    _known_world(db_url)
+    with TestClient(create_app(_cached(db_url, redis_url))) as first:
+        first.get("/v1/scenarios/hometown/stats")
+    with TestClient(create_app(_cached(db_url, redis_url))) as second:
+        second.get("/v1/scenarios/hometown/stats")
+        cache = second.app.state.stats_cache
+        age = time.monotonic() - cache.at
+        assert 0.0 <= age < 30.0
+        shared = second.blocking_portal.call(cache.shared.get)
+        assert shared is not None and abs(shared[1] - age) < 1.0
+
+
+def test_redis_down_the_stats_are_computed_in_the_process(
+    db_url: str, redis_url: str, redis_server: RedisServer
+) -> None:
+    _known_world(db_url)
+    redis_server.stop()
+    with TestClient(create_app(_cached(db_url, redis_url))) as client:
+        answer = client.get("/v1/scenarios/hometown/stats")
+        assert answer.status_code == 200 and answer.json()["total_users"] == 1234
+        assert client.app.state.stats_cache.shared.fallbacks >= 1
