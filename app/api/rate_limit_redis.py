@@ -19,12 +19,11 @@ import logging
 import time
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.api.rate_limit import RateLimiter, too_many
 from app.errors import ThrottledLog
-from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S
+from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S, redis_client
 
 log = logging.getLogger("app.rate_limit")
 
@@ -70,13 +69,7 @@ class SharedRateLimiter:
         self.per_second = per_second
         self.burst = float(burst)
         self.fallback = RateLimiter(per_second, burst, clock)
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self.client = redis_client(url, timeout_s)
         self._take = self.client.register_script(TAKE_TOKEN)
         self.retry_after_s = retry_after_s
         self.clock = clock

@@ -23,6 +23,22 @@ REDIS_TIMEOUT_S = 0.075
 RETRY_AFTER_S = 1.0
 
 
+def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> aioredis.Redis:
+    """A client whose every call gives up after `timeout_s` and is never retried.
+
+    The callers (this cache, the shared rate limit, the shared stats) all fall back
+    to the process when Redis fails, so a short deadline costs less than a wait.
+    It connects on first use, so one made before `WORKERS` fork is safe.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+
+
 class RedisCache:
     """Redis through redis-py's asyncio client (hiredis parser); failures are `CacheUnavailable`.
 
@@ -39,13 +55,7 @@ class RedisCache:
         retry_after_s: float = RETRY_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self.client = redis_client(url, timeout_s)
         self.retry_after_s = retry_after_s
         self.clock = clock
         self._down_until = float("-inf")

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.errors import ThrottledLog
-from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S
+from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S, redis_client
 from app.hometown.stats import Totals
 
 #: The key; its suffix changes with the layout of `Totals`.
@@ -39,13 +38,7 @@ class RedisTotals:
         retry_after_s: float = RETRY_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self.client = redis_client(url, timeout_s)
         self.retry_after_s = retry_after_s
         self.clock = clock
         self.fallbacks = 0
