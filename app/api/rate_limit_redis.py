@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from app.api.rate_limit import RateLimiter, too_many
 from app.errors import ThrottledLog
-from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S, redis_client
+from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S, Backoff, redis_client
 
 log = logging.getLogger("app.rate_limit")
 
@@ -71,15 +71,13 @@ class SharedRateLimiter:
         self.fallback = RateLimiter(per_second, burst, clock)
         self.client = redis_client(url, timeout_s)
         self._take = self.client.register_script(TAKE_TOKEN)
-        self.retry_after_s = retry_after_s
-        self.clock = clock
+        self.backoff = Backoff(retry_after_s, clock)
         self.fallbacks = 0
         self.failures = ThrottledLog(every_s=10.0, burst=3)
-        self._down_until = float("-inf")
 
     async def acquire(self, client: str) -> None:
         """Take a token for `client`, or raise `TooManyRequests` with how long to wait."""
-        if self.clock() < self._down_until:
+        if self.backoff.waiting:
             self._fall_back(client)
             return
         try:
@@ -87,7 +85,7 @@ class SharedRateLimiter:
                 keys=[PREFIX + client], args=[self.per_second, self.burst]
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            self._down_until = self.clock() + self.retry_after_s
+            self.backoff.failed()
             self.failures.warning(
                 "rate limit",
                 f"rate-limit buckets in Redis unavailable ({type(exc).__name__}):"

@@ -39,6 +39,30 @@ def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> aioredis.Redis
     )
 
 
+class Backoff:
+    """After a failure, Redis is left alone for `retry_after_s`.
+
+    An outage then costs one timeout a second, not one per call. The feature
+    cache, the shared rate limit and the shared stats each keep one.
+    """
+
+    def __init__(
+        self, retry_after_s: float = RETRY_AFTER_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.retry_after_s = retry_after_s
+        self.clock = clock
+        self._until = float("-inf")
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a recent failure says not to try Redis yet."""
+        return self.clock() < self._until
+
+    def failed(self) -> None:
+        """A call just failed: wait `retry_after_s` before the next one."""
+        self._until = self.clock() + self.retry_after_s
+
+
 class RedisCache:
     """Redis through redis-py's asyncio client (hiredis parser); failures are `CacheUnavailable`.
 
@@ -56,17 +80,15 @@ class RedisCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = redis_client(url, timeout_s)
-        self.retry_after_s = retry_after_s
-        self.clock = clock
-        self._down_until = float("-inf")
+        self.backoff = Backoff(retry_after_s, clock)
         self.last_error: str | None = None
 
     def _check(self) -> None:
-        if self.clock() < self._down_until:
+        if self.backoff.waiting:
             raise CacheUnavailable(f"redis is down ({self.last_error}); retrying shortly")
 
     def _failed(self, exc: BaseException) -> CacheUnavailable:
-        self._down_until = self.clock() + self.retry_after_s
+        self.backoff.failed()
         self.last_error = type(exc).__name__
         return CacheUnavailable(f"redis failed: {type(exc).__name__}")
 

@@ -17,7 +17,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from app.errors import ThrottledLog
-from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S, redis_client
+from app.feed.redis_cache import REDIS_TIMEOUT_S, RETRY_AFTER_S, Backoff, redis_client
 from app.hometown.stats import Totals
 
 #: The key; its suffix changes with the layout of `Totals`.
@@ -39,11 +39,9 @@ class RedisTotals:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = redis_client(url, timeout_s)
-        self.retry_after_s = retry_after_s
-        self.clock = clock
+        self.backoff = Backoff(retry_after_s, clock)
         self.fallbacks = 0
         self.failures = ThrottledLog(every_s=10.0, burst=3)
-        self._down_until = float("-inf")
 
     async def get(self) -> tuple[Totals, float] | None:
         """The shared totals and their age, from one GET and one PTTL in a pipeline."""
@@ -76,14 +74,14 @@ class RedisTotals:
             self._failed(exc)
 
     def _down(self) -> bool:
-        if self.clock() < self._down_until:
+        if self.backoff.waiting:
             self.fallbacks += 1
             return True
         return False
 
     def _failed(self, exc: BaseException) -> None:
         self.fallbacks += 1
-        self._down_until = self.clock() + self.retry_after_s
+        self.backoff.failed()
         self.failures.warning(
             "stats cache",
             f"stats cache in Redis unavailable ({type(exc).__name__}): computing in the process",
