@@ -112,13 +112,14 @@ class StatsCache:
             return self.value
         async with self.lock:
             if not self._fresh():
-                hit = await self.shared.get() if self.shared and self.ttl_s > 0 else None
+                shared = self.shared if self.ttl_s > 0 else None  # a TTL of 0: no caching
+                hit = await shared.get() if shared is not None else None
                 if hit is not None:
                     self.value, self.at = hit[0], time.monotonic() - hit[1]
                 else:
                     self.value, self.at = await compute(conn), time.monotonic()
-                    if self.shared and self.ttl_s > 0:
-                        await self.shared.put(self.value, self.ttl_s)
+                    if shared is not None:
+                        await shared.put(self.value, self.ttl_s)
             assert self.value is not None
             return self.value
 
