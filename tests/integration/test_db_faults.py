@@ -182,7 +182,9 @@ def test_statement_timeout_is_set_per_session_and_a_slow_query_is_a_timeout(
 def test_a_request_stuck_behind_a_lock_is_a_quick_503_and_the_worker_is_free_after(
     database: Database,
 ) -> None:
-    env = {"DB_POOL_SIZE": "1", "DB_STATEMENT_TIMEOUT": "50"}
+    # 400 ms: well above a cold first query on a busy CI machine (50 ms was not), and a
+    # lock wait still ends at lock_timeout (200 ms), far inside the 1 s bound below.
+    env = {"DB_POOL_SIZE": "1", "DB_STATEMENT_TIMEOUT": "400"}
     with (
         running_server(database.url, **env) as server,
         httpx.Client(base_url=server.base_url, timeout=10) as client,
