@@ -26,6 +26,7 @@ from app.api.rate_limit import Limiter, RateLimiter
 from app.api.schemas import HometownRequest
 from app.api.streams import StreamsController
 from app.db.pool import database
+from app.db.replicas import replicas
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
 from app.feed.follow import live_streams
 from app.feed.ranker import feed_ranker
@@ -71,7 +72,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CategoryFeedController,
             StreamsController,
         ],
-        lifespan=[sighup, database, click_model, feed_ranker, feature_store, live_streams],
+        lifespan=[
+            sighup,
+            database,
+            replicas,
+            click_model,
+            feed_ranker,
+            feature_store,
+            live_streams,
+        ],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         after_exception=[log_unexpected],

@@ -34,6 +34,8 @@ DEFAULT_DATABASE_URL = "postgresql://hometown:hometown@127.0.0.1:54329/hometown"
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}")
+#: Where the next URL of a comma-separated list starts: a comma before a scheme.
+_URL_START = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]{0,30}://)")
 
 
 def normalise_database_url(url: str) -> str:
@@ -82,6 +84,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter="__")
 
     database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    #: Hot standbys of `database_url` (comma-separated URLs) that take the
+    #: recommendation reads; writes always go to the primary (app/db/replicas.py).
+    database_replica_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias="DATABASE_REPLICA_URLS"
+    )
+    #: Seconds a replica may be behind the primary and still serve a read; past it,
+    #: or down, it is skipped. Half a second keeps "offline is gone within 1 s".
+    replica_max_lag_s: float = Field(default=0.5, gt=0, le=3600, validation_alias="REPLICA_MAX_LAG")
     host: str = Field(default="127.0.0.1", validation_alias="HOST")
     port: int = Field(default=8000, ge=1, le=65535, validation_alias="PORT")
     model_path: Path = Field(
@@ -169,6 +179,16 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("database_replica_urls", mode="before")
+    @classmethod
+    def _split_replicas(cls, value: object) -> object:
+        if isinstance(value, str):
+            # Split only before a scheme: one URL may itself list hosts, `h1:5432,h2:5432`.
+            value = [part.strip() for part in _URL_START.split(value) if part.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(normalise_database_url(str(v)) for v in value)
+        return value
 
     @field_validator("redis_url", mode="before")
     @classmethod

@@ -53,6 +53,10 @@ TUNING = {
 }
 
 
+#: What a primary needs so `pg_basebackup` and a hot standby can follow it.
+REPLICATION = {"wal_level": "replica", "max_wal_senders": "8", "wal_keep_size": "'256MB'"}
+
+
 class ClusterError(RuntimeError):
     """The private cluster could not be set up or started; the message says why."""
 
@@ -111,6 +115,8 @@ class LocalCluster:
     root: Path
     port: int = DEFAULT_PORT
     fsync: bool = True
+    #: WAL for streaming replication (`standby`), instead of the bulk loads' minimal WAL.
+    replication: bool = False
 
     @property
     def datadir(self) -> Path:
@@ -214,6 +220,7 @@ class LocalCluster:
                 raise ClusterError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
             settings = {
                 **TUNING,
+                **(REPLICATION if self.replication else {}),
                 "port": str(self.port),
                 "unix_socket_directories": f"'{datadir}'",
                 "fsync": "on" if self.fsync else "off",
@@ -243,6 +250,52 @@ class LocalCluster:
                 raise ClusterError(f"pg_ctl start failed:\n{result.stderr}\n{tail}")
         asyncio.run(_create_database(self.port))
         return self.url
+
+    def standby(self, root: Path, port: int, **settings: str) -> LocalCluster:
+        """A hot standby of this (running, `replication`) cluster in `root`, started.
+
+        `pg_basebackup -R` copies the data directory over a replication connection
+        and writes `primary_conninfo` and `standby.signal`, so the copy starts as a
+        read-only server that streams and replays this one's WAL. `settings` go into
+        the standby's postgresql.conf (e.g. `recovery_min_apply_delay="'2s'"`).
+        """
+        if not self.replication:
+            raise ClusterError("a standby needs a primary started with replication=True")
+        bindir = pg_bindir()
+        standby = LocalCluster(root, port=port, fsync=self.fsync, replication=True)
+        standby._make_root()
+        standby._chown()
+        datadir = standby.datadir.resolve()
+        result = self._run(
+            str(bindir / "pg_basebackup"),
+            "-D",
+            str(datadir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            DB_USER,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"pg_basebackup failed:\n{result.stdout}\n{result.stderr}")
+        overrides = {
+            "port": str(port),
+            "unix_socket_directories": f"'{datadir}'",
+            "hot_standby": "on",
+            **settings,
+        }
+        with (datadir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# hometown hot standby\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in overrides.items())
+        standby.start()
+        return standby
 
     def stop(self) -> None:
         """Stop the server if it runs (fast shutdown: aborts open transactions)."""

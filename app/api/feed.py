@@ -22,7 +22,6 @@ from app.api.feed_schemas import (
     HomeFeedRequest,
 )
 from app.api.rate_limit import rate_limited
-from app.db.pool import connection
 from app.feed import service
 from app.observability.context import current_request_id
 
@@ -94,7 +93,7 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
         weights=settings.weights,
     )
     feed = await service.recommend(
-        lambda: connection(state.pool, settings.db_connect_timeout_s), query, parts
+        lambda: state.reads.connection(settings.db_connect_timeout_s), query, parts
     )
     return FeedResponse(
         request_id=current_request_id() or uuid.uuid4().hex,

@@ -29,7 +29,9 @@ from app.api.schemas import (
     ModelStatus,
     ProcessStatus,
     RankerStatus,
+    ReplicaStatus,
 )
+from app.db import replicas
 from app.db.pool import CONNECTION_ERRORS
 from app.feed.ranker import RankerSlot
 from app.health import check_database
@@ -63,7 +65,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
         body = HealthResponse(
             status="unavailable",
             version=__version__,
-            database=DatabaseStatus(reachable=False, error=reason[:300]),
+            database=DatabaseStatus(reachable=False, error=reason[:300], **_reads(state)),
             model=_model_status(state.model),
             feed=await feed_status(state),
             endpoints=served,
@@ -75,6 +77,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
         postgis_version=db.postgis_version,
         rows=db.rows,
         rows_estimated=db.rows_estimated,
+        **_reads(state),
     )
     return Response(
         HealthResponse(
@@ -87,6 +90,18 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             process=_process(state),
         )
     )
+
+
+def _reads(state: State) -> dict[str, Any]:
+    """Where this process's recommendation reads went, and each replica's state."""
+    reads = state.get("reads")
+    if reads is None:
+        return {}
+    found = replicas.status(reads, reads.clock())
+    return {
+        "primary_reads": reads.primary_reads,
+        "replicas": [ReplicaStatus(**replica) for replica in found],
+    }
 
 
 def _process(state: State) -> ProcessStatus:

@@ -22,7 +22,6 @@ from app.api.schemas import (
     Ring,
     StatsResponse,
 )
-from app.db.pool import connection
 from app.errors import ModelUnavailable
 from app.hometown import service
 from app.hometown.click_model import ModelSlot, probability_of
@@ -73,7 +72,7 @@ class HometownController(Controller):
     async def stats(self, state: State) -> StatsResponse:
         """Totals, the top 10 cities, the live picture, and the algorithm (`STATS_DESCRIPTION`)."""
         settings = state.settings
-        async with connection(state.pool, settings.db_connect_timeout_s) as conn:
+        async with state.reads.connection(settings.db_connect_timeout_s) as conn:
             totals = await state.stats_cache.get(conn)
         return StatsResponse(
             total_streams=totals.streams,
@@ -126,10 +125,14 @@ class HometownMlController(Controller):
 async def _recommend(
     state: State, data: HometownRequest, probability: Probability | None = None
 ) -> HometownResponse:
-    """Both endpoints: a pooled connection, the settings' weights, the service."""
+    """Both endpoints: a read connection, the settings' weights, the service.
+
+    The read goes to a fresh replica when there is one, else the primary
+    (app/db/replicas.py).
+    """
     settings = state.settings
     query = service.Query(**msgspec.structs.asdict(data))
-    async with connection(state.pool, settings.db_connect_timeout_s) as conn:
+    async with state.reads.connection(settings.db_connect_timeout_s) as conn:
         found = await service.recommend(
             conn,
             query,

@@ -19,14 +19,37 @@ from app.db.limits import (
 
 
 @dataclass
+class ReplicaStatus:
+    """One read replica (`DATABASE_REPLICA_URLS`) as this process last checked it.
+
+    `state`: "up" (serves reads), "lagging" (more than `REPLICA_MAX_LAG` behind),
+    "down", "not_standby" (not in recovery: serves nothing), or "unknown" (not
+    checked yet). `lag_s`: seconds of the primary's commits it may lack right now.
+    """
+
+    name: str
+    url: str
+    state: str
+    lag_s: float | None = None
+    reads: int = 0
+    error: str | None = None
+
+
+@dataclass
 class DatabaseStatus:
-    """Reachability and size of the database."""
+    """Reachability and size of the database (the primary), and the read replicas.
+
+    `primary_reads` and each replica's `reads` count the recommendation reads this
+    process sent there.
+    """
 
     reachable: bool
     postgis_version: str | None = None
     rows: dict[str, int] | None = None
     rows_estimated: bool | None = None
     error: str | None = None
+    primary_reads: int | None = None
+    replicas: list[ReplicaStatus] = field(default_factory=list)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.db import replicas
 from app.heap import CLOCK
 from app.observability.context import RequestRecord
 
@@ -145,6 +146,7 @@ class StateCollector(Collector):
             value=float(getattr(limiter, "fallbacks", 0)),
         )
         yield from _collector()
+        yield from self._replicas()
         pool = self.state.get("pool")
         gauges = {
             "size": "Connections the pool holds open now.",
@@ -160,6 +162,34 @@ class StateCollector(Collector):
         values = {"size": size, "in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
         for name, doc in gauges.items():
             yield GaugeMetricFamily(f"hometown_db_pool_{name}", doc, value=float(values[name]))
+
+    def _replicas(self) -> Iterator[Metric]:
+        """Reads by target, and each replica's state and lag (app/db/replicas.py)."""
+        reads = self.state.get("reads")
+        served = CounterMetricFamily(
+            "hometown_db_reads",
+            "Recommendation reads by where they ran: primary, or a replica's name.",
+            labels=("target",),
+        )
+        up = GaugeMetricFamily(
+            "hometown_db_replica_up",
+            "1 while a replica serves reads (up and within REPLICA_MAX_LAG), else 0.",
+            labels=("replica",),
+        )
+        lag = GaugeMetricFamily(
+            "hometown_db_replica_lag_seconds",
+            "Seconds of the primary's commits a replica may lack (NaN until known).",
+            labels=("replica",),
+        )
+        if reads is not None:
+            served.add_metric(("primary",), float(reads.primary_reads))
+            for replica in replicas.status(reads, reads.clock()):
+                name = replica["name"]
+                served.add_metric((name,), float(replica["reads"]))
+                up.add_metric((name,), 1.0 if replica["state"] == "up" else 0.0)
+                lagged = replica["lag_s"]
+                lag.add_metric((name,), float("nan") if lagged is None else float(lagged))
+        yield from (served, up, lag)
 
     def _feature_cache(self) -> Iterator[Metric]:
         """The feature cache's hits, misses and fallbacks to PostgreSQL (app/feed/store.py)."""
