@@ -16,7 +16,10 @@ install: ## install the locked dependencies into .venv
 db: install ## give a PostGIS: DATABASE_URL, else docker compose, else a private cluster in .pgdata/
 	@$(DB) up >/dev/null
 
-db-stop: ## stop the private cluster in .pgdata/
+db-standby: db ## a hot standby of the private cluster in .pgdata-standby/ (port 54330), by pg_basebackup -R
+	@$(DB) standby
+
+db-stop: ## stop the private cluster in .pgdata/ (and its standby)
 	@$(DB) down
 
 migrate: db ## alembic upgrade head
@@ -73,6 +76,9 @@ soak: db ## ten minutes at 70% of capacity, reads and live-status writes mixed (
 
 bench-feed: db ## home-feed training: generate, load, train both stages, evaluate; 10K x 50K x 500K (scratch db)
 	$(UV) run python -m bench.feed
+
+bench-replicas: db-standby ## 1 and 2 processes x primary alone / + replica, HOMETOWN and home feed (run bench-feed-api first: its world and models)
+	$(UV) run python -m bench.replicas --database postgresql://hometown:hometown@127.0.0.1:54329/hometown_bench_feed_api --replica postgresql://hometown:hometown@127.0.0.1:54330/hometown_bench_feed_api --model-dir models/bench_feed_api/1000000x1000000x10000000
 
 bench-feed-api: db ## home feed over HTTP vs HOMETOWN + pgbench, 1M users x 1M streams (10% live) x 10M impressions; keeps and reuses its scratch db and models
 	$(UV) run python -m bench.feed_api --users 1000000 --streams 1000000 --interactions 10000000 --reuse

@@ -2,7 +2,7 @@
 
     uv run python -m bench.soak [--streams 1000000] [--users 1000000] [--live-share 0.1]
                                 [--duration 600] [--slice 60] [--share 0.7]
-                                [--write-rate 1000] [--keep-db]
+                                [--write-rate 1000] [--workers 1] [--keep-db]
 
 A short benchmark shows speed; a soak shows what only time shows: memory that
 creeps, latency that drifts as tables churn and bloat, errors that come once a
@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
@@ -80,12 +79,15 @@ class SoakRun:
     simulation: SimulationResult
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of `pid` now (VmRSS), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("VmRSS missing from /proc status")
+def memory_mib(api: server.Server) -> float:
+    """The server's memory now, MiB: its RSS, or with several workers their PSS summed.
+
+    RSS would count the pages the workers share (the app built before the fork) once
+    per process; PSS splits them (bench/server.py).
+    """
+    if len(api.pids()) > 1:
+        return api.pss_bytes() / 2**20
+    return api.rss_bytes() / 2**20
 
 
 def delay_for(target_rps: float, latency_ms: float) -> float:
@@ -128,7 +130,7 @@ async def _soak(
 
     slices: list[Slice] = []
     delay = delay_for(target, capacity.p50_ms / 2)
-    rss_start = rss_mib(api.process.pid)
+    rss_start = memory_mib(api)
     for index in range(max(args.duration // args.slice, 1)):
         before = sim.tally.snapshot()
         paced = wrk.lua_script(
@@ -147,7 +149,7 @@ async def _soak(
         piece = Slice(
             index=index,
             reads=reads,
-            rss_mib=rss_mib(api.process.pid),
+            rss_mib=memory_mib(api),
             applied_per_s=(after.applied - before.applied) / span,
             write_errors=after.http_errors - before.http_errors,
         )
@@ -182,7 +184,9 @@ def markdown(args: argparse.Namespace, url: str, load: float, run: SoakRun, chec
         f" {args.live_share:.0%} live. Writes: the churn simulator at {args.write_rate:,} updates/s"
         f" in batches of 1,000 throughout. Capacity (wrk, {CAPACITY_CONCURRENCY} connections,"
         f" {CAPACITY_SECONDS} s, writes running): {run.capacity.rps:,.0f} req/s; reads paced"
-        f" to {run.target:,.0f} req/s over {SOAK_CONCURRENCY} connections.",
+        f" to {run.target:,.0f} req/s over {SOAK_CONCURRENCY} connections."
+        f" Server: {args.workers} process{'es' if args.workers > 1 else ''} (WORKERS)"
+        f"{'; memory is their PSS summed' if args.workers > 1 else ''}.",
         "",
         "| slice | req/s | p50 ms | p99 ms | read errors | updates/s applied | write errors"
         " | server RSS MiB |",
@@ -216,6 +220,9 @@ def parser() -> argparse.ArgumentParser:
         "--share", type=positive_float, default=0.7, help="share of the measured capacity"
     )
     cli.add_argument("--write-rate", type=positive, default=1000, help="status updates per second")
+    cli.add_argument(
+        "--workers", type=positive, default=1, help="server processes (WORKERS; default 1)"
+    )
     return cli
 
 
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             ensure_data(scratch.server_url, url, dataset, reuse=scratch.reuse)
             load = os.getloadavg()[0]
             key = secrets.token_urlsafe(32)
-            api = server.start(url, extra_env={"API_KEY": key})
+            api = server.start(url, extra_env={"API_KEY": key, "WORKERS": str(args.workers)})
             try:
                 run = asyncio.run(_soak(args, api, key, read_streams(url)))
             finally:

@@ -8,7 +8,8 @@ unprivileged user, because both refuse to run as root.
 Command line (used by the Makefile)::
 
     python -m tools.cluster up      # make sure a database answers; print its URL
-    python -m tools.cluster down    # stop the private cluster under .pgdata/
+    python -m tools.cluster standby # a hot standby of .pgdata/ in .pgdata-standby/; its URL
+    python -m tools.cluster down    # stop the private cluster (and its standby)
     python -m tools.cluster status
 """
 
@@ -35,6 +36,9 @@ PG_MAJOR = 15
 POSTGIS_PACKAGE = f"postgresql-{PG_MAJOR}-postgis-3"
 DEFAULT_DIR = Path(".pgdata")
 DEFAULT_PORT = 54329
+#: `python -m tools.cluster standby`: a hot standby of the private cluster.
+STANDBY_DIR = Path(".pgdata-standby")
+STANDBY_PORT = 54330
 DB_NAME = "hometown"
 DB_USER = "hometown"
 # Bulk loads dominate this cluster's work: a bigger WAL budget and minimal WAL
@@ -259,8 +263,11 @@ class LocalCluster:
         read-only server that streams and replays this one's WAL. `settings` go into
         the standby's postgresql.conf (e.g. `recovery_min_apply_delay="'2s'"`).
         """
-        if not self.replication:
-            raise ClusterError("a standby needs a primary started with replication=True")
+        if asyncio.run(_setting(self.port, "wal_level")) == "minimal":
+            raise ClusterError(
+                "the primary runs with wal_level = minimal: no standby can follow it"
+                " (`python -m tools.cluster standby` turns replication on for .pgdata/)"
+            )
         bindir = pg_bindir()
         standby = LocalCluster(root, port=port, fsync=self.fsync, replication=True)
         standby._make_root()
@@ -310,6 +317,45 @@ class LocalCluster:
                 "-D",
                 str(self.datadir.resolve()),
             )
+
+
+    def enable_replication(self) -> None:
+        """Turn a running minimal-WAL cluster into one a standby can follow (a restart)."""
+        if asyncio.run(_setting(self.port, "wal_level")) != "minimal":
+            return
+        log("turning replication on (wal_level = replica) and restarting")
+        asyncio.run(_alter_system(self.port, {**REPLICATION, "wal_keep_size": "'1GB'"}))
+        result = self._run(
+            str(pg_bindir() / "pg_ctl"),
+            "restart",
+            "-w",
+            "-m",
+            "fast",
+            "-D",
+            str(self.datadir.resolve()),
+            "-l",
+            str(self.logfile.resolve()),
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"pg_ctl restart failed:\n{result.stderr}")
+
+
+async def _setting(port: int, name: str) -> str:
+    conn = await asyncpg.connect(host="127.0.0.1", port=port, user=DB_USER, database="postgres")
+    try:
+        return str(await conn.fetchval("SELECT current_setting($1)", name))
+    finally:
+        await conn.close()
+
+
+async def _alter_system(port: int, settings: dict[str, str]) -> None:
+    conn = await asyncpg.connect(host="127.0.0.1", port=port, user=DB_USER, database="postgres")
+    try:
+        for key, value in settings.items():
+            await conn.execute(f"ALTER SYSTEM SET {key} = {value}")
+    finally:
+        await conn.close()
 
 
 async def _create_database(port: int) -> None:
@@ -387,19 +433,39 @@ def up() -> str:
     return LocalCluster(DEFAULT_DIR).start()
 
 
+def standby_up() -> str:
+    """A hot standby of the private cluster in `.pgdata-standby/`; print its URL.
+
+    For trying `DATABASE_REPLICA_URLS` and for `python -m bench.replicas`: the first
+    call turns replication on in `.pgdata/` (one restart) and copies it.
+    """
+    primary = LocalCluster(DEFAULT_DIR)
+    primary.start()
+    primary.enable_replication()
+    standby = LocalCluster(STANDBY_DIR, port=STANDBY_PORT, replication=True)
+    if (standby.datadir / "PG_VERSION").exists():
+        standby.start()
+        return standby.url
+    log(f"copying the private cluster into {STANDBY_DIR} (pg_basebackup -R)")
+    return primary.standby(STANDBY_DIR, STANDBY_PORT).url
+
+
 def main(argv: list[str]) -> int:
     """Entry point for `python -m tools.cluster`."""
     command = argv[0] if argv else "up"
     try:
         if command == "up":
             print(up())
+        elif command == "standby":
+            print(standby_up())
         elif command == "down":
+            LocalCluster(STANDBY_DIR, port=STANDBY_PORT).stop()
             LocalCluster(DEFAULT_DIR).stop()
         elif command == "status":
             running = LocalCluster(DEFAULT_DIR).running()
             print("running" if running else "stopped")
         else:
-            print("usage: python -m tools.cluster [up|down|status]", file=sys.stderr)
+            print("usage: python -m tools.cluster [up|standby|down|status]", file=sys.stderr)
             return 2
     except (ClusterError, subprocess.CalledProcessError) as exc:
         print(f"[db] error: {exc}", file=sys.stderr)
