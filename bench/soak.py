@@ -189,7 +189,7 @@ def markdown(args: argparse.Namespace, url: str, load: float, run: SoakRun, chec
         f"{'; memory is their PSS summed' if args.workers > 1 else ''}.",
         "",
         "| slice | req/s | p50 ms | p99 ms | read errors | updates/s applied | write errors"
-        " | server RSS MiB |",
+        " | server memory MiB |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in slices:
@@ -200,7 +200,7 @@ def markdown(args: argparse.Namespace, url: str, load: float, run: SoakRun, chec
     lines += [
         "",
         f"- Errors over the run: **{errors}** (reads and writes).",
-        f"- Server RSS: {run.rss_start:.0f} MiB at the start of the soak,"
+        f"- Server memory: {run.rss_start:.0f} MiB at the start of the soak,"
         f" {slices[-1].rss_mib:.0f} MiB at the end.",
         f"- p99 per slice: median {statistics.median(p99s):.1f} ms, min {min(p99s):.1f},"
         f" max {max(p99s):.1f} ms.",

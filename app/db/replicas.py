@@ -142,15 +142,19 @@ class Reads:
     async def connection(self, timeout_s: float) -> AsyncIterator[asyncpg.Connection]:
         """A connection for a read, with the primary's fault handling (see app/db/pool.py)."""
         replica = self.choose()
+        if replica is None:  # no replica fresh (or none configured): the plain path
+            self.primary_reads += 1
+            async with connection(self.primary, timeout_s) as conn:
+                yield conn
+            return
         try:
             async with AsyncExitStack() as stack:
                 conn = None
-                if replica is not None:
-                    try:
-                        conn = await stack.enter_async_context(connection(replica.pool, timeout_s))
-                    except DatabaseUnavailable as exc:
-                        replica.failed(exc)  # down at acquire: the primary serves this one
-                        replica = None
+                try:
+                    conn = await stack.enter_async_context(connection(replica.pool, timeout_s))
+                except DatabaseUnavailable as exc:
+                    replica.failed(exc)  # down at acquire: the primary serves this one
+                    replica = None
                 if conn is None:
                     conn = await stack.enter_async_context(connection(self.primary, timeout_s))
                 if replica is None:
