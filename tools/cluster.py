@@ -318,7 +318,6 @@ class LocalCluster:
                 str(self.datadir.resolve()),
             )
 
-
     def enable_replication(self) -> None:
         """Turn a running minimal-WAL cluster into one a standby can follow (a restart)."""
         if asyncio.run(_setting(self.port, "wal_level")) != "minimal":
