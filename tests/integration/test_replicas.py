@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +83,11 @@ def clusters() -> Iterator[Clusters]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture()
-def api(clusters: Clusters) -> Iterator[httpx.Client]:
-    """The API reading from the prompt standby, every stream live again first."""
-    _all_live(clusters.url)
+@contextmanager
+def serving(clusters: Clusters, replica: LocalCluster) -> Iterator[httpx.Client]:
+    """`python -m app` on the primary with `replica` as its one replica, once that serves."""
     server = api_server.start(
-        clusters.url,
-        extra_env={"API_KEY": KEY, "DATABASE_REPLICA_URLS": clusters.standby.url},
+        clusters.url, extra_env={"API_KEY": KEY, "DATABASE_REPLICA_URLS": replica.url}
     )
     try:
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
@@ -96,6 +95,14 @@ def api(clusters: Clusters) -> Iterator[httpx.Client]:
             yield client
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def api(clusters: Clusters) -> Iterator[httpx.Client]:
+    """The API reading from the prompt standby, every stream live again first."""
+    _all_live(clusters.url)
+    with serving(clusters, clusters.standby) as client:
+        yield client
 
 
 def _all_live(url: str) -> None:
@@ -186,19 +193,11 @@ def test_a_replica_behind_more_than_the_bound_is_skipped_and_freshness_holds(
 ) -> None:
     _all_live(clusters.url)
     time.sleep(3.5)  # the delayed standby replays that write too: it starts "up"
-    server = api_server.start(
-        clusters.url,
-        extra_env={"API_KEY": KEY, "DATABASE_REPLICA_URLS": clusters.delayed.url},
-    )
-    try:
-        with httpx.Client(base_url=server.base_url, timeout=10) as client:
-            _wait_for_state(client, "replica1", "up")
-            victim, seconds = _offline_then_gone(client)
-            # Three seconds behind now: skipped, so the primary answered.
-            lagging = _replica(client, "replica1")
-            primary_reads = _health(client)["primary_reads"]
-    finally:
-        server.stop()
+    with serving(clusters, clusters.delayed) as client:
+        victim, seconds = _offline_then_gone(client)
+        # Three seconds behind now: skipped, so the primary answered.
+        lagging = _replica(client, "replica1")
+        primary_reads = _health(client)["primary_reads"]
     assert seconds < 1.0, f"{victim} was recommended for {seconds:.3f}s after going offline"
     assert lagging["state"] == "lagging"
     assert lagging["lag_s"] > 0.5

@@ -83,7 +83,7 @@ def test_domain_code_does_not_import_http(path: Path) -> None:
 
 
 #: Files that hold a lifespan hook and so take the `Litestar` app object (nothing else of HTTP).
-LIFESPAN_HOOKS = {"pool.py", "click_model.py"}
+LIFESPAN_HOOKS = {"pool.py", "replicas.py", "click_model.py"}
 
 
 def test_offline_packages_use_app_not_the_other_way() -> None:
