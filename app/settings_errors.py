@@ -21,10 +21,11 @@ from pydantic_settings import BaseSettings
 #: How a valid DATABASE_URL looks, for the messages.
 URL_SHAPE = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
 #: Variables whose values never appear in a message (a URL may carry a password).
-SECRET_VARIABLES = frozenset({"API_KEY", "DATABASE_URL", "REDIS_URL"})
+SECRET_VARIABLES = frozenset({"API_KEY", "DATABASE_URL", "DATABASE_REPLICA_URLS", "REDIS_URL"})
 #: How to fix a variable, where "such a value" would not say enough.
 _FIXES = {
     "DATABASE_URL": f"a URL like {URL_SHAPE} (postgres:// and postgresql+DRIVER:// work too)",
+    "DATABASE_REPLICA_URLS": f"comma-separated URLs like {URL_SHAPE}",
     "TRUSTED_PROXIES": "a list like 10.0.0.5,10.1.0.0/16",
     "REDIS_URL": "a URL like redis://HOST:6379/0 (rediss:// for TLS, unix:///PATH for a socket)",
     "API_KEY": "such a key (`python -c 'import secrets; print(secrets.token_hex(32))'` prints one)",
@@ -33,6 +34,7 @@ _FIXES = {
 _UNSET = {
     "API_KEY": "or unset it (every write is then refused)",
     "TRUSTED_PROXIES": "or unset it (no proxy is trusted)",
+    "DATABASE_REPLICA_URLS": "or unset it (the primary serves every read)",
     "REDIS_URL": "or unset it (each process caches features in its own memory)",
 }
 

@@ -30,6 +30,7 @@ BAD = [
     ("PORT", "abc"),
     ("WEIGHTS__PROXIMITY_WEIGHT", "-1"),
     ("REDIS_URL", f"http://u:{SECRET}@cache:6379/0"),
+    ("DATABASE_REPLICA_URLS", f"postgresql://u:{SECRET}@h:5432/db,mysql://u:{SECRET}@h/db"),
     ("FEATURE_CACHE_ENTRIES", "0"),
 ]
 
@@ -76,7 +77,7 @@ def test_a_bad_setting_is_one_line_and_exit_2(
     command: list[str], variable: str, value: str, tmp_path: Path
 ) -> None:
     line = _assert_one_clear_line(_run(command, tmp_path, **{variable: value}), variable)
-    if variable in ("API_KEY", "DATABASE_URL"):
+    if variable in ("API_KEY", "DATABASE_URL", "DATABASE_REPLICA_URLS", "REDIS_URL"):
         assert value not in line
         assert SECRET not in line
 
