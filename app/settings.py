@@ -38,6 +38,16 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}")
 _URL_START = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]{0,30}://)")
 
 
+def redact(url: str) -> str:
+    """The URL without its password, for messages and the health page."""
+    scheme, _, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 def normalise_database_url(url: str) -> str:
     """Return `url` as a plain `postgresql://` URL, whatever driver part it names.
 

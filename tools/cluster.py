@@ -25,12 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from app.settings import DEFAULT_DATABASE_URL, load_settings
+from app.settings import DEFAULT_DATABASE_URL, load_settings, redact
 
 PG_MAJOR = 15
 POSTGIS_PACKAGE = f"postgresql-{PG_MAJOR}-postgis-3"
@@ -340,30 +342,31 @@ class LocalCluster:
             raise ClusterError(f"pg_ctl restart failed:\n{result.stderr}")
 
 
-async def _setting(port: int, name: str) -> str:
+@asynccontextmanager
+async def _admin(port: int) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the cluster's `postgres` database, closed afterwards."""
     conn = await asyncpg.connect(host="127.0.0.1", port=port, user=DB_USER, database="postgres")
     try:
-        return str(await conn.fetchval("SELECT current_setting($1)", name))
+        yield conn
     finally:
         await conn.close()
+
+
+async def _setting(port: int, name: str) -> str:
+    async with _admin(port) as conn:
+        return str(await conn.fetchval("SELECT current_setting($1)", name))
 
 
 async def _alter_system(port: int, settings: dict[str, str]) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=port, user=DB_USER, database="postgres")
-    try:
+    async with _admin(port) as conn:
         for key, value in settings.items():
             await conn.execute(f"ALTER SYSTEM SET {key} = {value}")
-    finally:
-        await conn.close()
 
 
 async def _create_database(port: int) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=port, user=DB_USER, database="postgres")
-    try:
+    async with _admin(port) as conn:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME):
             await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await conn.close()
 
 
 async def _ping(url: str) -> str:
@@ -385,16 +388,6 @@ def wait_for(url: str, timeout_s: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise ClusterError(f"database at {redact(url)} did not answer: {exc}") from exc
             time.sleep(0.5)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, _, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def docker_engine_answers() -> bool:

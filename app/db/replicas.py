@@ -45,7 +45,7 @@ from litestar import Litestar
 
 from app.db.pool import CONNECTION_ERRORS, QUERY_TIMEOUTS, Pool, connection, create_pool
 from app.errors import DatabaseUnavailable
-from app.settings import Settings
+from app.settings import Settings, redact
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,6 @@ SELECT (pg_current_wal_insert_lsn() - '0/0')::int8,
        pg_size_bytes(current_setting('wal_segment_size'))
 """
 _REPLAYED = "SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0')::int8"
-
-
-def redact(url: str) -> str:
-    """`url` without its password, for the health page and log lines."""
-    scheme, _, rest = url.partition("://")
-    creds, at, where = rest.rpartition("@")
-    if not at:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}@{where}"
 
 
 def record_end(position: int, page: int, segment: int) -> int:
