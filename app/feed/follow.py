@@ -76,8 +76,9 @@ CLOSE_TIMEOUT_S = 1.0
 #: one row per stream: asyncpg decodes a text[] in C, where 100K records with six
 #: fields each cost about a second of Python. `string_agg` skips streams without
 #: a vector, and `has_vector` says which those are; all aggregates of a group see
-#: its rows in one order. The groups (by a hash of the id) keep each concatenated
-#: bytea far below PostgreSQL's 1 GB limit, up to 64 GB of vectors in all.
+#: its rows in one order. The groups (by a hash of the id, `$2` = groups - 1) keep
+#: each concatenated bytea far below PostgreSQL's 1 GB limit, and each group's
+#: decoding and `LiveSet.add` short enough not to hold up requests (`groups_for`).
 _LIVE_QUERY = """
 SELECT array_agg(s.stream_id) AS ids,
        array_agg(s.creator_id) AS creators,
@@ -90,7 +91,7 @@ FROM streams s
 LEFT JOIN feed_embeddings e
   ON e.model_version = $1 AND e.entity = 'stream' AND e.entity_id = s.stream_id
 WHERE s.is_live
-GROUP BY hashtext(s.stream_id) & 63
+GROUP BY hashtext(s.stream_id) & $2
 """
 #: How many streams `_LIVE_QUERY` returns, and how many with a vector: a rebuilt set
 #: is allocated at its final size (read in the same snapshot, so exact).
@@ -113,6 +114,15 @@ SELECT s.stream_id, s.creator_id, s.language, s.category_id,
 FROM streams s
 WHERE s.stream_id = ANY($2::text[])
 """
+
+#: Live streams per group of `_LIVE_QUERY`, about: each group is decoded and added
+#: in one go on the event loop's thread, so this bounds how long a resync holds up
+#: the requests around it. At a million live streams, 64 groups of ~16K streams
+#: stalled the loop 40-50 ms each (2.4 s a resync; HOMETOWN's p99 at one connection
+#: rose to ~300 ms); groups of ~4K cost ~3 ms each.
+GROUP_STREAMS = 1024
+#: Groups at least (a power of two): also the bound on each group's bytea, 1 GB.
+MIN_GROUPS = 64
 
 #: What a lost or failing database raises (TimeoutError is an OSError); retried.
 FOLLOW_ERRORS: tuple[type[BaseException], ...] = (
@@ -326,15 +336,27 @@ async def _refresh_in_place(conn: asyncpg.Connection, live: LiveSet) -> tuple[in
         version, dim = (None, 0) if model is None else (model.version, model.dim)
         if version != live.model_version or dim != live.dim or live.needs_rebuild():
             return None
-        seen: set[str] = set()
+        # The slots the snapshot's streams hold: a mask, not a set of ids (a set
+        # of a million ids cost a sixth of the resync's CPU and ~40 MB).
+        marked = np.zeros(live.capacity, dtype=bool)
         embedded = 0
-        async for group in conn.cursor(_LIVE_QUERY, version, prefetch=1):
+        async for group in conn.cursor(_LIVE_QUERY, version, groups_for(len(live)) - 1, prefetch=1):
             rows = _group_rows(group, version, dim)
-            live.add(rows)
-            seen.update(rows.ids)
+            slots = live.add(rows)
+            if len(marked) < live.capacity:
+                marked = np.concatenate([marked, np.zeros(live.capacity - len(marked), bool)])
+            marked[slots] = True
             embedded += int(np.count_nonzero(rows.has_vector))
-    live.discard([sid for sid in live.stream_ids() if sid not in seen])
-    return len(seen), embedded
+    live.discard_unmarked(marked)
+    return len(live), embedded
+
+
+def groups_for(streams: int) -> int:
+    """Groups for `_LIVE_QUERY` over about `streams` live streams: a power of two."""
+    groups = MIN_GROUPS
+    while groups * GROUP_STREAMS < streams:
+        groups *= 2
+    return groups
 
 
 def _group_rows(group: asyncpg.Record, version: str | None, dim: int) -> LiveRows:
@@ -380,7 +402,7 @@ async def read_live_set(conn: asyncpg.Connection) -> tuple[LiveSet, int]:
         counts = await conn.fetchrow(_LIVE_COUNT_QUERY, version)
         streams, vectors = int(counts["streams"]), int(counts["vectors"])
         fresh = LiveSet.sized(version, dim, streams=streams, vectors=vectors)
-        async for group in conn.cursor(_LIVE_QUERY, version, prefetch=1):
+        async for group in conn.cursor(_LIVE_QUERY, version, groups_for(streams) - 1, prefetch=1):
             fresh.add(_group_rows(group, version, dim))
     return fresh, vectors
 

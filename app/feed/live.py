@@ -29,6 +29,7 @@ when many streams tie at the k-th place.
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -79,6 +80,15 @@ class LiveRows:
     has_vector: npt.NDArray[np.bool_]
 
 
+def _lookup(
+    table: dict[str, int], names: Sequence[str], dtype: type[np.signedinteger[Any]] = np.int32
+) -> npt.NDArray[Any]:
+    """`table[name]` for each name, -1 for names it lacks: one pass in C."""
+    return np.fromiter(
+        map(table.get, names, itertools.repeat(_UNKNOWN)), dtype=dtype, count=len(names)
+    )
+
+
 class Vocabulary:
     """Strings to small integer codes and back; codes are never reused."""
 
@@ -95,11 +105,23 @@ class Vocabulary:
         return code
 
     def encode_all(self, names: Sequence[str]) -> npt.NDArray[np.int32]:
-        """Codes of `names`, adding the new ones (one dict look-up per name, in C)."""
-        new = [name for name in dict.fromkeys(names) if name not in self.codes]
-        self.codes.update(zip(new, range(len(self.names), len(self.names) + len(new)), strict=True))
-        self.names += new
-        return np.fromiter(map(self.codes.__getitem__, names), dtype=np.int32, count=len(names))
+        """Codes of `names`, adding the new ones.
+
+        One dict look-up per name, in C; only the names not known yet take a
+        second, Python-level pass. A resync mostly sees known names, and at a
+        million live streams a pass over every name that built the set of new
+        ones first cost a quarter of the resync's CPU.
+        """
+        codes = _lookup(self.codes, names)
+        missing = np.flatnonzero(codes == _UNKNOWN)
+        if len(missing):
+            absent = list(map(names.__getitem__, missing.tolist()))
+            new = list(dict.fromkeys(absent))
+            start = len(self.names)
+            self.codes.update(zip(new, range(start, start + len(new)), strict=True))
+            self.names += new
+            codes[missing] = _lookup(self.codes, absent)
+        return codes
 
     def lookup(self, name: str) -> int:
         """The code of `name`, or -1 when the vocabulary does not have it (matches no stream)."""
@@ -187,15 +209,16 @@ class LiveSet:
         )
         self._trending.clear()
 
-    def add(self, rows: LiveRows) -> None:
+    def add(self, rows: LiveRows) -> npt.NDArray[np.int64] | slice:
         """Streams going live (or live ones whose attributes changed), all at once.
 
         A stream already in the set keeps its slot and takes the new values; one
-        that lost its vector gives its matrix row back.
+        that lost its vector gives its matrix row back. Returns the slots the
+        streams now hold (for `discard_unmarked`).
         """
         n = len(rows.ids)
         if n == 0:
-            return
+            return slice(0, 0)
         has_all = np.asarray(rows.has_vector, dtype=bool)
         if has_all.shape != (n,):
             raise ValueError(f"{n} streams need {n} has_vector flags, got {has_all.shape}")
@@ -226,6 +249,7 @@ class LiveSet:
             targets = self._rows_for(np.arange(len(self._alive))[slots], has)
             self._matrix[targets] = rows.vectors[source]
         self._trending.clear()
+        return slots
 
     def _slots_for(self, ids: list[str]) -> npt.NDArray[np.int64] | slice:
         """Slots of distinct `ids`: their own when in the set, free ones for the others.
@@ -237,13 +261,13 @@ class LiveSet:
             self._slots = dict(zip(ids, range(len(ids)), strict=True))
             del self._free[len(self._free) - len(ids) :]  # pop() order: the lowest first
             return slice(0, len(ids))
-        found = list(map(self._slots.get, ids))
-        new = [i for i, slot in enumerate(found) if slot is None]
+        found = _lookup(self._slots, ids, dtype=np.int64)
+        new = np.flatnonzero(found < 0).tolist()
         while len(self._free) < len(new):
             self._grow()
         for i in new:
             found[i] = self._slots[ids[i]] = self._free.pop()
-        return np.fromiter(found, dtype=np.int64, count=len(found))
+        return found
 
     def _rows_for(
         self, slots: npt.NDArray[np.int64], has: npt.NDArray[np.bool_]
@@ -295,6 +319,17 @@ class LiveSet:
         if removed:
             self._trending.clear()
         return removed
+
+    def discard_unmarked(self, marked: npt.NDArray[np.bool_]) -> int:
+        """Discard every stream whose slot `marked` does not flag; returns how many.
+
+        A resync marks the slots `add` returned for the snapshot's streams: the
+        rest went offline unheard. Slots past the end of `marked` count as unmarked.
+        """
+        kept = np.zeros(len(self._alive), dtype=bool)
+        size = min(len(marked), len(kept))
+        kept[:size] = marked[:size]
+        return self.discard(self._ids[self._alive & ~kept].tolist())
 
     def set_viewers(self, stream_id: str, viewers: int) -> bool:
         """A live stream's current viewer count; False when the stream is not in the set.
@@ -360,6 +395,11 @@ class LiveSet:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    @property
+    def capacity(self) -> int:
+        """Slots the columns hold now, used or free (the bound of `add`'s slots)."""
+        return len(self._alive)
 
     def stream_ids(self) -> list[str]:
         """Every live stream's id (a copy: the set may change while the caller looks)."""

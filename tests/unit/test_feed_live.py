@@ -14,6 +14,7 @@ from app.feed.live import (
     TRENDING_TTL_S,
     LiveRows,
     LiveSet,
+    Vocabulary,
     capacity_for,
 )
 
@@ -171,6 +172,52 @@ def test_queries_equal_brute_force_through_random_updates() -> None:
     assert live.describe()["with_embeddings"] == sum(
         1 for s in streams.values() if s.vector is not None
     )
+
+
+def test_a_vocabulary_codes_names_in_first_seen_order_and_keeps_them() -> None:
+    vocabulary = Vocabulary()
+    assert vocabulary.encode_all([]).tolist() == []
+    assert vocabulary.encode_all(["b", "a", "b", "c"]).tolist() == [0, 1, 0, 2]
+    # Known and new names mixed, a new one repeated: each new name takes the next code.
+    assert vocabulary.encode_all(["c", "é", "a", "é", "z", "b"]).tolist() == [2, 3, 1, 3, 4, 0]
+    assert vocabulary.names == ["b", "a", "c", "é", "z"]
+    assert vocabulary.encode("a") == 1 and vocabulary.encode("q") == 5
+    assert vocabulary.lookup("z") == 4 and vocabulary.lookup("never") == -1
+
+
+def test_a_snapshot_added_in_parts_then_discard_unmarked_equals_the_snapshot() -> None:
+    """The in-place resync's bookkeeping: mark the slots `add` returns, drop the rest.
+
+    The snapshot keeps some streams (some changed, some moved to new creators
+    never seen), loses others unheard, and brings enough new ones that the set
+    grows while the parts come in, so the marks must follow its capacity.
+    """
+    rng = random.Random(11)
+    clock = FrozenClock()
+    live = LiveSet(clock=clock)
+    before = {f"old{i:04d}": _stream(rng) for i in range(500)}
+    live.replace("v1", DIM, _rows(before))
+    snapshot = {sid: _stream(rng) for sid in rng.sample(list(before), 350)}
+    for sid in list(snapshot)[:40]:
+        snapshot[sid].creator = f"new-creator-{sid}"
+    snapshot.update({f"new{i:04d}": _stream(rng) for i in range(2 * INITIAL_CAPACITY)})
+    ids = list(snapshot)
+    rng.shuffle(ids)
+    marked = np.zeros(live.capacity, dtype=bool)
+    for start in range(0, len(ids), 300):
+        part = {sid: snapshot[sid] for sid in ids[start : start + 300]}
+        slots = live.add(_rows(part))
+        if len(marked) < live.capacity:
+            marked = np.concatenate([marked, np.zeros(live.capacity - len(marked), bool)])
+        marked[slots] = True
+    assert live.capacity > 500 + INITIAL_CAPACITY  # it grew while the parts came in
+    assert live.discard_unmarked(marked) == 150
+    clock.now += TRENDING_TTL_S
+    _check_all(live, snapshot, rng)
+    assert live.discard_unmarked(np.ones(live.capacity, dtype=bool)) == 0
+    # A mark array shorter than the set counts its missing tail as unmarked.
+    assert live.discard_unmarked(np.ones(0, dtype=bool)) == len(snapshot)
+    assert len(live) == 0
 
 
 def test_growth_past_the_initial_capacity_keeps_every_stream() -> None:
