@@ -7,6 +7,7 @@ reports the server's memory, not a wrapper's.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -123,6 +124,7 @@ def start(
     server = Server(process=process, port=port)
     try:
         wait_healthy(server)
+        wait_live_set(server)
     except BaseException:
         server.stop()
         raise
@@ -149,6 +151,30 @@ def wait_healthy(server: Server) -> None:
             last = str(exc)
         time.sleep(0.2)
     raise RuntimeError(f"the server did not answer 200 on / within {START_TIMEOUT_S:.0f}s: {last}")
+
+
+def wait_live_set(server: Server) -> None:
+    """Poll `GET /` until every server process reports its live set read (`full_syncs`).
+
+    The app answers before its first live-set sync (app/feed/follow.py), which at
+    a million live streams takes seconds and the machine's second core: a level
+    measured meanwhile would measure the sync. Each answer names its process and
+    how many there are (`process.pid`, `process.workers`).
+    """
+    started = time.monotonic()
+    deadline = started + START_TIMEOUT_S
+    synced: set[int] = set()
+    while True:
+        with urllib.request.urlopen(server.base_url + "/", timeout=5) as response:
+            report = json.load(response)
+        if (report["feed"].get("live_set") or {}).get("full_syncs", 0) >= 1:
+            synced.add(report["process"]["pid"])
+        if len(synced) >= report["process"]["workers"]:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the live set was not read within {START_TIMEOUT_S:.0f}s")
+        time.sleep(0.1)
+    say(f"live set read by {len(synced)} process(es) {time.monotonic() - started:.1f}s later")
 
 
 def probe(server: Server, path: str, body: bytes | None) -> tuple[int, bytes]:
