@@ -25,7 +25,7 @@ channels gets the next reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -58,12 +58,16 @@ SOURCE_REASONS = {
     "popular": "popular",
 }
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_NAMES = list(GROUPS)
 _GROUP_COLUMNS = {group: [_INDEX[f] for f in names] for group, names in GROUPS.items()}
 
 
-@dataclass(frozen=True)
-class Subject:
-    """What a reason may name about one stream and its viewer."""
+class Subject(NamedTuple):
+    """What a reason may name about one stream and its viewer.
+
+    Tuples, not frozen dataclasses: a feed answer makes 30 of each, and a frozen
+    dataclass sets each field through `object.__setattr__`.
+    """
 
     creator_id: str
     category_id: str
@@ -73,8 +77,7 @@ class Subject:
     channels: Sequence[str] = ()
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
     """A reason's kind (a group name) and its sentence."""
 
     kind: str
@@ -95,11 +98,11 @@ def from_model(
     strengths: npt.NDArray[np.float64], subject: Subject, sources: Sequence[str]
 ) -> Reason:
     """The strongest positive group that can be said about `subject`; else `from_sources`."""
-    names = list(GROUPS)
-    for column in np.argsort(-strengths, kind="stable"):
-        if strengths[column] <= 0:
+    values = strengths.tolist()  # five numbers: Python sorts them faster than numpy
+    for column in sorted(range(len(_NAMES)), key=lambda c: -values[c]):
+        if values[column] <= 0:
             break
-        reason = say(names[int(column)], subject)
+        reason = say(_NAMES[column], subject)
         if reason is not None:
             return reason
     return from_sources(subject, sources)

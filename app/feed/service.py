@@ -31,10 +31,8 @@ One request, top to bottom:
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -58,7 +56,7 @@ from app.feed.sources import (
     TRENDING_LANGUAGE_K,
     union,
 )
-from app.feed.store import FeatureStore, StreamFacts, UserFacts
+from app.feed.store import Connect, FeatureStore, StreamFacts, UserFacts
 from app.feed.store import candidates as candidates_of
 from app.hometown import service as hometown
 from app.hometown.scoring import Viewer as NearViewer
@@ -77,10 +75,6 @@ LIVE_NOW_SQL = """
 SELECT stream_id, current_viewer_count
 FROM streams WHERE stream_id = ANY($1::text[]) AND is_live
 """
-
-
-#: Lends a pooled connection for the length of an `async with`.
-Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,8 +195,7 @@ async def recommend(connect: Connect, query: FeedQuery, parts: Parts) -> Feed:
     a pool of any size cannot deadlock on two connections per request.
     """
     live = parts.live
-    async with connect() as conn:
-        user = await parts.store.user(conn, query.user_id, live.model_version)
+    user = await parts.store.user_via(connect, query.user_id, live.model_version)
     if user is None:
         raise UserNotFound(query.user_id)
     near = asyncio.create_task(_near(connect, query, user, parts))
@@ -387,7 +380,7 @@ async def _near(connect: Connect, query: FeedQuery, user: UserFacts, parts: Part
         city=user.city,
     )
     async with connect() as conn:
-        found = await hometown.search(
+        return await hometown.search_ids(
             conn,
             viewer,
             hometown.Query(
@@ -397,7 +390,6 @@ async def _near(connect: Connect, query: FeedQuery, user: UserFacts, parts: Part
             ),
             parts.weights,
         )
-    return [stream.stream_id for stream in found.streams]
 
 
 def _context(query: FeedQuery, user: UserFacts) -> Context:
@@ -428,12 +420,13 @@ def fallback_scores(
 
 
 def ranked(stream_ids: Sequence[str], scores: npt.NDArray[np.float64]) -> list[int]:
-    """Indices by score, best first, ties by stream_id (code-point order); NaN last."""
-    keyed = [
-        (-s if not math.isnan(s) else math.inf, sid)
-        for s, sid in zip(scores, stream_ids, strict=True)
-    ]
-    return sorted(range(len(stream_ids)), key=keyed.__getitem__)
+    """Indices by score, best first, ties by stream_id (code-point order); NaN last.
+
+    `np.lexsort` sorts by its last key first; numpy's unicode arrays compare by
+    code point, as Python's `str` does, and NaN sorts after every number.
+    """
+    order: list[int] = np.lexsort((np.array(stream_ids, dtype=str), -scores)).tolist()
+    return order
 
 
 def _stream(

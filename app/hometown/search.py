@@ -110,6 +110,9 @@ class _Reader:
         self.ids: set[str] = set()
         self.scores: list[FloatArray] = []
         self.score_rows = score_rows
+        # (rows in hand, k) -> k-th best: each stopping test, floor and tier count
+        # asks again between two reads, and the answer only changes when rows arrive.
+        self._kth: tuple[int, int, float | None] | None = None
 
     def add(self, records: list[asyncpg.Record], outer_m: float) -> None:
         """Keep (and score) the new rows that lie inside the ring's outer edge."""
@@ -122,11 +125,15 @@ class _Reader:
 
     def kth_best(self, k: int) -> float | None:
         """The k-th best score read so far (None while fewer than k rows are in hand)."""
-        total = sum(len(batch) for batch in self.scores)
-        if total < k:
-            return None
-        every = np.concatenate(self.scores)
-        return float(np.partition(every, total - k)[total - k])
+        total = len(self.records)
+        if self._kth is not None and self._kth[:2] == (total, k):
+            return self._kth[2]
+        kth = None
+        if total >= k:
+            every = np.concatenate(self.scores)
+            kth = float(np.partition(every, total - k)[total - k])
+        self._kth = (total, k, kth)
+        return kth
 
 
 async def candidates_in_ring(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+import numpy.typing as npt
 
 from app.errors import UserNotFound
 from app.hometown.candidates import (
@@ -198,6 +200,46 @@ async def search(
 
     The request's `user_id`, location and viewer defaults are not read again.
     """
+    tops = await _ring_tops(conn, viewer, request, weights, probability)
+    streams: list[Recommended] = []
+    searched: list[RingReport] = []
+    for index, (ring, top) in enumerate(tops):
+        ranked = _streams(top, index, explain=request.explain)
+        streams.extend(ranked)
+        searched.append(
+            RingReport(
+                index=index,
+                min_km=max(ring.inner_m, 0.0) / 1000.0,
+                max_km=min(ring.outer_m, HALF_CIRCUMFERENCE_M) / 1000.0,
+                streams=len(ranked),
+            )
+        )
+    return Recommendation(streams=streams, rings=searched)
+
+
+async def search_ids(
+    conn: asyncpg.Connection, viewer: Viewer, request: Query, weights: Weights
+) -> list[str]:
+    """The stream ids `search` would answer, in its order, and nothing else.
+
+    For the feed's near-you source, which keeps only the ids: building the
+    results it would drop was 2% of a loaded feed server's CPU.
+    """
+    tops = await _ring_tops(conn, viewer, request, weights, None)
+    ids: list[str] = []
+    for _, top in tops:
+        ids.extend(top.rows.candidates.stream_id[top.order].tolist())
+    return ids
+
+
+async def _ring_tops(
+    conn: asyncpg.Connection,
+    viewer: Viewer,
+    request: Query,
+    weights: Weights,
+    probability: Probability | None,
+) -> list[tuple[Ring, RingTop]]:
+    """Each ring searched and its exact top, ring 0 first."""
     filters = Filters(request.languages, request.category_ids, request.include_mature)
     # A filter few live streams pass would make nearest-first step over most of the
     # world to find them; when they are few, read them all once and rank in numpy.
@@ -229,60 +271,74 @@ async def search(
     rows = to_rows([record for _, found, _ in plan for record in found.records])
     ml = await probability(conn, viewer, rows) if probability else None
 
-    streams: list[Recommended] = []
-    searched: list[RingReport] = []
+    tops: list[tuple[Ring, RingTop]] = []
     start = 0
-    for index, (ring, found, wanted) in enumerate(plan):
+    for ring, found, wanted in plan:
         stop = start + len(found.records)
         part = None if ml is None else ml[start:stop]
-        top = rank(viewer, found, rows.part(start, stop), weights, wanted, part)
+        tops.append((ring, rank(viewer, found, rows.part(start, stop), weights, wanted, part)))
         start = stop
-        ranked = _streams(top, index, explain=request.explain)
-        streams.extend(ranked)
-        searched.append(
-            RingReport(
-                index=index,
-                min_km=max(ring.inner_m, 0.0) / 1000.0,
-                max_km=min(ring.outer_m, HALF_CIRCUMFERENCE_M) / 1000.0,
-                streams=len(ranked),
-            )
-        )
     note_search(
         "hometown-ml" if probability else "hometown",
         candidates_read=sum(found.read for _, found, _ in plan),
         rings=len(plan),
     )
-    return Recommendation(streams=streams, rings=searched)
+    return tops
 
 
 def _streams(top: RingTop, ring: int, *, explain: bool) -> Sequence[Recommended]:
-    rows, scores = top.rows, top.scores
-    out = []
-    for i in top.order:
-        components = None
-        if explain:
-            components = Components(
-                proximity=float(scores.proximity[i]),
-                quality=float(scores.quality[i]),
-                language=float(scores.language[i]),
-                category=float(scores.category[i]),
-                popularity=float(scores.popularity[i]),
-                base=float(scores.base[i]),
-                ml=float(scores.ml[i]),
-            )
-        out.append(
-            Recommended(
-                stream_id=str(rows.candidates.stream_id[i]),
-                city=str(rows.city[i]),
-                score=float(scores.score[i]),
-                distance_km=float(rows.candidates.distance_m[i]) / 1000.0,
-                proximity_boost=float(scores.proximity_boost[i]),
-                ring=ring,
-                title=str(rows.title[i]),
-                language=str(rows.candidates.language[i]),
-                category_id=str(rows.candidates.category_id[i]),
-                current_viewer_count=int(rows.current_viewers[i]),
-                components=components,
-            )
+    """The ring's top as results, each column taken in ranking order at once.
+
+    One `tolist()` per column gives the Python values in C; indexing the arrays
+    and converting value by value was 2.6% of a loaded feed server's samples
+    (the feed asks for the best 50).
+    """
+    rows, scores, order = top.rows, top.scores, top.order
+    c = rows.candidates
+
+    def column(values: npt.NDArray[Any]) -> list[Any]:
+        taken: list[Any] = values[order].tolist()
+        return taken
+
+    components: list[Components | None] = [None] * len(order)
+    if explain:
+        parts = (
+            scores.proximity,
+            scores.quality,
+            scores.language,
+            scores.category,
+            scores.popularity,
+            scores.base,
+            scores.ml,
         )
-    return out
+        components = [Components(*row) for row in zip(*map(column, parts), strict=True)]
+    ids, cities, values, distances, boosts, titles, languages, categories, viewers = map(
+        column,
+        (
+            c.stream_id,
+            rows.city,
+            scores.score,
+            c.distance_m,
+            scores.proximity_boost,
+            rows.title,
+            c.language,
+            c.category_id,
+            rows.current_viewers,
+        ),
+    )
+    return [
+        Recommended(
+            stream_id=ids[j],
+            city=cities[j],
+            score=values[j],
+            distance_km=distances[j] / 1000.0,
+            proximity_boost=boosts[j],
+            ring=ring,
+            title=titles[j],
+            language=languages[j],
+            category_id=categories[j],
+            current_viewer_count=viewers[j],
+            components=components[j],
+        )
+        for j in range(len(order))
+    ]
