@@ -34,6 +34,7 @@ during an outage is not lost when Redis comes back.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from litestar import Litestar
 
 from app.db.limits import DEVICES
 from app.errors import ThrottledLog
-from app.feed.cache import Cache, CacheUnavailable, MemoryCache
+from app.feed.cache import ENTRY_OVERHEAD, Cache, CacheUnavailable, MemoryCache
 from app.feed.embeddings import VECTOR_DTYPE
 from app.feed.features import Candidates, Viewer
 
@@ -231,6 +232,26 @@ _ENCODER = msgspec.msgpack.Encoder()
 _USER_DECODER = msgspec.msgpack.Decoder(_UserRecord | None)
 _STREAM_DECODER = msgspec.msgpack.Decoder(StreamFacts)
 _STREAMS_DECODER = msgspec.msgpack.Decoder(list[StreamFacts])
+
+
+def _footprint(key: str, facts: StreamFacts) -> int:
+    """What a stream's facts cost kept as objects: their own sizes, the entry's overhead."""
+    held = (
+        facts.stream_id,
+        facts.creator_id,
+        facts.title,
+        facts.city,
+        facts.language,
+        facts.category_id,
+        facts.dominant_device,
+        facts.numbers,
+    )
+    return (
+        len(key)
+        + ENTRY_OVERHEAD
+        + sys.getsizeof(facts)
+        + sum(sys.getsizeof(value) for value in held if value is not None)
+    )
 
 
 def _decode_streams(raws: Sequence[bytes]) -> list[StreamFacts]:
@@ -463,13 +484,23 @@ class FeatureStore:
             return {}
         keys = [self._stream_key(s) for s in ids]
         cached = await self._get(keys)
+        # The process's own cache keeps the facts themselves: nothing to decode.
+        local = isinstance(self.cache, MemoryCache)
         found: dict[str, StreamFacts] = {}
         missing: list[str] = []
         if cached is None:
             missing = ids
         else:
             present = [(s, raw) for s, raw in zip(ids, cached, strict=True) if raw is not None]
-            decoded = _decode_streams([raw for _, raw in present])
+            values = [v for _, v in present]
+            # What `_keep_streams` put there: facts in the process, msgpack in Redis.
+            # Anything else (bytes another writer left) is a miss, as an entry that
+            # does not decode is.
+            decoded = (
+                [v if isinstance(v, StreamFacts) else _UNREADABLE for v in values]
+                if local
+                else _decode_streams(values)
+            )
             for (stream_id, _), facts in zip(present, decoded, strict=True):
                 if facts is not _UNREADABLE:
                     found[stream_id] = facts
@@ -477,14 +508,24 @@ class FeatureStore:
             self.hits += len(found)
             self.misses += len(missing)
         if missing:
-            fresh: dict[str, bytes] = {}
-            for row in await conn.fetch(STREAMS_SQL, missing):
-                facts = _stream_facts(row)
-                found[facts.stream_id] = facts
-                fresh[self._stream_key(facts.stream_id)] = _ENCODER.encode(facts)
+            read = [_stream_facts(row) for row in await conn.fetch(STREAMS_SQL, missing)]
+            found.update((facts.stream_id, facts) for facts in read)
             if cached is not None:
-                await self._set(fresh, self.stream_ttl_s)
+                await self._keep_streams(read)
         return {s: found[s] for s in ids if s in found}
+
+    async def _keep_streams(self, read: Sequence[StreamFacts]) -> None:
+        """Cache facts read from PostgreSQL: as objects in the process, else msgpack."""
+        keys = [self._stream_key(facts.stream_id) for facts in read]
+        if isinstance(self.cache, MemoryCache):
+            if self.following:
+                self.cache.put_objects(
+                    {key: (f, _footprint(key, f)) for key, f in zip(keys, read, strict=True)},
+                    self.stream_ttl_s,
+                )
+            return
+        encoded = {key: _ENCODER.encode(f) for key, f in zip(keys, read, strict=True)}
+        await self._set(encoded, self.stream_ttl_s)
 
     # ------------------------------------------------------------------ invalidation
 

@@ -70,6 +70,26 @@ def test_delete_and_clear_by_prefix() -> None:
     asyncio.run(work())
 
 
+def test_objects_come_back_as_themselves_counted_at_the_size_given() -> None:
+    """`put_objects` keeps the object (no copy, no encoding) and counts what it is told."""
+    cache = MemoryCache(max_entries=1000, max_bytes=1000, clock=Clock())
+    facts = {"title": "a"}
+
+    async def work() -> None:
+        cache.put_objects({"o:1": (facts, 400), "o:2": ([1, 2], 400)}, ttl_s=60)
+        [got, other] = await cache.get_many(["o:1", "o:2"])
+        assert got is facts and other == [1, 2]
+        assert (await cache.describe())["bytes"] == 800
+        await cache.get_many(["o:1"])  # o:2 is now the least recent
+        cache.put_objects({"o:3": ("x", 300)}, ttl_s=60)  # 1,100 bytes: one must go
+        assert await cache.get_many(["o:1", "o:2", "o:3"]) == [facts, None, "x"]
+        assert (await cache.describe())["bytes"] == 700
+        await cache.delete(["o:1"])
+        assert (await cache.describe())["bytes"] == 300
+
+    asyncio.run(work())
+
+
 def test_the_byte_bound_evicts_the_least_recent_and_counts_every_change() -> None:
     """Bytes are counted on every way in and out: set, rewrite, expiry, delete, clear."""
     one = entry_bytes("k0", b"x" * 100)
