@@ -10,6 +10,7 @@ import pytest
 
 from app.feed.live import (
     INITIAL_CAPACITY,
+    PROBE_ROWS,
     REBUILD_ROOM,
     TRENDING_TTL_S,
     LiveRows,
@@ -172,6 +173,62 @@ def test_queries_equal_brute_force_through_random_updates() -> None:
     assert live.describe()["with_embeddings"] == sum(
         1 for s in streams.values() if s.vector is not None
     )
+
+
+def _spread_stream(rng: random.Random, i: int) -> Stream:
+    """A stream whose vector's norm is anywhere over four decades, as ALS's are.
+
+    Small integers times a power of two: every dot product with a small-integer
+    query is still exact in float32, and equal products still tie.
+    """
+    vector = np.array([rng.randint(-3, 3) for _ in range(DIM)], dtype=np.float32)
+    return Stream(
+        viewers=i,
+        creator=f"c{i % 40}",
+        language=rng.choice(LANGUAGES),
+        category=rng.choice(CATEGORIES),
+        vector=vector * np.float32(2.0 ** rng.randint(-6, 6)),
+    )
+
+
+def test_the_norm_bound_keeps_the_top_k_exact_and_reads_a_part_of_the_matrix() -> None:
+    """More rows than `PROBE_ROWS`, laid out by norm, then churned: always the brute force.
+
+    After the layout (`replace` lays it out, as the follower does after a sync)
+    most queries multiply well under half the rows; streams going live between
+    layouts land in free rows anywhere, and the answer stays exact.
+    """
+    rng = random.Random(5)
+    clock = FrozenClock()
+    live = LiveSet(clock=clock)
+    streams = {f"s{i:05d}": _spread_stream(rng, i) for i in range(3 * PROBE_ROWS)}
+    live.replace("v1", DIM, _rows(streams))
+    multiplied = []
+    for round_ in range(6):
+        for _ in range(25):
+            q = np.array([rng.randint(-3, 3) for _ in range(DIM)], dtype=np.float32)
+            for k, category in ((200, None), (17, None), (200, "music"), (1, "art")):
+                ids, scores = live.top_by_dot(q, k, category)
+                expected = _brute_dot(streams, q, k, category)
+                assert ids == [sid for sid, _ in expected]
+                assert scores.tolist() == [score for _, score in expected]
+            if round_ == 0:
+                valid = live._slot_of >= 0
+                multiplied.append(len(live._rows_that_can_win(q, valid, 200)) / valid.sum())
+        offline = rng.sample(sorted(streams), 300)
+        live.discard(offline)
+        for sid in offline:
+            del streams[sid]
+        going_live = {f"n{round_}-{i:04d}": _spread_stream(rng, i) for i in range(300)}
+        live.add(_rows(going_live))
+        streams.update(going_live)
+    assert np.median(multiplied) < 0.5, sorted(multiplied)
+    live.order_rows()
+    norms = live._norms[live._slot_of >= 0]
+    assert (norms[:-1] >= norms[1:]).all()
+    for sid in rng.sample(sorted(streams), 20):  # the layout moved rows, not streams
+        q = np.asarray(streams[sid].vector, dtype=np.float32)
+        assert live.top_by_dot(q, 50)[0] == [s for s, _ in _brute_dot(streams, q, 50, None)]
 
 
 def test_a_vocabulary_codes_names_in_first_seen_order_and_keeps_them() -> None:
