@@ -261,12 +261,11 @@ class Follower:
         refreshed = await _refresh_in_place(conn, self.live)
         if refreshed is None:
             fresh, embedded = await read_live_set(conn)
+            # Rows by norm, largest first: what keeps the collaborative query's
+            # scan short (app/feed/live.py). In place, new streams keep it so.
+            fresh.order_rows()
             self.live.take(fresh)
             refreshed = (len(self.live), embedded)
-        # Rows by norm, largest first: what keeps the collaborative query's scan
-        # short (app/feed/live.py); streams that went live since the last sync
-        # sit in whatever rows were free.
-        self.live.order_rows()
         version = self.live.model_version
         status = self.live.status
         status.last_full_sync = datetime.now(UTC)

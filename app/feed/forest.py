@@ -22,6 +22,12 @@ Layout. The nodes of all trees sit in flat arrays, renumbered so a node's right
 child is its left child + 1. A leaf's "left child" is the node before it and its
 threshold is NaN, so every value, missing or infinite, steps "right" onto the
 leaf itself: a row that reaches a leaf early stays there for the rounds left.
+
+Missing values cost no test of their own: a walk reads each row twice over,
+once with NaN as -inf and once as +inf, and each split reads its feature from
+the copy that sends NaN its default way (`column`). -inf goes left of every
+finite threshold and +inf right, which is where XGBoost sends a missing value;
+a real infinity is not NaN and is compared as it is, in either copy.
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ class Forest:
         mean: per node, the cover-weighted mean of the leaves below it, as
             XGBoost computes it for approximate contributions.
         base_score: the global bias, in margin units.
+        column: per node, where the walk reads its feature: `feature` in the
+            copy of the row with NaN as -inf (default left), `width + feature`
+            in the one with NaN as +inf (default right).
     """
 
     width: int
@@ -69,6 +78,7 @@ class Forest:
     leaf_value: FloatArray
     mean: npt.NDArray[np.float64]
     base_score: float
+    column: IndexArray
 
     @classmethod
     def from_xgboost(cls, model: Mapping[str, Any]) -> Forest:
@@ -124,6 +134,8 @@ class Forest:
             leaf_value=joined("leaf_value", np.float32),
             mean=joined("mean", np.float64),
             base_score=base_score,
+            column=joined("feature", np.intp)
+            + np.where(joined("default_left", np.bool_), 0, width),
         )
 
     @property
@@ -168,21 +180,23 @@ class Forest:
     def _walk(self, matrix: FloatArray, credit: npt.NDArray[np.float64] | None) -> IndexArray:
         """Each row's leaf in each tree (n × trees); with `credit`, add the contributions to it."""
         rows = matrix.shape[0]
-        flat = matrix.reshape(-1)
-        row_start = (np.arange(rows, dtype=np.intp) * self.width)[:, None]
+        missing = np.isnan(matrix)
+        both = np.concatenate(
+            [np.where(missing, -np.inf, matrix), np.where(missing, np.inf, matrix)], axis=1
+        )
+        flat = both.astype(np.float32).reshape(-1)
+        row_start = (np.arange(rows, dtype=np.intp) * (2 * self.width))[:, None]
         nodes: IndexArray = np.broadcast_to(self.roots, (rows, self.trees))
         if credit is not None:
             credit_start = (np.arange(rows, dtype=np.intp) * (self.width + 1))[:, None]
         for _ in range(self.depth):
-            feature = self.feature[nodes]
-            value = flat[row_start + feature]
-            left = (value < self.threshold[nodes]) | (np.isnan(value) & self.default_left[nodes])
-            following: IndexArray = self.left[nodes] + ~left
+            value = flat[row_start + self.column[nodes]]
+            following: IndexArray = self.left[nodes] + ~(value < self.threshold[nodes])
             if credit is not None:
                 # A leaf steps to itself: its change is 0, whatever feature it names.
                 change = self.mean[following] - self.mean[nodes]
                 credit += np.bincount(
-                    (credit_start + feature).reshape(-1),
+                    (credit_start + self.feature[nodes]).reshape(-1),
                     weights=change.reshape(-1),
                     minlength=credit.size,
                 )

@@ -20,14 +20,15 @@ change. A resync under a new model builds new columns aside and swaps them in
 The collaborative query is exact but does not multiply every row. By
 Cauchy-Schwarz a row scores at most |q|·|row|, so once some k rows score `t`,
 a row whose norm bound stays below `t` cannot enter the top k. The matrix keeps
-each row's norm (`_norms`), and the follower lays the rows out by norm, largest
-first, after each full sync (`order_rows`): the k-th best of the first
+each row's norm (`_norms`) and lays the rows out by norm, largest first, when
+the set is built (`order_rows`); a stream that goes live later takes the free
+row nearest to where its norm belongs (`_rows_for`), so the layout stays close
+to sorted without copying the matrix again. The k-th best of the first
 `PROBE_ROWS` rows gives `t`, and the rows that can still beat it are then
 mostly one prefix of the matrix, multiplied as a view (no copy). On the
 benchmark world's ALS model that prefix is about a fifth of the rows (the norms
-spread over four decades). Streams that go live between syncs take free rows
-anywhere: they are bounded like every other row, so the answer stays exact and
-only the saving shrinks until the next sync lays the rows out again.
+spread over four decades). Exactness never depends on the layout: every row is
+bounded by its own norm, wherever it sits; only the saving does.
 
 Every method is synchronous and runs on the event loop's thread, with no await
 inside: a request never sees half of a change.
@@ -39,6 +40,7 @@ when many streams tie at the k-th place.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import time
@@ -183,7 +185,7 @@ class LiveSet:
         self._row_of = np.full(capacity, -1, dtype=np.int32)
         self._slot_of = np.full(rows, -1, dtype=np.int32)
         self._norms = np.zeros(rows, dtype=np.float32)  # 0 for a free row
-        self._free_rows: list[int] = list(range(rows - 1, -1, -1))
+        self._free_rows: list[int] = list(range(rows))  # ascending
         self._languages = Vocabulary()
         self._categories = Vocabulary()
         self._creators = Vocabulary()
@@ -220,8 +222,10 @@ class LiveSet:
         """Lay the matrix rows out by norm, largest first (see the module docstring).
 
         The matrix keeps its buffer; the permuted copy is held only while it is
-        written back (about 10 MB at 100K live streams, a third with vectors). The
-        follower calls this after each full sync; rows already in order stay put.
+        written back (about 10 MB at 100K live streams, a third with vectors), so
+        the follower calls this only when it has built a new set, and the
+        periodic in-place resyncs rely on `_rows_for`'s placement instead. Rows
+        already in order stay put.
         """
         norms = self._norms
         if len(norms) < 2 or bool(np.all(norms[:-1] >= norms[1:])):
@@ -232,7 +236,7 @@ class LiveSet:
         self._slot_of = self._slot_of[order]
         used = np.flatnonzero(self._slot_of >= 0)
         self._row_of[self._slot_of[used]] = used.astype(np.int32)
-        self._free_rows = np.flatnonzero(self._slot_of < 0)[::-1].tolist()
+        self._free_rows = np.flatnonzero(self._slot_of < 0).tolist()
 
     def take(self, other: LiveSet) -> None:
         """Become `other`, a set built aside (a resync under a new model), in one step.
@@ -282,10 +286,11 @@ class LiveSet:
         if self._dim:
             # Each stream's row in `rows.vectors`: how many streams before it have one.
             source = (np.cumsum(has_all) - 1)[picked][has]
-            targets = self._rows_for(np.arange(len(self._alive))[slots], has)
             vectors = rows.vectors[source]
+            norms = np.linalg.norm(vectors, axis=1)
+            targets = self._rows_for(np.arange(len(self._alive))[slots], has, norms)
             self._matrix[targets] = vectors
-            self._norms[targets] = np.linalg.norm(vectors, axis=1)
+            self._norms[targets] = norms
         self._trending.clear()
         return slots
 
@@ -308,27 +313,39 @@ class LiveSet:
         return found
 
     def _rows_for(
-        self, slots: npt.NDArray[np.int64], has: npt.NDArray[np.bool_]
+        self,
+        slots: npt.NDArray[np.int64],
+        has: npt.NDArray[np.bool_],
+        norms: FloatArray,
     ) -> npt.NDArray[np.int64] | slice:
         """Matrix rows for the `slots` whose `has` is set; rows of the others are freed.
 
         Into a set with no rows in use (a resync) they go in order from row 0.
+        Otherwise a stream new to the matrix takes the free row nearest to where
+        its norm (`norms`, one per slot with `has`) falls among the rows laid
+        out by norm, so the layout stays close to sorted between full syncs.
         """
         for slot in slots[~has][self._row_of[slots[~has]] >= 0]:
             self._release_row(int(slot))
         wanted = slots[has]
-        if len(self._free_rows) == len(self._slot_of) >= len(wanted):
+        free = self._free_rows
+        if len(free) == len(self._slot_of) >= len(wanted):
             count = len(wanted)
             self._row_of[wanted] = np.arange(count, dtype=np.int32)
             self._slot_of[:count] = wanted
-            del self._free_rows[len(self._free_rows) - count :]
+            del free[:count]
             return slice(0, count)
         found = self._row_of[wanted].astype(np.int64)
         new = np.flatnonzero(found < 0)
-        while len(self._free_rows) < len(new):
+        while len(free) < len(new):
             self._grow_rows()
-        for i in new:
-            row = found[i] = self._free_rows.pop()
+        # Where each new norm belongs in the (nearly) descending layout.
+        places = np.searchsorted(-self._norms, -norms[new]).tolist()
+        for i, place in zip(new.tolist(), places, strict=True):
+            at = bisect.bisect_left(free, place)
+            if at == len(free) or (at > 0 and place - free[at - 1] <= free[at] - place):
+                at -= 1
+            row = found[i] = free.pop(at)
             self._row_of[wanted[i]] = row
             self._slot_of[row] = wanted[i]
         return found
@@ -339,7 +356,7 @@ class LiveSet:
         self._slot_of[row] = -1
         self._matrix[row] = 0
         self._norms[row] = 0
-        self._free_rows.append(row)
+        bisect.insort(self._free_rows, row)
 
     def discard(self, stream_ids: Iterable[str]) -> int:
         """Streams going offline (unknown ids are ignored); returns how many were removed."""
@@ -405,7 +422,7 @@ class LiveSet:
         self._matrix = matrix
         self._slot_of = np.concatenate([self._slot_of, np.full(new - old, -1, np.int32)])
         self._norms = np.concatenate([self._norms, np.zeros(new - old, np.float32)])
-        self._free_rows.extend(range(new - 1, old - 1, -1))
+        self._free_rows.extend(range(old, new))
 
     # --- reload -----------------------------------------------------------------
 

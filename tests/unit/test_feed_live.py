@@ -194,16 +194,18 @@ def _spread_stream(rng: random.Random, i: int) -> Stream:
 def test_the_norm_bound_keeps_the_top_k_exact_and_reads_a_part_of_the_matrix() -> None:
     """More rows than `PROBE_ROWS`, laid out by norm, then churned: always the brute force.
 
-    After the layout (`replace` lays it out, as the follower does after a sync)
-    most queries multiply well under half the rows; streams going live between
-    layouts land in free rows anywhere, and the answer stays exact.
+    After the layout (`replace` lays it out, as the follower does when it builds a
+    set) most queries multiply well under half the rows, nearly all of them in the
+    prefix multiplied as a view; streams going live later take the free row
+    nearest their norm's place, which keeps that so, and the answer stays exact.
     """
     rng = random.Random(5)
     clock = FrozenClock()
     live = LiveSet(clock=clock)
     streams = {f"s{i:05d}": _spread_stream(rng, i) for i in range(3 * PROBE_ROWS)}
     live.replace("v1", DIM, _rows(streams))
-    multiplied = []
+    multiplied: list[float] = []
+    in_prefix: list[float] = []
     for round_ in range(6):
         for _ in range(25):
             q = np.array([rng.randint(-3, 3) for _ in range(DIM)], dtype=np.float32)
@@ -212,9 +214,12 @@ def test_the_norm_bound_keeps_the_top_k_exact_and_reads_a_part_of_the_matrix() -
                 expected = _brute_dot(streams, q, k, category)
                 assert ids == [sid for sid, _ in expected]
                 assert scores.tolist() == [score for _, score in expected]
-            if round_ == 0:
+            if round_ in (0, 5):  # laid out by `replace`, and after five rounds of churn
                 valid = live._slot_of >= 0
-                multiplied.append(len(live._rows_that_can_win(q, valid, 200)) / valid.sum())
+                rows = live._rows_that_can_win(q, valid, 200)
+                multiplied.append(len(rows) / valid.sum())
+                # The rows that can win sit in the prefix `_scores` multiplies as a view.
+                in_prefix.append(np.count_nonzero(rows < 2 * len(rows)) / len(rows))
         offline = rng.sample(sorted(streams), 300)
         live.discard(offline)
         for sid in offline:
@@ -223,6 +228,7 @@ def test_the_norm_bound_keeps_the_top_k_exact_and_reads_a_part_of_the_matrix() -
         live.add(_rows(going_live))
         streams.update(going_live)
     assert np.median(multiplied) < 0.5, sorted(multiplied)
+    assert min(in_prefix) > 0.9, sorted(in_prefix)
     live.order_rows()
     norms = live._norms[live._slot_of >= 0]
     assert (norms[:-1] >= norms[1:]).all()
