@@ -180,9 +180,9 @@ class Settings(BaseSettings):
         default=100_000, ge=1, le=100_000_000, validation_alias="FEATURE_CACHE_ENTRIES"
     )
     #: Most megabytes (10^6 bytes) it holds, keys, values and bookkeeping counted: the
-    #: bound a process's memory follows (a viewer's entry is ~740 bytes, a stream's ~640).
+    #: bound a process's memory follows (a viewer's entry is ~740 bytes, a stream's ~900).
     feature_cache_mb: float = Field(
-        default=24.0, gt=0, le=1_000_000, validation_alias="FEATURE_CACHE_MB"
+        default=20.0, gt=0, le=1_000_000, validation_alias="FEATURE_CACHE_MB"
     )
 
     @field_validator("database_url")

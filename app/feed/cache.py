@@ -19,7 +19,7 @@ second.
 per entry, estimated): past either, the least recently used entry (read or
 written) goes. The byte bound is the one that keeps a server's memory in check:
 on the benchmark world a viewer's entry counts about 740 bytes and a stream's
-about 1,100 (kept as objects, see below), so the default 24 MB holds some
+about 900 (kept as objects, see below), so the default 20 MB holds some
 25,000 of them. An expired entry counts as absent and is
 dropped when next touched, or when it reaches the old end of the LRU order.
 Besides bytes it keeps objects as they are (`put_objects`, with their size
@@ -88,7 +88,7 @@ class MemoryCache:
     def __init__(
         self,
         max_entries: int = 100_000,
-        max_bytes: int = 24_000_000,
+        max_bytes: int = 20_000_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_entries < 1:

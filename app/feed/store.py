@@ -235,22 +235,17 @@ _STREAMS_DECODER = msgspec.msgpack.Decoder(list[StreamFacts])
 
 
 def _footprint(key: str, facts: StreamFacts) -> int:
-    """What a stream's facts cost kept as objects: their own sizes, the entry's overhead."""
-    held = (
-        facts.stream_id,
-        facts.creator_id,
-        facts.title,
-        facts.city,
-        facts.language,
-        facts.category_id,
-        facts.dominant_device,
-        facts.numbers,
-    )
+    """What a stream's facts cost kept as objects: their own sizes, the entry's overhead.
+
+    The city, language, category and device are interned (`_stream_facts`):
+    one string for every entry that names it, so no entry counts them.
+    """
+    held = (facts.stream_id, facts.creator_id, facts.title, facts.numbers)
     return (
         len(key)
         + ENTRY_OVERHEAD
         + sys.getsizeof(facts)
-        + sum(sys.getsizeof(value) for value in held if value is not None)
+        + sum(sys.getsizeof(value) for value in held)
     )
 
 
@@ -349,13 +344,16 @@ def _stream_facts(row: asyncpg.Record) -> StreamFacts:
     hours = row["hour_watches"]
     total = float(sum(hours)) if hours else 0.0
     profile = tuple(float(h) / total for h in hours) if total > 0 else (0.0,) * 24
+    # The few cities, languages and categories repeat across thousands of cached
+    # streams: one interned string each instead of one per entry (DEVICES' are
+    # constants already).
     return StreamFacts.of(
         stream_id=row["stream_id"],
         creator_id=row["creator_id"],
         title=row["title"],
-        city=row["city"],
-        language=row["language"],
-        category_id=row["category_id"],
+        city=sys.intern(row["city"]),
+        language=sys.intern(row["language"]),
+        category_id=sys.intern(row["category_id"]),
         dominant_device=dominant,
         hour_profile=profile,
         latitude=float(row["latitude"]),

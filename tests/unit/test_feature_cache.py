@@ -169,4 +169,4 @@ def test_redis_urls_refused_without_quoting_them(url: str) -> None:
 def test_no_redis_url_means_the_memory_cache() -> None:
     assert Settings(REDIS_URL="").redis_url is None
     assert Settings().feature_cache_entries == 100_000
-    assert Settings().feature_cache_mb == 24.0
+    assert Settings().feature_cache_mb == 20.0
