@@ -10,6 +10,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from app import __version__
 from app.api import openapi
+from app.api.event_schemas import EventBatch
+from app.api.events import EventsController
 from app.api.feed import CategoryFeedController, HomeFeedController
 from app.api.feed_schemas import CategoryFeedRequest, HomeFeedRequest
 from app.api.health import health, live, ready
@@ -28,6 +30,7 @@ from app.api.streams import StreamsController
 from app.db.pool import database
 from app.db.replicas import replicas
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
+from app.events.log import EventLog
 from app.feed.follow import live_streams
 from app.feed.ranker import feed_ranker
 from app.feed.service import PopularStreams
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "failure_log": ThrottledLog(),
             "reloaders": [],
             "popular": PopularStreams(),
+            "events": EventLog(),
         }
     )
     state.metrics = Metrics(state)
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HomeFeedController,
             CategoryFeedController,
             StreamsController,
+            EventsController,
         ],
         lifespan=[
             sighup,
@@ -134,6 +139,7 @@ REQUEST_MODELS = (
     GoLiveBody,
     GoOfflineBody,
     StreamProfile,
+    EventBatch,
 )
 
 

@@ -69,14 +69,14 @@ def strict_json(
 _EXACT = 2**53
 
 
-def _whole(value: Any) -> Any:
+def whole_numbers(value: Any) -> Any:
     """`value` with every float that has nothing after the point as an int (64.0 -> 64)."""
     if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT:
         return int(value)
     if isinstance(value, list):
-        return [_whole(item) for item in value]
+        return [whole_numbers(item) for item in value]
     if isinstance(value, dict):
-        return {key: _whole(item) for key, item in value.items()}
+        return {key: whole_numbers(item) for key, item in value.items()}
     return value
 
 
@@ -88,7 +88,7 @@ def _passes_with_whole_numbers(body: bytes, model: type[Any], *, optional: bool)
     refused ("64", 64.5, true) stays refused.
     """
     try:
-        value = _whole(msgspec.json.decode(body))
+        value = whole_numbers(msgspec.json.decode(body))
         msgspec.convert(value, model | None if optional else model, strict=True)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return False

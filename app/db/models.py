@@ -362,3 +362,59 @@ class FeedStreamFeatures(Base):
         server_default=func.now(),
         comment="When these facts were aggregated from interactions.",
     )
+
+
+class Event(Base):
+    """One thing a viewer did with a stream the service showed (migration 0010).
+
+    Partitioned by month of `at`; the partitions are created by app/events/log.py
+    as events arrive, so the model describes the parent table only.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint("type IN ('impression', 'click', 'watch', 'follow')", name="type_known"),
+        CheckConstraint("event_id <> ''", name="event_id_nonempty"),
+        CheckConstraint("position >= 1", name="position_positive"),
+        CheckConstraint("(type = 'watch') = (minutes IS NOT NULL)", name="minutes_only_for_watch"),
+        CheckConstraint("minutes >= 0", name="minutes_nonnegative"),
+        Index("ix_events_user_id_at", "user_id", "at"),
+        Index("ix_events_request_id", "request_id"),
+        {
+            "comment": "What viewers did with the lists the service answered"
+            " (impressions, clicks, watches, follows), partitioned by month of at.",
+            "postgresql_partition_by": "RANGE (at)",
+        },
+    )
+
+    event_id: Mapped[str] = mapped_column(
+        Text,
+        primary_key=True,
+        comment="The client's id of the event; with `at`, a replay is recognised.",
+    )
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        primary_key=True,
+        comment="When the viewer did it (the partition key: one partition a month).",
+    )
+    type: Mapped[str] = mapped_column(Text, comment="impression, click, watch or follow.")
+    user_id: Mapped[str] = mapped_column(
+        Text, comment="Who did it (checked against users when stored; not a foreign key)."
+    )
+    stream_id: Mapped[str] = mapped_column(
+        Text, comment="Which stream (checked against streams when stored; not a foreign key)."
+    )
+    request_id: Mapped[str | None] = mapped_column(
+        Text,
+        nullable=True,
+        comment="The recommendation answer whose list the stream was in, if any.",
+    )
+    position: Mapped[int | None] = mapped_column(
+        Integer, nullable=True, comment="The stream's place in that list, 1 = first."
+    )
+    minutes: Mapped[float | None] = mapped_column(
+        Float, nullable=True, comment="How long a watch lasted (watch events only)."
+    )
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), comment="When the service stored it."
+    )

@@ -1,9 +1,9 @@
 """Every endpoint that takes a body gets the same hand-written battery of bad input.
 
 `test_hometown_input.py` covers `/v1/scenarios/hometown` field by field; this module
-applies one battery to all eight body-taking operations (hometown, hometown-ml,
+applies one battery to all nine body-taking operations (hometown, hometown-ml,
 home_feed, category_feed, the live-status batch, single live and offline, the profile
-PUT): malformed JSON, an empty
+PUT, the event batch): malformed JSON, an empty
 body, the wrong content type, an oversized body (`MAX_BODY_BYTES`, 413), unknown
 fields, huge, negative and non-finite numbers, unicode and very long ids. Each must be
 refused with the exact 4xx, as JSON, naming the field or the problem. SQL
@@ -71,6 +71,21 @@ ENDPOINTS = {
     "profile": Endpoint("PUT", "/v1/streams/{stream_id}", PROFILE),
     "home_feed": Endpoint("POST", "/v1/scenarios/home_feed", FEED),
     "category_feed": Endpoint("POST", "/v1/scenarios/category_feed", CATEGORY),
+    "events": Endpoint(
+        "POST",
+        "/v1/events",
+        {
+            "events": [
+                {
+                    "event_id": "battery-1",
+                    "type": "click",
+                    "user_id": "user_000000",
+                    "stream_id": STREAM,
+                    "at": AT,
+                }
+            ]
+        },
+    ),
 }
 NAMES = list(ENDPOINTS)
 COUNTS_SQL = (

@@ -166,13 +166,14 @@ def test_every_table_and_column_has_a_comment(migrated_url: str) -> None:
         """
         SELECT c.relname, a.attname FROM pg_class c
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        WHERE c.relname IN ('users', 'streams', 'interactions', 'feed_models', 'feed_embeddings')
+        WHERE c.relname IN ('users', 'streams', 'interactions', 'feed_models', 'feed_embeddings',
+                            'events')
           AND c.relnamespace = 'public'::regnamespace
           AND col_description(c.oid, a.attnum) IS NULL
         """,
     )
     assert missing == []
-    for table in ("users", "streams", "interactions", "feed_models", "feed_embeddings"):
+    for table in ("users", "streams", "interactions", "feed_models", "feed_embeddings", "events"):
         comment = fetch(migrated_url, "SELECT obj_description($1::regclass) AS c", table)
         assert comment[0]["c"]
 

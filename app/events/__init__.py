@@ -1,0 +1,1 @@
+"""What viewers did with the lists the service answered: the event log (`POST /v1/events`)."""
