@@ -1,11 +1,7 @@
 """Record viewer events (impression, click, watch, follow), each at most once.
 
 The log is `events` (migration 0010), partitioned by month of `at`, the
-event's own time: old months are dropped whole (`drop_months_before`), and a
-training job that reads one period touches only its partitions. A month's
-partition is created the first time an event of that month arrives
-(`EventLog.ensure_months`), so the log needs no scheduled job to keep
-accepting events.
+event's own time, each month made as its first event arrives (app/events/months.py).
 
 An event is identified by its `event_id` and its `at` (the partition key has
 to be part of every unique key of a partitioned table): a client that sends an
@@ -18,13 +14,14 @@ on a database error, none of it, and the client may send it again.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import asyncpg
+
+from app.events.months import Months, missing_partition
 
 #: What a viewer can do with a stream the service showed them.
 TYPES = ("impression", "click", "watch", "follow")
@@ -113,14 +110,13 @@ def problem(event: Event, now: datetime) -> str | None:
 class EventLog:
     """The event log of one database: `record` batches, creating months as they come.
 
-    Holds the months it has seen a partition for, so a batch of a known month
-    asks the catalog nothing. A partition dropped meanwhile (`drop_months_before`
-    from another process) makes an insert fail; the log then forgets what it
-    knew, creates the month again and retries once.
+    A partition dropped meanwhile (retention, from another process) makes an
+    insert fail; the log then forgets the months it knew, creates the month
+    again and retries once.
     """
 
     def __init__(self) -> None:
-        self.known: set[tuple[int, int]] = set()
+        self.months = Months("events")
 
     async def record(
         self,
@@ -161,38 +157,14 @@ class EventLog:
 
     async def _insert(self, conn: asyncpg.Connection, events: list[Event]) -> list[asyncpg.Record]:
         for attempt in (1, 2):
-            await self.ensure_months(conn, (event.at for event in events))
+            await self.months.ensure(conn, (event.at for event in events))
             try:
                 return list(await conn.fetch(INSERT_SQL, *_columns(events)))
             except asyncpg.CheckViolationError as exc:
-                if attempt == 2 or "no partition" not in str(exc):
+                if attempt == 2 or not missing_partition(exc):
                     raise
-                self.known.clear()  # a month was dropped under us: look again
+                self.months.forget()  # a month was dropped under us: look again
         raise AssertionError("unreachable")
-
-    async def ensure_months(self, conn: asyncpg.Connection, times: Iterable[datetime]) -> None:
-        """Create the monthly partitions `times` fall in that do not exist yet.
-
-        `CREATE TABLE ... PARTITION OF` runs outside any transaction of the
-        caller's and locks the parent for a moment, once a month. Two processes
-        creating the same month at once is fine: IF NOT EXISTS, and the loser of
-        a race on the catalog takes the other's table.
-        """
-        months = {month_of(at) for at in times} - self.known
-        if not months:
-            return
-        existing = set(await partitions(conn))
-        for year, month in sorted(months):
-            name = partition_name(year, month)
-            if name not in existing:
-                low, high = _bounds(year, month)
-                # Another process may create it between our check and our CREATE.
-                with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
-                    await conn.execute(
-                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF events"
-                        f" FOR VALUES FROM ('{low}') TO ('{high}')"
-                    )
-            self.known.add((year, month))
 
 
 def _outcome(row: asyncpg.Record) -> Outcome:
@@ -214,43 +186,3 @@ def _columns(events: Sequence[Event]) -> tuple[list[object], ...]:
         [e.position for e in events],
         [e.minutes for e in events],
     )
-
-
-# --------------------------------------------------------------------------- partitions
-
-
-def month_of(at: datetime) -> tuple[int, int]:
-    """The (year, month) in UTC whose partition holds an event at `at`."""
-    utc = at.astimezone(UTC)
-    return utc.year, utc.month
-
-
-def partition_name(year: int, month: int) -> str:
-    """`events_2026_12`: one table a month."""
-    return f"events_{year:04d}_{month:02d}"
-
-
-def _bounds(year: int, month: int) -> tuple[str, str]:
-    following = (year + 1, 1) if month == 12 else (year, month + 1)
-    return (
-        f"{year:04d}-{month:02d}-01 00:00:00+00",
-        f"{following[0]:04d}-{following[1]:02d}-01 00:00:00+00",
-    )
-
-
-async def partitions(conn: asyncpg.Connection) -> list[str]:
-    """The monthly partitions of `events`, oldest first."""
-    rows = await conn.fetch(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'events'::regclass ORDER BY 1"
-    )
-    return [row["relname"] for row in rows]
-
-
-async def drop_months_before(conn: asyncpg.Connection, year: int, month: int) -> list[str]:
-    """Drop every monthly partition before (`year`, `month`): the retention cut. Returns them."""
-    cut = partition_name(year, month)
-    dropped = [name for name in await partitions(conn) if name < cut]
-    for name in dropped:
-        await conn.execute(f"DROP TABLE {name}")
-    return dropped

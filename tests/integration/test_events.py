@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from litestar.testing import TestClient
 
-from app.events import log
+from app.events import months
 from app.events.log import Event, EventLog, Outcome
 from app.main import create_app
 from app.settings import Settings
@@ -150,12 +150,12 @@ def test_months_are_created_as_events_come_and_dropped_before_a_cut(loaded: str)
             one = Event("a", "click", users[0], streams[0], march)
             assert [r.outcome for r in await first.record(conn, [one])] == [Outcome.RECORDED]
             assert [r.outcome for r in await second.record(conn, [one])] == [Outcome.DUPLICATE]
-            assert await log.partitions(conn) == ["events_2025_03"]
+            assert await months.partitions(conn, "events") == ["events_2025_03"]
             # Another process drops March (retention) while both still believe in it.
-            assert await log.drop_months_before(conn, 2025, 4) == ["events_2025_03"]
+            assert await months.drop_before(conn, "events", 2025, 4) == ["events_2025_03"]
             two = Event("b", "click", users[0], streams[0], march + timedelta(days=1))
             assert [r.outcome for r in await first.record(conn, [two])] == [Outcome.RECORDED]
-            assert await log.partitions(conn) == ["events_2025_03"]
+            assert await months.partitions(conn, "events") == ["events_2025_03"]
             assert await conn.fetchval("SELECT count(*) FROM events") == 1
         finally:
             await conn.close()
