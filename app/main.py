@@ -30,6 +30,7 @@ from app.api.streams import StreamsController
 from app.db.pool import database
 from app.db.replicas import replicas
 from app.errors import EXCEPTION_HANDLERS, ThrottledLog
+from app.events.exposures import exposure_log
 from app.events.log import EventLog
 from app.feed.follow import live_streams
 from app.feed.ranker import feed_ranker
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[
             sighup,
             database,
+            exposure_log,
             replicas,
             click_model,
             feed_ranker,

@@ -185,6 +185,16 @@ class Settings(BaseSettings):
         default=20.0, gt=0, le=1_000_000, validation_alias="FEATURE_CACHE_MB"
     )
 
+    #: Most exposure rows waiting to be written (app/events/exposures.py): past it,
+    #: answers are not recorded (counted), so an outage costs memory up to here only.
+    exposure_buffer_rows: int = Field(
+        default=100_000, ge=1, le=100_000_000, validation_alias="EXPOSURE_BUFFER_ROWS"
+    )
+    #: Seconds between the exposure writer's flushes (sooner when a batch is full).
+    exposure_flush_s: float = Field(
+        default=1.0, gt=0, le=3600, validation_alias="EXPOSURE_FLUSH_SECONDS"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:

@@ -22,6 +22,7 @@ from app.api.feed_schemas import (
     HomeFeedRequest,
 )
 from app.api.rate_limit import rate_limited
+from app.events.exposures import Exposure
 from app.feed import service
 from app.observability.context import current_request_id
 
@@ -95,8 +96,19 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
     feed = await service.recommend(
         lambda: state.reads.connection(settings.db_connect_timeout_s), query, parts
     )
+    request_id = current_request_id() or uuid.uuid4().hex
+    state.exposures.add(
+        Exposure(
+            request_id=request_id,
+            at=datetime.now(UTC),
+            scenario="home_feed" if category is None else "category_feed",
+            user_id=data.user_id,
+            stream_ids=[stream.stream_id for stream in feed.streams],
+            model=feed.served.reranker or feed.served.order,
+        )
+    )
     return FeedResponse(
-        request_id=current_request_id() or uuid.uuid4().hex,
+        request_id=request_id,
         streams=msgspec.convert(feed.streams, list[FeedStream], from_attributes=True),
         models=FeedModels(
             candidate_model=feed.served.candidate_model,

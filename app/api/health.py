@@ -70,6 +70,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             feed=await feed_status(state),
             endpoints=served,
             process=_process(state),
+            exposures=_exposures(state),
         )
         return Response(body, status_code=503, headers={"Retry-After": "5"})
     status = DatabaseStatus(
@@ -88,6 +89,7 @@ async def health(state: State, request: Request[Any, Any, Any]) -> Response[Heal
             feed=await feed_status(state),
             endpoints=served,
             process=_process(state),
+            exposures=_exposures(state),
         )
     )
 
@@ -102,6 +104,11 @@ def _reads(state: State) -> dict[str, Any]:
         "primary_reads": reads.primary_reads,
         "replicas": [ReplicaStatus(**replica) for replica in found],
     }
+
+
+def _exposures(state: State) -> dict[str, Any] | None:
+    log = state.get("exposures")
+    return None if log is None else log.describe()
 
 
 def _process(state: State) -> ProcessStatus:

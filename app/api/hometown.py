@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
 from litestar import Controller, get, post
@@ -23,6 +24,7 @@ from app.api.schemas import (
     StatsResponse,
 )
 from app.errors import ModelUnavailable
+from app.events.exposures import Exposure
 from app.hometown import service
 from app.hometown.click_model import ModelSlot, probability_of
 from app.hometown.search import Probability
@@ -119,11 +121,16 @@ class HometownMlController(Controller):
         model = slot.model
         if model is None:
             raise ModelUnavailable(slot.error or "no click model is loaded")
-        return await _recommend(state, data, probability_of(model))
+        meta = model.metadata
+        label = f"{meta.get('model_kind', 'click model')} {meta.get('created_at', '')}".strip()
+        return await _recommend(state, data, probability_of(model), label)
 
 
 async def _recommend(
-    state: State, data: HometownRequest, probability: Probability | None = None
+    state: State,
+    data: HometownRequest,
+    probability: Probability | None = None,
+    model: str = "formula",
 ) -> HometownResponse:
     """Both endpoints: a read connection, the settings' weights, the service.
 
@@ -142,6 +149,16 @@ async def _recommend(
         )
     # The id the response's X-Request-ID header carries, so a body and a log line match.
     request_id = current_request_id() or uuid.uuid4().hex
+    state.exposures.add(
+        Exposure(
+            request_id=request_id,
+            at=datetime.now(UTC),
+            scenario="hometown" if probability is None else "hometown-ml",
+            user_id=data.user_id,
+            stream_ids=[stream.stream_id for stream in found.streams],
+            model=model,
+        )
+    )
     return to_response(request_id, found)
 
 

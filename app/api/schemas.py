@@ -123,6 +123,8 @@ class HealthResponse:
     feed: FeedStatus | None = None
     endpoints: list[str] = field(default_factory=list)
     process: ProcessStatus | None = None
+    #: The exposure writer: rows waiting, written, dropped, failures, the last error.
+    exposures: dict[str, Any] | None = None
 
 
 # --- HOMETOWN -----------------------------------------------------------------------

@@ -418,3 +418,54 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), comment="When the service stored it."
     )
+
+
+class Exposure(Base):
+    """One stream of one recommendation answer, at its position (migration 0011).
+
+    Partitioned by month of `at`, like `events`; app/events/exposures.py writes it.
+    """
+
+    __tablename__ = "exposures"
+    __table_args__ = (
+        CheckConstraint("position >= 1", name="position_positive"),
+        Index("ix_exposures_user_id_at", "user_id", "at"),
+        {
+            "comment": "Every stream of every recommendation answer, with its position,"
+            " scenario, model and variant; partitioned by month of at.",
+            "postgresql_partition_by": "RANGE (at)",
+        },
+    )
+
+    request_id: Mapped[str] = mapped_column(
+        Text,
+        primary_key=True,
+        comment="The answer's request_id (the X-Request-ID of the response).",
+    )
+    position: Mapped[int] = mapped_column(
+        Integer, primary_key=True, comment="The stream's place in the answer, 1 = first."
+    )
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        primary_key=True,
+        comment="When the answer was given (the partition key: one partition a month).",
+    )
+    scenario: Mapped[str] = mapped_column(
+        Text, comment="hometown, hometown-ml, home_feed or category_feed."
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        Text,
+        nullable=True,
+        comment="Who asked (none for a signed-out HOMETOWN viewer); not a foreign key.",
+    )
+    stream_id: Mapped[str] = mapped_column(
+        Text, comment="The stream shown there; not a foreign key."
+    )
+    model: Mapped[str | None] = mapped_column(
+        Text,
+        nullable=True,
+        comment="What ordered the list: formula, the click model, the reranker or fallback.",
+    )
+    variant: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="The experiment variant the user was in, if any."
+    )

@@ -139,6 +139,7 @@ class StateCollector(Collector):
         )
         yield from self._transport()
         yield from self._feature_cache()
+        yield from self._exposures()
         limiter = self.state.get("rate_limiter")
         yield CounterMetricFamily(
             "hometown_rate_limit_fallbacks_total",
@@ -202,6 +203,23 @@ class StateCollector(Collector):
         for name, doc in counts.items():
             value = float(getattr(store, name)) if store is not None else 0.0
             yield CounterMetricFamily(f"hometown_feature_cache_{name}", doc, value=value)
+
+    def _exposures(self) -> Iterator[Metric]:
+        """The exposure writer's rows written, dropped and waiting (app/events/exposures.py)."""
+        log = self.state.get("exposures")
+        counts = {
+            "written": "Exposure rows (a stream of an answer) written to PostgreSQL.",
+            "dropped": "Exposure rows not recorded: the buffer was full, or shutdown came first.",
+            "failures": "Exposure writes that failed and were retried later.",
+        }
+        for name, doc in counts.items():
+            value = float(getattr(log, name)) if log is not None else 0.0
+            yield CounterMetricFamily(f"hometown_exposures_{name}", doc, value=value)
+        yield GaugeMetricFamily(
+            "hometown_exposures_pending",
+            "Exposure rows waiting to be written.",
+            value=float(log.rows) if log is not None else 0.0,
+        )
 
     def _transport(self) -> Iterator[Metric]:
         """Open connections and the server protocol's refusals (under `python -m app`)."""

@@ -89,13 +89,14 @@ def db_url(migrated_url: str) -> Iterator[str]:
     run_sql(migrated_url, DROP_EVENT_MONTHS)
 
 
-#: The event log's monthly partitions go with their rows: the next test starts with none.
+#: The event and exposure logs' monthly partitions go with their rows: the next test
+#: starts with none.
 DROP_EVENT_MONTHS = """
 DO $$
 DECLARE part record;
 BEGIN
     FOR part IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                WHERE i.inhparent = 'events'::regclass LOOP
+                WHERE i.inhparent IN ('events'::regclass, 'exposures'::regclass) LOOP
         EXECUTE format('DROP TABLE %I', part.relname);
     END LOOP;
 END $$

@@ -1,0 +1,107 @@
+"""Every answer recorded as exposures: in order, in the background, bounded under an outage."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from litestar.testing import TestClient
+
+from app.events.exposures import Exposure, ExposureLog
+from app.main import create_app
+from app.settings import Settings
+from tests.support.db import fetch
+
+
+def _exposures(url: str) -> list[dict[str, Any]]:
+    rows = fetch(
+        url,
+        "SELECT request_id, position, scenario, user_id, stream_id, model, variant"
+        " FROM exposures ORDER BY request_id, position",
+    )
+    return [dict(r) for r in rows]
+
+
+def test_every_answer_is_recorded_in_order_and_flushed_at_shutdown(small_world: str) -> None:
+    """With a flush interval longer than the test, only the shutdown's flush writes them."""
+    users = [r[0] for r in fetch(small_world, "SELECT user_id FROM users ORDER BY 1 LIMIT 2")]
+    settings = Settings(DATABASE_URL=small_world, EXPOSURE_FLUSH_SECONDS=3600)
+    answers: dict[str, tuple[str, str | None, list[str]]] = {}
+    with TestClient(create_app(settings)) as client:
+        for body, path, scenario in (
+            ({"user_id": users[0]}, "/v1/scenarios/hometown", "hometown"),
+            ({"latitude": 48.85, "longitude": 2.35}, "/v1/scenarios/hometown", "hometown"),
+            ({"user_id": users[1]}, "/v1/scenarios/home_feed", "home_feed"),
+        ):
+            response = client.post(path, json=body)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["request_id"] == response.headers["x-request-id"]
+            ids = [s["stream_id"] for s in answer["streams"]]
+            assert ids, answer
+            answers[answer["request_id"]] = (scenario, body.get("user_id"), ids)
+        assert client.post("/v1/scenarios/hometown", json={"user_id": "nobody"}).status_code == 404
+        health = client.get("/").json()["exposures"]
+        assert health["pending_rows"] == sum(len(ids) for _, _, ids in answers.values())
+        assert _exposures(small_world) == []  # nothing written yet: no round trip in a request
+    rows = _exposures(small_world)
+    expected = [
+        {
+            "request_id": request_id,
+            "position": position,
+            "scenario": scenario,
+            "user_id": user_id,
+            "stream_id": stream_id,
+            "model": "formula" if scenario == "hometown" else "fallback",
+            "variant": None,
+        }
+        for request_id, (scenario, user_id, ids) in sorted(answers.items())
+        for position, stream_id in enumerate(ids, start=1)
+    ]
+    assert rows == expected
+
+
+def test_an_outage_loses_at_most_what_overflows_the_buffer_and_counts_it(
+    small_world: str,
+) -> None:
+    """Writes to a database that refuses: the buffer keeps up to its bound, drops the rest
+    (counted), and everything kept is written once the database answers again."""
+    streams = [r[0] for r in fetch(small_world, "SELECT stream_id FROM streams ORDER BY 1")]
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+    def answer(n: int) -> Exposure:
+        return Exposure(f"req-{n:03d}", at, "hometown", "u", streams[:3], model="formula")
+
+    async def work() -> None:
+        exposures = ExposureLog(max_rows=10)
+        dead = await asyncpg.create_pool(
+            "postgresql://nobody:nothing@127.0.0.1:9/none", min_size=0, timeout=1
+        )
+        good = await asyncpg.create_pool(small_world, min_size=0)
+        try:
+            for n in range(3):
+                exposures.add(answer(n))  # 9 rows: fits
+            assert not await exposures.flush_once(dead)
+            assert (exposures.rows, exposures.failures, exposures.dropped) == (9, 1, 0)
+            assert exposures.last_error is not None
+            exposures.add(answer(3))  # 12 rows would overflow: dropped whole, counted
+            assert (exposures.rows, exposures.dropped) == (9, 3)
+            assert await exposures.flush_once(good)
+            assert (exposures.rows, exposures.written) == (0, 9)
+            assert await exposures.flush_once(good)  # nothing left: a no-op
+            # A batch that reached the database and is sent again changes nothing.
+            for n in range(2):
+                exposures.add(answer(n))
+            assert await exposures.flush_once(good)
+        finally:
+            await dead.close()
+            await good.close()
+
+    asyncio.run(work())
+    rows = _exposures(small_world)
+    assert [(r["request_id"], r["position"]) for r in rows] == [
+        (f"req-{n:03d}", p) for n in range(3) for p in (1, 2, 3)
+    ]
+    assert all(r["stream_id"] == streams[r["position"] - 1] for r in rows)
