@@ -12,6 +12,7 @@ stderr (the variable, the rule, the fix), never a traceback and never a secret.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from functools import lru_cache
@@ -23,6 +24,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from app.experiments import Experiment, check_disjoint
 from app.hometown.weights import Weights
 from app.settings_errors import describe_errors, unparsable
 from app.transport.proxies import parse_networks
@@ -125,6 +127,10 @@ class Settings(BaseSettings):
     shutdown_timeout_s: int = Field(default=15, ge=1, validation_alias="GRACEFUL_SHUTDOWN_TIMEOUT")
     #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/hometown/weights.py).
     weights: Weights = Field(default_factory=Weights, validation_alias="WEIGHTS")
+    #: A/B experiments, a JSON list (app/experiments.py); none by default.
+    experiments: Annotated[tuple[Experiment, ...], NoDecode] = Field(
+        default=(), validation_alias="EXPERIMENTS"
+    )
     #: Signed-out viewers: how much they favour nearby streams when they do not say.
     default_local_preference: float = Field(
         default=0.5, ge=0, le=1, validation_alias="DEFAULT_LOCAL_PREFERENCE"
@@ -199,6 +205,19 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_url(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _decode_experiments(cls, value: object) -> object:
+        # The environment's JSON, or the same text passed to Settings() in code.
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else ()
+        return value
+
+    @field_validator("experiments")
+    @classmethod
+    def _disjoint_experiments(cls, value: tuple[Experiment, ...]) -> tuple[Experiment, ...]:
+        return check_disjoint(value)
 
     @field_validator("database_replica_urls", mode="before")
     @classmethod

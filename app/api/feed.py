@@ -22,7 +22,9 @@ from app.api.feed_schemas import (
     HomeFeedRequest,
 )
 from app.api.rate_limit import rate_limited
+from app.api.schemas import ExperimentArm
 from app.events.exposures import Exposure
+from app.experiments import for_scenario
 from app.feed import service
 from app.observability.context import current_request_id
 
@@ -84,12 +86,16 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
         max_results=data.max_results,
         explain=data.explain,
     )
+    scenario = "home_feed" if category is None else "category_feed"
+    assigned = for_scenario(settings.experiments, scenario, data.user_id)
     slot = state.ranker
+    # A variant with `feed_order: fallback` is served as if no reranker were loaded.
+    ranker = None if assigned is not None and assigned[1].feed_order == "fallback" else slot.ranker
     parts = service.Parts(
         live=state.live,
         store=state.features,
         popular=state.popular,
-        ranker=slot.ranker,
+        ranker=ranker,
         ranker_version=slot.version,
         weights=settings.weights,
     )
@@ -101,10 +107,12 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
         Exposure(
             request_id=request_id,
             at=datetime.now(UTC),
-            scenario="home_feed" if category is None else "category_feed",
+            scenario=scenario,
             user_id=data.user_id,
             stream_ids=[stream.stream_id for stream in feed.streams],
             model=feed.served.reranker or feed.served.order,
+            experiment=None if assigned is None else assigned[0].name,
+            variant=None if assigned is None else assigned[1].name,
         )
     )
     return FeedResponse(
@@ -120,4 +128,7 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
         category_id=feed.category_id,
         live_in_category=feed.live_in_category,
         note=feed.note,
+        experiment=None
+        if assigned is None
+        else ExperimentArm(name=assigned[0].name, variant=assigned[1].name),
     )

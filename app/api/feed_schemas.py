@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from app.api.schemas import Code, Id
+from app.api.schemas import Code, ExperimentArm, Id
 
 #: Latest moment accepted: the end of year 9999, as Unix seconds.
 MAX_TIMESTAMP = 253_402_300_799
@@ -137,4 +137,8 @@ class FeedResponse(msgspec.Struct, omit_defaults=True):
     note: Annotated[
         str | None,
         Meta(description="`category_feed`: set when the category has fewer than asked."),
+    ] = None
+    experiment: Annotated[
+        ExperimentArm | None,
+        Meta(description="The experiment the user is in for this scenario, and their variant."),
     ] = None

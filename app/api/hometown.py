@@ -17,6 +17,7 @@ from app.api.rate_limit import rate_limited
 from app.api.schemas import (
     Algorithm,
     CityStats,
+    ExperimentArm,
     HometownRequest,
     HometownResponse,
     RecommendedStream,
@@ -25,6 +26,7 @@ from app.api.schemas import (
 )
 from app.errors import ModelUnavailable
 from app.events.exposures import Exposure
+from app.experiments import Experiment, Variant, for_scenario
 from app.hometown import service
 from app.hometown.click_model import ModelSlot, probability_of
 from app.hometown.search import Probability
@@ -61,9 +63,17 @@ class HometownController(Controller):
     async def recommend(self, state: State, data: JSONBody[HometownRequest]) -> HometownResponse:
         """Exact top `max_results` live streams by the seed score, widening when needed.
 
-        Unknown `user_id`: 404. Bad input: 400 naming the field.
+        Unknown `user_id`: 404. Bad input: 400 naming the field. In an experiment
+        over HOMETOWN (`EXPERIMENTS`), the user's variant decides whether the click
+        model's term is added, and `experiment` names it.
         """
-        return await _recommend(state, data)
+        assigned = for_scenario(state.settings.experiments, "hometown", data.user_id)
+        probability, label = None, "formula"
+        if assigned is not None and assigned[1].hometown == "ml":
+            served = _click_model(state)  # without one, the variant gets the formula
+            if served is not None:
+                probability, label = served
+        return await _recommend(state, data, "hometown", probability, label, assigned)
 
     @get(
         "/stats",
@@ -117,20 +127,30 @@ class HometownMlController(Controller):
         Same request, response and exactness as `/v1/scenarios/hometown`. Without a
         usable click model: 503, saying why and how to train one.
         """
-        slot: ModelSlot = state.model
-        model = slot.model
-        if model is None:
+        served = _click_model(state)
+        if served is None:
+            slot: ModelSlot = state.model
             raise ModelUnavailable(slot.error or "no click model is loaded")
-        meta = model.metadata
-        label = f"{meta.get('model_kind', 'click model')} {meta.get('created_at', '')}".strip()
-        return await _recommend(state, data, probability_of(model), label)
+        return await _recommend(state, data, "hometown-ml", *served, None)
+
+
+def _click_model(state: State) -> tuple[Probability, str] | None:
+    """The loaded click model's term and a label for it (kind and training time), if any."""
+    model = state.model.model
+    if model is None:
+        return None
+    meta = model.metadata
+    label = f"{meta.get('model_kind', 'click model')} {meta.get('created_at', '')}".strip()
+    return probability_of(model), label
 
 
 async def _recommend(
     state: State,
     data: HometownRequest,
-    probability: Probability | None = None,
-    model: str = "formula",
+    scenario: str,
+    probability: Probability | None,
+    model: str,
+    assigned: tuple[Experiment, Variant] | None,
 ) -> HometownResponse:
     """Both endpoints: a read connection, the settings' weights, the service.
 
@@ -153,19 +173,28 @@ async def _recommend(
         Exposure(
             request_id=request_id,
             at=datetime.now(UTC),
-            scenario="hometown" if probability is None else "hometown-ml",
+            scenario=scenario,
             user_id=data.user_id,
             stream_ids=[stream.stream_id for stream in found.streams],
             model=model,
+            experiment=None if assigned is None else assigned[0].name,
+            variant=None if assigned is None else assigned[1].name,
         )
     )
-    return to_response(request_id, found)
+    return to_response(request_id, found, assigned)
 
 
-def to_response(request_id: str, found: service.Recommendation) -> HometownResponse:
+def to_response(
+    request_id: str,
+    found: service.Recommendation,
+    assigned: tuple[Experiment, Variant] | None = None,
+) -> HometownResponse:
     """The service's result as the HTTP body (the same fields, as msgspec structs)."""
     return HometownResponse(
         request_id=request_id,
         streams=msgspec.convert(found.streams, list[RecommendedStream], from_attributes=True),
         rings=msgspec.convert(found.rings, list[Ring], from_attributes=True),
+        experiment=None
+        if assigned is None
+        else ExperimentArm(name=assigned[0].name, variant=assigned[1].name),
     )

@@ -243,12 +243,21 @@ class Ring(msgspec.Struct):
     streams: int
 
 
+class ExperimentArm(msgspec.Struct):
+    """The experiment the user is in for this scenario (`EXPERIMENTS`) and their variant."""
+
+    name: str
+    variant: str
+
+
 class HometownResponse(msgspec.Struct):
     """Ranked live streams: ring 0 first (best first, ties by `stream_id`), then wider rings."""
 
     request_id: str
     streams: list[RecommendedStream]
     rings: list[Ring]
+    #: Set when the user is in an experiment over this scenario.
+    experiment: ExperimentArm | None = None
 
 
 class CityStats(msgspec.Struct):

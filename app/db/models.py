@@ -466,6 +466,9 @@ class Exposure(Base):
         nullable=True,
         comment="What ordered the list: formula, the click model, the reranker or fallback.",
     )
+    experiment: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="The experiment the user was in for this scenario, if any."
+    )
     variant: Mapped[str | None] = mapped_column(
-        Text, nullable=True, comment="The experiment variant the user was in, if any."
+        Text, nullable=True, comment="Their variant in that experiment."
     )

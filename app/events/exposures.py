@@ -40,10 +40,11 @@ BATCH_ROWS = 5000
 RETRY_PAUSE_S = 1.0
 
 INSERT_SQL = """
-INSERT INTO exposures (request_id, position, at, scenario, user_id, stream_id, model, variant)
+INSERT INTO exposures (request_id, position, at, scenario, user_id, stream_id, model,
+                       experiment, variant)
 SELECT * FROM unnest(
     $1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[]
+    $8::text[], $9::text[]
 )
 ON CONFLICT (request_id, position, at) DO NOTHING
 """
@@ -66,6 +67,7 @@ class Exposure:
     user_id: str | None
     stream_ids: Sequence[str]
     model: str | None = None
+    experiment: str | None = None
     variant: str | None = None
 
 
@@ -189,6 +191,7 @@ def _columns(batch: Sequence[Exposure]) -> tuple[list[Any], ...]:
     users: list[str | None] = []
     streams: list[str] = []
     models: list[str | None] = []
+    experiments: list[str | None] = []
     variants: list[str | None] = []
     for e in batch:
         n = len(e.stream_ids)
@@ -199,8 +202,9 @@ def _columns(batch: Sequence[Exposure]) -> tuple[list[Any], ...]:
         users += [e.user_id] * n
         streams += e.stream_ids
         models += [e.model] * n
+        experiments += [e.experiment] * n
         variants += [e.variant] * n
-    return request_ids, positions, times, scenarios, users, streams, models, variants
+    return request_ids, positions, times, scenarios, users, streams, models, experiments, variants
 
 
 @asynccontextmanager

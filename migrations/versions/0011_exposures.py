@@ -32,7 +32,8 @@ COMMENTS = {
     "user_id": "Who asked (none for a signed-out HOMETOWN viewer); not a foreign key.",
     "stream_id": "The stream shown there; not a foreign key.",
     "model": "What ordered the list: formula, the click model, the reranker or fallback.",
-    "variant": "The experiment variant the user was in, if any.",
+    "experiment": "The experiment the user was in for this scenario, if any.",
+    "variant": "Their variant in that experiment.",
 }
 
 
@@ -47,6 +48,7 @@ def upgrade() -> None:
             user_id text,
             stream_id text NOT NULL,
             model text,
+            experiment text,
             variant text,
             CONSTRAINT pk_exposures PRIMARY KEY (request_id, position, at),
             CONSTRAINT ck_exposures_position_positive CHECK (position >= 1)

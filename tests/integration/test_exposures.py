@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from litestar.testing import TestClient
 
 from app.events.exposures import Exposure, ExposureLog
+from app.experiments import Experiment
 from app.main import create_app
 from app.settings import Settings
 from tests.support.db import fetch
+from tests.support.models import saved_model
 
 
 def _exposures(url: str) -> list[dict[str, Any]]:
     rows = fetch(
         url,
-        "SELECT request_id, position, scenario, user_id, stream_id, model, variant"
+        "SELECT request_id, position, scenario, user_id, stream_id, model, experiment, variant"
         " FROM exposures ORDER BY request_id, position",
     )
     return [dict(r) for r in rows]
@@ -55,6 +59,7 @@ def test_every_answer_is_recorded_in_order_and_flushed_at_shutdown(small_world: 
             "user_id": user_id,
             "stream_id": stream_id,
             "model": "formula" if scenario == "hometown" else "fallback",
+            "experiment": None,
             "variant": None,
         }
         for request_id, (scenario, user_id, ids) in sorted(answers.items())
@@ -105,3 +110,48 @@ def test_an_outage_loses_at_most_what_overflows_the_buffer_and_counts_it(
         (f"req-{n:03d}", p) for n in range(3) for p in (1, 2, 3)
     ]
     assert all(r["stream_id"] == streams[r["position"] - 1] for r in rows)
+
+
+def test_an_experiment_assigns_each_user_their_variant_and_logs_it(
+    small_world: str, tmp_path: Path
+) -> None:
+    """HOMETOWN basic against ML, half and half: each user gets and keeps their variant,
+    the ML variant's lists are ordered with the click model, and the exposures say which."""
+    declared = {
+        "name": "hometown-ml-test",
+        "scenarios": ["hometown"],
+        "variants": [
+            {"name": "basic", "share": 0.5, "hometown": "basic"},
+            {"name": "ml", "share": 0.5, "hometown": "ml"},
+        ],
+    }
+    experiment = Experiment.model_validate(declared)
+    users = [r[0] for r in fetch(small_world, "SELECT user_id FROM users ORDER BY 1")]
+    expected = {user: experiment.assign(user).name for user in users}
+    assert set(expected.values()) == {"basic", "ml"}, expected  # both arms in this world
+    _, model_path = saved_model(tmp_path)
+    settings = Settings(
+        DATABASE_URL=small_world,
+        MODEL_PATH=str(model_path),
+        EXPERIMENTS=json.dumps([declared]),
+        EXPOSURE_FLUSH_SECONDS=3600,
+    )
+    with TestClient(create_app(settings)) as client:
+        for user in users * 2:  # the second round: the same variant again
+            answer = client.post("/v1/scenarios/hometown", json={"user_id": user}).json()
+            assert answer["experiment"] == {"name": experiment.name, "variant": expected[user]}
+        signed_out = client.post(
+            "/v1/scenarios/hometown", json={"latitude": 48.85, "longitude": 2.35}
+        )
+        assert signed_out.json()["experiment"] is None
+        feed = client.post("/v1/scenarios/home_feed", json={"user_id": users[0]}).json()
+        assert "experiment" not in feed  # the experiment does not cover the feed
+    rows = fetch(
+        small_world,
+        "SELECT DISTINCT user_id, model, experiment, variant FROM exposures"
+        " WHERE scenario = 'hometown' AND user_id IS NOT NULL",
+    )
+    assert {r["user_id"]: r["variant"] for r in rows} == expected
+    assert all(r["experiment"] == experiment.name for r in rows)
+    models = {r["variant"]: r["model"] for r in rows}
+    assert models["basic"] == "formula" and models["ml"] != "formula"
