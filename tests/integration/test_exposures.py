@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from litestar.testing import TestClient
 
 from app.events.exposures import Exposure, ExposureLog
+from app.events.log import Event, EventLog
 from app.experiments import Experiment
 from app.main import create_app
 from app.settings import Settings
+from ml import cli as ml_cli
 from tests.support.db import fetch
 from tests.support.models import saved_model
 
@@ -155,3 +158,67 @@ def test_an_experiment_assigns_each_user_their_variant_and_logs_it(
     assert all(r["experiment"] == experiment.name for r in rows)
     models = {r["variant"]: r["model"] for r in rows}
     assert models["basic"] == "formula" and models["ml"] != "formula"
+
+
+def test_the_report_matches_clicks_and_watches_to_what_was_shown(
+    small_world: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exposures and events written as the service writes them; the report counts a click
+    once per impression, ignores one on a stream the list did not show, sums watches."""
+    declared = {
+        "name": "report-test",
+        "scenarios": ["home_feed"],
+        "variants": [
+            {"name": "control", "share": 0.5, "feed_order": "reranker"},
+            {"name": "treatment", "share": 0.5, "feed_order": "fallback"},
+        ],
+    }
+    users = [r[0] for r in fetch(small_world, "SELECT user_id FROM users ORDER BY 1 LIMIT 4")]
+    streams = [r[0] for r in fetch(small_world, "SELECT stream_id FROM streams ORDER BY 1")]
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    variant = {u: ("control" if i < 2 else "treatment") for i, u in enumerate(users)}
+
+    def event(n: int, kind: str, user: str, stream: str, request: str, **extra: Any) -> Event:
+        return Event(f"ev{n}", kind, user, stream, at, request_id=request, **extra)
+
+    events = [
+        event(1, "click", users[0], streams[0], "r0"),
+        event(2, "click", users[0], streams[0], "r0"),  # the same impression clicked twice
+        event(3, "watch", users[0], streams[0], "r0", minutes=7.5),
+        event(4, "click", users[2], streams[1], "r2"),
+        event(5, "watch", users[2], streams[1], "r2", minutes=2.0),
+        event(6, "click", users[3], streams[3], "r3"),  # r3 showed streams 0-2 only
+    ]
+
+    async def work() -> None:
+        exposures = ExposureLog(max_rows=1000)
+        for i, user in enumerate(users):
+            exposures.add(
+                Exposure(f"r{i}", at, "home_feed", user, streams[:3], "x", "report-test",
+                         variant[user])
+            )  # fmt: skip
+        pool = await asyncpg.create_pool(small_world, min_size=0)
+        try:
+            assert await exposures.flush_once(pool)
+            async with pool.acquire() as conn:
+                results = await EventLog().record(conn, events)
+            assert [r.outcome.value for r in results].count("recorded") == 6
+        finally:
+            await pool.close()
+
+    asyncio.run(work())
+    monkeypatch.setenv("DATABASE_URL", small_world)
+    monkeypatch.setenv("EXPERIMENTS", json.dumps([declared]))
+    ml_cli.main(["experiment", "report", "report-test", "--out-dir", str(tmp_path)])
+    report = json.loads((tmp_path / "experiment_report-test.json").read_text())
+    arms = {arm["variant"]: arm for arm in report["arms"]}
+    assert {v: (a["users"], a["impressions"], a["clicks"]) for v, a in arms.items()} == {
+        "control": (2, 6, 1),
+        "treatment": (2, 6, 1),
+    }
+    assert arms["control"]["watch_minutes"] == 7.5 and arms["treatment"]["watch_minutes"] == 2.0
+    assert arms["control"]["ctr"]["value"] == pytest.approx(1 / 6)
+    assert (tmp_path / "experiment_report-test.png").stat().st_size > 1000
+    assert "control" in (tmp_path / "experiment_report-test.md").read_text()
+    with pytest.raises(SystemExit):
+        ml_cli.main(["experiment", "report", "undeclared", "--out-dir", str(tmp_path)])
