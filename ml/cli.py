@@ -12,6 +12,7 @@ from app.hometown.service import Query
 from app.settings import load_settings
 from ml import compare, evaluate, experiment
 from ml.arguments import fail, positive, share
+from ml.dataset import SOURCES
 from ml.feed import cli as feed_cli
 from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
 
@@ -38,6 +39,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="train from this parquet file (`clicked` + the 14 feature columns"
         " [+ user_id]) instead of the database",
+    )
+    job.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="interactions",
+        help="impressions from the imported log (interactions, the default) or from what"
+        " the service logged itself (log: exposures, clicked when a click event names them)",
     )
     job.add_argument("--max-rows", type=positive, default=None, help="use at most N impressions")
     job.add_argument("--seed", type=int, default=42, help="seed for sampling and the models")
@@ -219,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         test_share=args.test_share,
         model=args.model,
         boosting_max_rows=args.boosting_max_rows,
+        source=args.source,
     )
     say(f"training from {options.parquet or 'the database'}; model goes to {options.model_path}")
     print(summary(train(options)), flush=True)

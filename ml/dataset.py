@@ -41,6 +41,21 @@ FROM interactions i
 JOIN users u USING (user_id)
 JOIN streams s USING (stream_id)
 """
+#: The same columns from what the service itself logged: each exposure (a stream of an
+#: answer to a signed-in user) is an impression, clicked when a click event names that
+#: answer and stream (migrations 0010 and 0011; app/events/).
+LOGGED_IMPRESSIONS_SQL = """
+SELECT x.user_id, x.stream_id, (c.request_id IS NOT NULL) AS clicked,
+       ST_Distance(s.location, u.location, false) / 1000.0 AS distance_km
+FROM exposures x
+JOIN users u ON u.user_id = x.user_id
+JOIN streams s ON s.stream_id = x.stream_id
+LEFT JOIN (
+    SELECT DISTINCT request_id, stream_id FROM events WHERE type = 'click'
+) c ON c.request_id = x.request_id AND c.stream_id = x.stream_id
+"""
+#: Where `python -m ml train --source` reads impressions: the imported log, or the service's.
+SOURCES = ("interactions", "log")
 _IMPRESSION_COLUMNS = ("user_id", "stream_id", "clicked", "distance_km")
 
 USERS_SQL = """
@@ -78,14 +93,25 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
-def impressions_query(max_rows: int | None) -> str:
-    """The impression query, capped at the first `max_rows` impressions by id if given."""
+def impressions_query(max_rows: int | None, source: str = "interactions") -> str:
+    """The impression query of `source`, capped at its first `max_rows` impressions if given.
+
+    `interactions` is the imported impression log, `log` the exposures and click
+    events the service recorded itself (first by time, then by answer and position).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    query, order = (
+        (IMPRESSIONS_SQL, "i.interaction_id")
+        if source == "interactions"
+        else (LOGGED_IMPRESSIONS_SQL, "x.at, x.request_id, x.position")
+    )
     if max_rows is None:
-        return IMPRESSIONS_SQL
+        return query
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     # An int, checked above: safe to put into the text (COPY takes no parameters).
-    return f"{IMPRESSIONS_SQL} ORDER BY i.interaction_id LIMIT {int(max_rows)}"
+    return f"{query} ORDER BY {order} LIMIT {int(max_rows)}"
 
 
 async def _copy_csv(conn: asyncpg.Connection, query: str) -> bytes:
@@ -144,9 +170,13 @@ def _interned_sets(lists: list[list[str]]) -> ObjectArray:
 
 
 async def load_training_data_async(
-    url: str, *, max_rows: int | None = None, progress: Progress | None = None
+    url: str,
+    *,
+    max_rows: int | None = None,
+    progress: Progress | None = None,
+    source: str = "interactions",
 ) -> TrainingData:
-    """Read users, streams and impressions, and build the training pairs."""
+    """Read users, streams and impressions (from `source`), and build the training pairs."""
     started = time.perf_counter()
     conn = await asyncpg.connect(url)
     try:
@@ -156,7 +186,7 @@ async def load_training_data_async(
         streams = await conn.fetch(STREAMS_SQL)
         _say(progress, f"{len(users):,} users and {len(streams):,} streams read")
         step = time.perf_counter()
-        csv = await _copy_csv(conn, impressions_query(max_rows))
+        csv = await _copy_csv(conn, impressions_query(max_rows, source))
         _say(
             progress,
             f"impressions copied: {len(csv) / 1e6:,.0f} MB of CSV"
@@ -220,7 +250,13 @@ async def load_training_data_async(
 
 
 def load_training_data(
-    url: str, *, max_rows: int | None = None, progress: Progress | None = None
+    url: str,
+    *,
+    max_rows: int | None = None,
+    progress: Progress | None = None,
+    source: str = "interactions",
 ) -> TrainingData:
     """Synchronous wrapper of `load_training_data_async` for the command line and tests."""
-    return asyncio.run(load_training_data_async(url, max_rows=max_rows, progress=progress))
+    return asyncio.run(
+        load_training_data_async(url, max_rows=max_rows, progress=progress, source=source)
+    )

@@ -79,6 +79,8 @@ class Options:
     test_share: float = 0.2
     model: ModelChoice = "auto"
     boosting_max_rows: int = BOOSTING_MAX_ROWS
+    #: Where the impressions come from (ml/dataset.py's SOURCES).
+    source: str = "interactions"
 
 
 @dataclass
@@ -104,9 +106,16 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def matrix_from_database(url: str, *, max_rows: int | None, test_share: float) -> Matrix:
-    """Training rows from the impressions, split by user."""
-    data = load_training_data(url, max_rows=max_rows, progress=say)
+def matrix_from_database(
+    url: str, *, max_rows: int | None, test_share: float, source: str = "interactions"
+) -> Matrix:
+    """Training rows from the impressions of `source`, split by user."""
+    data = load_training_data(url, max_rows=max_rows, progress=say, source=source)
+    if len(data) == 0 and source == "log":
+        raise SystemExit(
+            "no logged impressions: the service records exposures of signed-in users as it"
+            " answers, and clients report clicks with POST /v1/events"
+        )
     if len(data) == 0:
         raise SystemExit(
             "no impressions in the database: generate some with"
@@ -341,9 +350,14 @@ def train(options: Options) -> Result:
             "load",
             seconds,
             lambda: matrix_from_database(
-                options.database_url, max_rows=options.max_rows, test_share=options.test_share
+                options.database_url,
+                max_rows=options.max_rows,
+                test_share=options.test_share,
+                source=options.source,
             ),
         )
+        if options.source == "log":
+            notes.append("impressions from the service's own log (exposures and click events)")
     notes.append(f"split {matrix.split}")
     x_train, y_train = matrix.features[~matrix.test], matrix.clicked[~matrix.test]
     x_test, y_test = matrix.features[matrix.test], matrix.clicked[matrix.test]

@@ -18,6 +18,7 @@ from app.experiments import Experiment
 from app.main import create_app
 from app.settings import Settings
 from ml import cli as ml_cli
+from ml.dataset import load_training_data
 from tests.support.db import fetch
 from tests.support.models import saved_model
 
@@ -222,3 +223,14 @@ def test_the_report_matches_clicks_and_watches_to_what_was_shown(
     assert "control" in (tmp_path / "experiment_report-test.md").read_text()
     with pytest.raises(SystemExit):
         ml_cli.main(["experiment", "report", "undeclared", "--out-dir", str(tmp_path)])
+    # The same log as training rows (`python -m ml train --source log`): every exposure an
+    # impression, clicked where a click names its answer and stream.
+    data = load_training_data(small_world, source="log")
+    columns = (data.user_ids.tolist(), data.stream_ids.tolist(), data.clicked.tolist())
+    shown = sorted(zip(*columns, strict=True))
+    assert shown == sorted(
+        (user, stream, (user, stream) in {(users[0], streams[0]), (users[2], streams[1])})
+        for user in users
+        for stream in streams[:3]
+    )
+    assert len(load_training_data(small_world, source="log", max_rows=5)) == 5
