@@ -25,7 +25,7 @@ from app.main import create_app
 from app.settings import Settings, normalise_database_url
 from seed.loader import load
 from tests.support import frames
-from tests.support.db import alembic_config, run_sql
+from tests.support.db import DROP_EVENT_MONTHS, alembic_config, run_sql
 from tests.support.redis import redis_server, redis_url
 from tools.cluster import LocalCluster, docker_engine_answers, free_port, wait_for
 
@@ -79,7 +79,12 @@ def migrated_url(database_url: str) -> str:
 
 @pytest.fixture
 def db_url(migrated_url: str) -> Iterator[str]:
-    """A migrated database whose tables are emptied after the test."""
+    """A migrated database whose tables are emptied after the test.
+
+    The event and exposure logs are emptied before it too: any request of a test on
+    a module's shared database (`migrated_url`) leaves exposures behind.
+    """
+    run_sql(migrated_url, DROP_EVENT_MONTHS)
     yield migrated_url
     run_sql(
         migrated_url,
@@ -87,20 +92,6 @@ def db_url(migrated_url: str) -> Iterator[str]:
         " feed_user_features, feed_stream_features CASCADE",
     )
     run_sql(migrated_url, DROP_EVENT_MONTHS)
-
-
-#: The event and exposure logs' monthly partitions go with their rows: the next test
-#: starts with none.
-DROP_EVENT_MONTHS = """
-DO $$
-DECLARE part record;
-BEGIN
-    FOR part IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                WHERE i.inhparent IN ('events'::regclass, 'exposures'::regclass) LOOP
-        EXECUTE format('DROP TABLE %I', part.relname);
-    END LOOP;
-END $$
-"""
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from app.main import create_app
 from app.settings import Settings
 from seed.loader import load
 from tests.support import frames
-from tests.support.db import fetch, run_sql
+from tests.support.db import DROP_EVENT_MONTHS, fetch, run_sql
 from tests.support.models import saved_model
 
 KEY = "battery-key-0123456789-abcdef"
@@ -100,7 +100,8 @@ def loaded(migrated_url: str) -> Iterator[str]:
     try:
         yield migrated_url
     finally:
-        run_sql(migrated_url, "TRUNCATE interactions, streams, users")
+        run_sql(migrated_url, "TRUNCATE interactions, streams, users, events")
+        run_sql(migrated_url, DROP_EVENT_MONTHS)
 
 
 @pytest.fixture(scope="module")

@@ -43,3 +43,17 @@ async def _fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
 def fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
     """Fetch rows synchronously, for assertions."""
     return asyncio.run(_fetch(url, sql, *args))
+
+
+#: The event and exposure logs' monthly partitions go with their rows: the next test
+#: starts with none.
+DROP_EVENT_MONTHS = """
+DO $$
+DECLARE part record;
+BEGIN
+    FOR part IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent IN ('events'::regclass, 'exposures'::regclass) LOOP
+        EXECUTE format('DROP TABLE %I', part.relname);
+    END LOOP;
+END $$
+"""
