@@ -191,8 +191,9 @@ class Settings(BaseSettings):
         default=20.0, gt=0, le=1_000_000, validation_alias="FEATURE_CACHE_MB"
     )
 
-    #: Most exposure rows waiting to be written (app/events/exposures.py): past it,
-    #: answers are not recorded (counted), so an outage costs memory up to here only.
+    #: Most exposures (streams shown in answers) waiting to be written
+    #: (app/events/exposures.py): past it, answers are not recorded (counted), so an
+    #: outage costs memory up to here only.
     exposure_buffer_rows: int = Field(
         default=100_000, ge=1, le=100_000_000, validation_alias="EXPOSURE_BUFFER_ROWS"
     )

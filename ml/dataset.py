@@ -41,18 +41,19 @@ FROM interactions i
 JOIN users u USING (user_id)
 JOIN streams s USING (stream_id)
 """
-#: The same columns from what the service itself logged: each exposure (a stream of an
-#: answer to a signed-in user) is an impression, clicked when a click event names that
-#: answer and stream (migrations 0010 and 0011; app/events/).
+#: The same columns from what the service itself logged: each stream of an answer to a
+#: signed-in user is an impression, clicked when a click event names that answer and
+#: stream (migrations 0010 and 0011; app/events/).
 LOGGED_IMPRESSIONS_SQL = """
-SELECT x.user_id, x.stream_id, (c.request_id IS NOT NULL) AS clicked,
+SELECT x.user_id, shown.stream_id, (c.request_id IS NOT NULL) AS clicked,
        ST_Distance(s.location, u.location, false) / 1000.0 AS distance_km
 FROM exposures x
+CROSS JOIN LATERAL unnest(x.stream_ids) WITH ORDINALITY AS shown(stream_id, position)
 JOIN users u ON u.user_id = x.user_id
-JOIN streams s ON s.stream_id = x.stream_id
+JOIN streams s ON s.stream_id = shown.stream_id
 LEFT JOIN (
     SELECT DISTINCT request_id, stream_id FROM events WHERE type = 'click'
-) c ON c.request_id = x.request_id AND c.stream_id = x.stream_id
+) c ON c.request_id = x.request_id AND c.stream_id = shown.stream_id
 """
 #: Where `python -m ml train --source` reads impressions: the imported log, or the service's.
 SOURCES = ("interactions", "log")
@@ -104,7 +105,7 @@ def impressions_query(max_rows: int | None, source: str = "interactions") -> str
     query, order = (
         (IMPRESSIONS_SQL, "i.interaction_id")
         if source == "interactions"
-        else (LOGGED_IMPRESSIONS_SQL, "x.at, x.request_id, x.position")
+        else (LOGGED_IMPRESSIONS_SQL, "x.at, x.request_id, shown.position")
     )
     if max_rows is None:
         return query

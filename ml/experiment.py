@@ -47,9 +47,9 @@ METRICS = ("ctr", "watch_minutes_per_impression")
 
 USERS_SQL = """
 WITH shown AS (
-    SELECT request_id, stream_id, user_id, variant
-    FROM exposures
-    WHERE experiment = $1 AND user_id IS NOT NULL
+    SELECT x.request_id, shown.stream_id, x.user_id, x.variant
+    FROM exposures x CROSS JOIN LATERAL unnest(x.stream_ids) AS shown(stream_id)
+    WHERE x.experiment = $1 AND x.user_id IS NOT NULL
 ), done AS (
     SELECT e.request_id, e.stream_id,
            bool_or(e.type = 'click') AS clicked,

@@ -421,18 +421,17 @@ class Event(Base):
 
 
 class Exposure(Base):
-    """One stream of one recommendation answer, at its position (migration 0011).
+    """One recommendation answer: the streams shown, in order (migration 0011).
 
     Partitioned by month of `at`, like `events`; app/events/exposures.py writes it.
     """
 
     __tablename__ = "exposures"
     __table_args__ = (
-        CheckConstraint("position >= 1", name="position_positive"),
-        Index("ix_exposures_user_id_at", "user_id", "at"),
+        CheckConstraint("cardinality(stream_ids) >= 1", name="shown_something"),
         {
-            "comment": "Every stream of every recommendation answer, with its position,"
-            " scenario, model and variant; partitioned by month of at.",
+            "comment": "Every recommendation answer: the streams shown in order, to whom,"
+            " under which scenario, model and variant; partitioned by month of at.",
             "postgresql_partition_by": "RANGE (at)",
         },
     )
@@ -441,9 +440,6 @@ class Exposure(Base):
         Text,
         primary_key=True,
         comment="The answer's request_id (the X-Request-ID of the response).",
-    )
-    position: Mapped[int] = mapped_column(
-        Integer, primary_key=True, comment="The stream's place in the answer, 1 = first."
     )
     at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True),
@@ -458,8 +454,9 @@ class Exposure(Base):
         nullable=True,
         comment="Who asked (none for a signed-out HOMETOWN viewer); not a foreign key.",
     )
-    stream_id: Mapped[str] = mapped_column(
-        Text, comment="The stream shown there; not a foreign key."
+    stream_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(Text),
+        comment="The streams shown, best first (position = place in the array, from 1).",
     )
     model: Mapped[str | None] = mapped_column(
         Text,

@@ -1,15 +1,17 @@
 """Every recommendation answer, recorded as exposures without a round trip in the request.
 
 An answer is handed over (`ExposureLog.add`, no I/O: a deque append) and
-written later by a background task, in batches of up to `BATCH_ROWS` rows, one
-`INSERT ... ON CONFLICT DO NOTHING` each, at least every `flush_s` seconds. The
-buffer is bounded (`max_rows`, the `EXPOSURE_BUFFER_ROWS` setting): an answer
-that would overflow it is dropped whole and counted (`dropped`, and
+written later by a background task as one row (its streams as an array), in
+batches of answers showing up to `BATCH_ROWS` streams, pipelined in one round
+trip (`executemany`), at least every `flush_s` seconds. "Rows" here count
+streams shown (exposures), the unit of the buffer's bound and of the counters.
+The buffer is bounded (`max_rows`, the `EXPOSURE_BUFFER_ROWS` setting): an
+answer that would overflow it is dropped whole and counted (`dropped`, and
 `hometown_exposures_dropped` in /metrics), so an outage of the database costs
 memory up to the bound and then exposures, never requests. A batch that failed
 goes back to the front and is tried again after a pause; the primary key
-(request_id, position, at) makes a batch that reached the database before the
-failure was seen harmless. At shutdown the buffer is flushed (within
+(request_id, at) and `ON CONFLICT DO NOTHING` make a batch that reached the
+database before the failure was seen harmless. At shutdown the buffer is flushed (within
 `close_timeout_s`), and what could not be written then is counted as dropped.
 """
 
@@ -40,13 +42,9 @@ BATCH_ROWS = 5000
 RETRY_PAUSE_S = 1.0
 
 INSERT_SQL = """
-INSERT INTO exposures (request_id, position, at, scenario, user_id, stream_id, model,
-                       experiment, variant)
-SELECT * FROM unnest(
-    $1::text[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[]
-)
-ON CONFLICT (request_id, position, at) DO NOTHING
+INSERT INTO exposures (request_id, at, scenario, user_id, stream_ids, model, experiment, variant)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (request_id, at) DO NOTHING
 """
 #: What a write can fail with that waiting may cure (the database down, slow, or busy);
 #: anything else is logged as an error, and tried again all the same.
@@ -144,12 +142,18 @@ class ExposureLog:
         return True
 
     async def _write(self, pool: asyncpg.Pool, batch: list[Exposure]) -> None:
-        columns = _columns(batch)
+        rows = [
+            (e.request_id, e.at, e.scenario, e.user_id, list(e.stream_ids), e.model,
+             e.experiment, e.variant)
+            for e in batch
+        ]  # fmt: skip
         async with pool.acquire() as conn:
             for attempt in (1, 2):
                 await self.months.ensure(conn, (e.at for e in batch))
                 try:
-                    await conn.execute(INSERT_SQL, *columns)
+                    # One transaction: a batch is written whole or not at all.
+                    async with conn.transaction():
+                        await conn.executemany(INSERT_SQL, rows)
                     return
                 except asyncpg.CheckViolationError as exc:
                     if attempt == 2 or not missing_partition(exc):
@@ -181,30 +185,6 @@ class ExposureLog:
             "failures": self.failures,
             "last_error": self.last_error,
         }
-
-
-def _columns(batch: Sequence[Exposure]) -> tuple[list[Any], ...]:
-    request_ids: list[str] = []
-    positions: list[int] = []
-    times: list[datetime] = []
-    scenarios: list[str] = []
-    users: list[str | None] = []
-    streams: list[str] = []
-    models: list[str | None] = []
-    experiments: list[str | None] = []
-    variants: list[str | None] = []
-    for e in batch:
-        n = len(e.stream_ids)
-        request_ids += [e.request_id] * n
-        positions += range(1, n + 1)
-        times += [e.at] * n
-        scenarios += [e.scenario] * n
-        users += [e.user_id] * n
-        streams += e.stream_ids
-        models += [e.model] * n
-        experiments += [e.experiment] * n
-        variants += [e.variant] * n
-    return request_ids, positions, times, scenarios, users, streams, models, experiments, variants
 
 
 @asynccontextmanager

@@ -208,8 +208,8 @@ class StateCollector(Collector):
         """The exposure writer's rows written, dropped and waiting (app/events/exposures.py)."""
         log = self.state.get("exposures")
         counts = {
-            "written": "Exposure rows (a stream of an answer) written to PostgreSQL.",
-            "dropped": "Exposure rows not recorded: the buffer was full, or shutdown came first.",
+            "written": "Exposures (streams shown in answers) written to PostgreSQL.",
+            "dropped": "Exposures not recorded: the buffer was full, or shutdown came first.",
             "failures": "Exposure writes that failed and were retried later.",
         }
         for name, doc in counts.items():
@@ -217,7 +217,7 @@ class StateCollector(Collector):
             yield CounterMetricFamily(f"hometown_exposures_{name}", doc, value=value)
         yield GaugeMetricFamily(
             "hometown_exposures_pending",
-            "Exposure rows waiting to be written.",
+            "Exposures (streams shown) waiting to be written.",
             value=float(log.rows) if log is not None else 0.0,
         )
 

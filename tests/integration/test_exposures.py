@@ -26,8 +26,10 @@ from tests.support.models import saved_model
 def _exposures(url: str) -> list[dict[str, Any]]:
     rows = fetch(
         url,
-        "SELECT request_id, position, scenario, user_id, stream_id, model, experiment, variant"
-        " FROM exposures ORDER BY request_id, position",
+        "SELECT x.request_id, shown.position, x.scenario, x.user_id, shown.stream_id, x.model,"
+        " x.experiment, x.variant FROM exposures x"
+        " CROSS JOIN LATERAL unnest(x.stream_ids) WITH ORDINALITY AS shown(stream_id, position)"
+        " ORDER BY 1, 2",
     )
     return [dict(r) for r in rows]
 
