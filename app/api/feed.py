@@ -23,7 +23,7 @@ from app.api.feed_schemas import (
 )
 from app.api.rate_limit import rate_limited
 from app.api.schemas import ExperimentArm
-from app.events.exposures import Exposure
+from app.events.exposures import answered
 from app.experiments import for_scenario
 from app.feed import service
 from app.observability.context import current_request_id
@@ -103,16 +103,15 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
         lambda: state.reads.connection(settings.db_connect_timeout_s), query, parts
     )
     request_id = current_request_id() or uuid.uuid4().hex
+    shown = [stream.stream_id for stream in feed.streams]
     state.exposures.add(
-        Exposure(
-            request_id=request_id,
-            at=datetime.now(UTC),
-            scenario=scenario,
-            user_id=data.user_id,
-            stream_ids=[stream.stream_id for stream in feed.streams],
-            model=feed.served.reranker or feed.served.order,
-            experiment=None if assigned is None else assigned[0].name,
-            variant=None if assigned is None else assigned[1].name,
+        answered(
+            request_id,
+            scenario,
+            data.user_id,
+            shown,
+            feed.served.reranker or feed.served.order,
+            assigned,
         )
     )
     return FeedResponse(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import msgspec
 from litestar import Controller, get, post
@@ -25,7 +24,7 @@ from app.api.schemas import (
     StatsResponse,
 )
 from app.errors import ModelUnavailable
-from app.events.exposures import Exposure
+from app.events.exposures import answered
 from app.experiments import Experiment, Variant, for_scenario
 from app.hometown import service
 from app.hometown.click_model import ModelSlot, probability_of
@@ -169,18 +168,8 @@ async def _recommend(
         )
     # The id the response's X-Request-ID header carries, so a body and a log line match.
     request_id = current_request_id() or uuid.uuid4().hex
-    state.exposures.add(
-        Exposure(
-            request_id=request_id,
-            at=datetime.now(UTC),
-            scenario=scenario,
-            user_id=data.user_id,
-            stream_ids=[stream.stream_id for stream in found.streams],
-            model=model,
-            experiment=None if assigned is None else assigned[0].name,
-            variant=None if assigned is None else assigned[1].name,
-        )
-    )
+    shown = [stream.stream_id for stream in found.streams]
+    state.exposures.add(answered(request_id, scenario, data.user_id, shown, model, assigned))
     return to_response(request_id, found, assigned)
 
 

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -33,6 +33,7 @@ from litestar import Litestar
 from app.db.pool import BROKEN_CONNECTION_ERRORS, QUERY_TIMEOUTS
 from app.errors import ThrottledLog
 from app.events.months import Months, missing_partition
+from app.experiments import Experiment, Variant
 
 log = logging.getLogger("app.exposures")
 
@@ -67,6 +68,27 @@ class Exposure:
     model: str | None = None
     experiment: str | None = None
     variant: str | None = None
+
+
+def answered(
+    request_id: str,
+    scenario: str,
+    user_id: str | None,
+    stream_ids: Sequence[str],
+    model: str | None,
+    assigned: tuple[Experiment, Variant] | None,
+) -> Exposure:
+    """An answer given now, under the experiment arm it was served in (if any)."""
+    return Exposure(
+        request_id=request_id,
+        at=datetime.now(UTC),
+        scenario=scenario,
+        user_id=user_id,
+        stream_ids=stream_ids,
+        model=model,
+        experiment=None if assigned is None else assigned[0].name,
+        variant=None if assigned is None else assigned[1].name,
+    )
 
 
 class ExposureLog:
