@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=default_workers, ge=1, le=256, validation_alias="WORKERS")
     #: Seconds uvicorn waits for in-flight requests after SIGTERM before cancelling them.
     shutdown_timeout_s: int = Field(default=15, ge=1, validation_alias="GRACEFUL_SHUTDOWN_TIMEOUT")
+    #: How P(click) enters `/hometown-ml`'s score: "model" takes the term training
+    #: fitted and stored in the artifact (the seed's `ml_weight · P(click)` when it
+    #: holds none); "formula" always uses the seed's (app/hometown/ml_term.py).
+    ml_term: Literal["model", "formula"] = Field(default="model", validation_alias="ML_TERM")
     #: Score weights, e.g. `WEIGHTS__PROXIMITY_WEIGHT=2.0` (see app/hometown/weights.py).
     weights: Weights = Field(default_factory=Weights, validation_alias="WEIGHTS")
     #: A/B experiments, a JSON list (app/experiments.py); none by default.

@@ -14,6 +14,7 @@ from ml import compare, evaluate, experiment
 from ml.arguments import fail, positive, share
 from ml.dataset import SOURCES
 from ml.feed import cli as feed_cli
+from ml.term import DEFAULT_ROOM
 from ml.train import BOOSTING_MAX_ROWS, Options, say, summary, train
 
 
@@ -53,6 +54,27 @@ def parser() -> argparse.ArgumentParser:
         "--test-share", type=share, default=0.2, help="share of users held out (default 0.2)"
     )
     job.add_argument(
+        "--validation-share",
+        type=share,
+        default=0.2,
+        help="share of users the click model is not fitted on, to choose the ML term on"
+        " (default 0.2; see ml/term.py)",
+    )
+    job.add_argument(
+        "--term",
+        choices=("fit", "formula"),
+        default="fit",
+        help="fit how P(click) enters /hometown-ml's score on the validation users (default),"
+        " or keep the seed's ml_weight·P(click)",
+    )
+    job.add_argument(
+        "--ml-room",
+        type=_room,
+        default=DEFAULT_ROOM,
+        help="the largest value the fitted term may add to a score (default"
+        f" {DEFAULT_ROOM:g}); the exact search reads more rows the larger it is",
+    )
+    job.add_argument(
         "--model",
         choices=("auto", "logistic", "boosting"),
         default="auto",
@@ -86,6 +108,13 @@ def _add_experiment(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -
     report.add_argument(
         "--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)"
     )
+
+
+def _room(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 100], got {value}")
+    return value
 
 
 def _radius(text: str) -> float:
@@ -228,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model,
         boosting_max_rows=args.boosting_max_rows,
         source=args.source,
+        validation_share=args.validation_share,
+        term=args.term,
+        ml_room=args.ml_room,
+        weights=settings.weights,
     )
     say(f"training from {options.parquet or 'the database'}; model goes to {options.model_path}")
     print(summary(train(options)), flush=True)

@@ -9,8 +9,9 @@ integration test checks the ML side against the endpoint.
 
 Each side shows the ring (the list is ring 0, the radius, best first, then
 each widened ring's best), the score and its parts (`score = proximity + base + ml`, where
-`ml` is `ml_weight · P(click)`), the distance, city and title; the ML side also
-says where each stream stood in the basic list (`=`, `↑2`, `↓1`, `new`).
+`ml` is the model's term, `weight · min(P(click), cap)`: app/hometown/ml_term.py), the
+distance, city and title; the ML side also says where each stream stood in the basic
+list (`=`, `↑2`, `↓1`, `new`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.features import artifact
 from app.features.artifact import ClickModel
 from app.hometown import service
 from app.hometown.click_model import probability_of
+from app.hometown.ml_term import MLTerm
 from app.hometown.scoring import Viewer
 from app.hometown.weights import Weights
 
@@ -51,8 +53,11 @@ async def compare(
     weights: Weights,
     *,
     default_local_preference: float,
+    term: MLTerm | None = None,
 ) -> Comparison:
     """Ask the service for the basic and the ML answer to the same request.
+
+    The ML answer adds `term` (default: the model's own, as `/hometown-ml` does).
 
     Raises:
         UserNotFound: the request names an unknown user.
@@ -69,6 +74,7 @@ async def compare(
             weights,
             default_local_preference=default_local_preference,
             probability=probability_of(model),
+            term=term or MLTerm.of_model(model.metadata, weights.ml_weight),
         )
     finally:
         await conn.close()
@@ -127,7 +133,7 @@ def table(comparison: Comparison) -> str:
         f" preferred {', '.join(sorted(viewer.preferred_categories)) or 'none'})",
         f"radius {request.radius_km:g} km, max {request.max_results};"
         f" model {meta.get('model_kind', '?')} (sha256 {sha}…);"
-        " score = proximity + base + ml, ml = ml_weight · P(click);"
+        " score = proximity + base + ml, ml = the model's term of P(click);"
         " r = ring (0 = within the radius; each wider ring follows the one before)",
         "",
         f"{'':>3}  {'basic: /v1/scenarios/hometown':<{left_width}}{SEPARATOR}"

@@ -21,7 +21,10 @@ formula, which is the part the click model changes.
 
 - `basic`: `app.hometown.scoring.score` without the ML term, ordered by `top_k`
   (descending score, ties by ascending stream_id): the `/hometown` order.
-- `ml`: the same with `ml_probability` = P(click): the `/hometown-ml` order.
+- `ml`: the same plus the model's ML term (app/hometown/ml_term.py: the one
+  training fitted, else the seed's `ml_weight · P(click)`): the `/hometown-ml` order.
+- `ml_formula`: the same plus the seed's `ml_weight · P(click)`, whatever the
+  model's term (`ML_TERM=formula`): what the fitted term is measured against.
 - `click_model_only`: P(click) alone, descending, ties by stream_id. No endpoint
   ranks this way; it is a diagnostic that shows how much the model knows, apart
   from how little `0.5 · P(click)` can move a HOMETOWN score of 1 to 15.
@@ -49,7 +52,8 @@ identical: see `click_probabilities`.)
 MAP and MRR, each the mean over users. For ML − basic a paired bootstrap over
 users gives the mean difference and a 95% percentile interval (nDCG@10, nDCG@5,
 MAP and MRR). Nothing here is tuned: the weights are the settings' weights and
-the model is the saved one.
+the model and its term are the saved ones (the term was chosen on validation
+users, who are neither test users nor in the click model's training rows).
 
 Outputs: a markdown table on stdout, progress on stderr, `evaluation.json` and
 `evaluation.png` (bar charts; error bars are the paired intervals) in the output
@@ -63,7 +67,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +81,7 @@ from app.features.artifact import ClickModel
 from app.features.clicks import FloatArray, Pairs, feature_matrix
 from app.hometown import click_model
 from app.hometown.candidates import Rows, to_rows
+from app.hometown.ml_term import MLTerm
 from app.hometown.scoring import Viewer, score, top_k
 from app.hometown.service import viewer_from_row
 from app.hometown.weights import Weights
@@ -93,7 +98,15 @@ DEFAULT_TEST_SHARE = 0.2
 #: The API's default radius (`HometownRequest.radius_km`).
 DEFAULT_RADIUS_KM = 250.0
 KS = (5, 10)
-RANKERS = ("basic", "ml", "click_model_only", "most_viewers", "random_in_radius", "random")
+RANKERS = (
+    "basic",
+    "ml",
+    "ml_formula",
+    "click_model_only",
+    "most_viewers",
+    "random_in_radius",
+    "random",
+)
 METRICS = tuple(
     [f"{m}@{k}" for m in ("ndcg", "precision", "recall", "hit_rate") for k in KS] + ["map", "mrr"]
 )
@@ -190,13 +203,17 @@ def viewer_from(record: asyncpg.Record) -> Viewer:
     return viewer_from_row(record)
 
 
-async def held_out_user_ids(conn: asyncpg.Connection, test_share: float) -> list[str]:
-    """Every user `is_test_user` holds out, sorted."""
+#: Which users to read: a mask over an array of user ids (ml/split.py's functions).
+Pick = Callable[[npt.NDArray[np.object_]], BoolArray]
+
+
+async def picked_user_ids(conn: asyncpg.Connection, pick: Pick) -> list[str]:
+    """Every user `pick` selects, sorted."""
     ids = [r["user_id"] for r in await conn.fetch("SELECT user_id FROM users ORDER BY user_id")]
     if not ids:
         return []
-    held_out = is_test_user(np.array(ids, dtype=object), test_share)
-    return [u for u, out in zip(ids, held_out, strict=True) if out]
+    chosen = pick(np.array(ids, dtype=object))
+    return [u for u, out in zip(ids, chosen, strict=True) if out]
 
 
 async def fetch_candidates(
@@ -255,6 +272,7 @@ def orders(
     user: UserCandidates,
     probability: FloatArray,
     weights: Weights,
+    term: MLTerm,
     *,
     radius_km: float,
     rng: np.random.Generator,
@@ -263,7 +281,9 @@ def orders(
     candidates = user.rows.candidates
     ids, n = candidates.stream_id, len(candidates)
     basic = score(user.viewer, candidates, weights).score
-    with_ml = score(user.viewer, candidates, weights, ml_probability=probability).score
+    with_ml = score(user.viewer, candidates, weights, ml=term(probability)).score
+    formula = MLTerm.formula(weights.ml_weight)
+    with_formula = score(user.viewer, candidates, weights, ml=formula(probability)).score
     shuffled = rng.permutation(n)
     within = candidates.distance_m <= radius_km * 1000.0
     # Within the radius first; inside each part, the order of a second permutation.
@@ -272,6 +292,7 @@ def orders(
     return {
         "basic": top_k(basic, ids, n),
         "ml": top_k(with_ml, ids, n),
+        "ml_formula": top_k(with_formula, ids, n),
         "click_model_only": rank(probability, ids),
         "most_viewers": rank(candidates.avg_viewers, ids),
         "random_in_radius": in_radius,
@@ -288,25 +309,37 @@ def test_share_of(model: ClickModel) -> float:
     return float(share) if share is not None else DEFAULT_TEST_SHARE
 
 
-async def _read(url: str, test_share: float) -> tuple[int, list[UserCandidates]]:
+async def read_users(url: str, pick: Pick, what: str) -> tuple[int, list[UserCandidates]]:
+    """How many users `pick` selects, and the candidates of those with impressions."""
     conn = await asyncpg.connect(url)
     try:
-        user_ids = await held_out_user_ids(conn, test_share)
-        say(f"{len(user_ids):,} held-out users (test share {test_share:g})")
+        user_ids = await picked_user_ids(conn, pick)
+        say(f"{len(user_ids):,} {what}")
         return len(user_ids), await fetch_candidates(conn, user_ids)
     finally:
         await conn.close()
+
+
+def informative(users: Sequence[UserCandidates]) -> list[UserCandidates]:
+    """The users whose order can be measured: a click among at least two candidates."""
+    return [u for u in users if u.clicked.any() and len(u.clicked) >= 2]
 
 
 def evaluate(options: Options, model: ClickModel) -> Evaluation:
     """Read the held-out users, rank with every ranker, measure, compare ML with basic."""
     started = time.perf_counter()
     test_share = test_share_of(model)
-    held_out, read = asyncio.run(_read(options.database_url, test_share))
+    held_out, read = asyncio.run(
+        read_users(
+            options.database_url,
+            lambda ids: is_test_user(ids, test_share),
+            f"held-out users (test share {test_share:g})",
+        )
+    )
     say(f"{sum(len(u.clicked) for u in read):,} candidates read in {_since(started)}")
     no_click = [u for u in read if not u.clicked.any()]
     single = [u for u in read if u.clicked.any() and len(u.clicked) < 2]
-    users = [u for u in read if u.clicked.any() and len(u.clicked) >= 2]
+    users = informative(read)
     if not users:
         raise EvaluationError(
             f"no held-out user (test share {test_share:g}) has a click among at least two"
@@ -317,12 +350,15 @@ def evaluate(options: Options, model: ClickModel) -> Evaluation:
     probabilities = click_probabilities(model, users)
     say(f"P(click) for {len(users):,} users in {_since(step)}")
 
+    term = MLTerm.of_model(model.metadata, options.weights.ml_weight)
     step = time.perf_counter()
     rng = np.random.default_rng(options.seed)
     lists: dict[str, list[FloatArray]] = {name: [] for name in RANKERS}
     for user, probability in zip(users, probabilities, strict=True):
         labels = user.clicked.astype(np.float64)
-        ranked = orders(user, probability, options.weights, radius_km=options.radius_km, rng=rng)
+        ranked = orders(
+            user, probability, options.weights, term, radius_km=options.radius_km, rng=rng
+        )
         for name in RANKERS:
             lists[name].append(labels[ranked[name]])
     per_user = {name: per_user_metrics(lists[name], KS) for name in RANKERS}
@@ -347,7 +383,9 @@ def evaluate(options: Options, model: ClickModel) -> Evaluation:
     summary: dict[str, Any] = {
         "rankers": {
             name: {
-                "description": DESCRIPTIONS[name].format(radius_km=options.radius_km),
+                "description": DESCRIPTIONS[name].format(
+                    radius_km=options.radius_km, term=f"{term.describe()} ({term.source})"
+                ),
                 "metrics": {m: float(per_user[name][m].mean()) for m in METRICS},
             }
             for name in RANKERS
@@ -374,6 +412,7 @@ def evaluate(options: Options, model: ClickModel) -> Evaluation:
             "created_at": meta.get("created_at"),
             "training_rows": meta.get("training_rows"),
             "test_share": test_share,
+            "ml_term": {**term.to_metadata(), "source": term.source},
         },
         "settings": {
             "ks": list(KS),
@@ -390,7 +429,8 @@ def evaluate(options: Options, model: ClickModel) -> Evaluation:
 
 DESCRIPTIONS = {
     "basic": "HOMETOWN score without the ML term (scoring.score + top_k): /hometown's order",
-    "ml": "HOMETOWN score + ml_weight·P(click) (scoring.score + top_k): /hometown-ml's order",
+    "ml": "HOMETOWN score + the model's term, {term} (scoring.score + top_k): /hometown-ml's order",
+    "ml_formula": "HOMETOWN score + the seed's ml_weight·P(click), whatever the model's term",
     "click_model_only": "P(click) alone, descending, ties by stream_id (a diagnostic: no"
     " endpoint ranks this way)",
     "most_viewers": "avg_viewer_count descending, ties by stream_id",

@@ -44,10 +44,35 @@ def is_test_user(user_ids: npt.ArrayLike, test_share: float = 0.2) -> BoolArray:
     """
     if not 0.0 <= test_share <= 1.0:
         raise ValueError(f"test_share must be between 0 and 1, got {test_share}")
+    fractions = _fractions(user_ids)
+    held_out: BoolArray = fractions < test_share
+    return held_out
+
+
+def is_validation_user(
+    user_ids: npt.ArrayLike, test_share: float = 0.2, validation_share: float = 0.0
+) -> BoolArray:
+    """True for the rows whose user is set aside to tune choices made after fitting.
+
+    The slice of the hash just above the test users': `test_share <= u <
+    test_share + validation_share`. The click model is fitted without them and
+    the ML term (ml/term.py) is chosen on them, so the test users judge a model
+    and a term that neither saw.
+    """
+    if not 0.0 <= validation_share <= 1.0 - test_share:
+        raise ValueError(
+            f"validation_share must be between 0 and 1 - test_share, got {validation_share}"
+        )
+    fractions = _fractions(user_ids)
+    chosen: BoolArray = (fractions >= test_share) & (fractions < test_share + validation_share)
+    return chosen
+
+
+def _fractions(user_ids: npt.ArrayLike) -> FloatArray:
+    """`user_fraction` of every row's user, each distinct user hashed once."""
     ids = np.asarray(user_ids, dtype=object).ravel()
     codes, uniques = pd.factorize(ids)
     if (codes < 0).any():
         raise ValueError("user_ids must not contain missing values")
     fractions = np.fromiter((user_fraction(u) for u in uniques), np.float64, count=len(uniques))
-    held_out: BoolArray = (fractions < test_share)[codes]
-    return held_out
+    return fractions[codes]

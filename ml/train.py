@@ -44,8 +44,12 @@ from sklearn.preprocessing import StandardScaler
 
 from app.features import artifact
 from app.features.clicks import FEATURE_NAMES, feature_matrix
+from app.hometown.ml_term import METADATA_KEY
+from app.hometown.weights import Weights
+from ml import term as ml_term
 from ml.dataset import load_training_data
-from ml.split import is_test_user
+from ml.split import is_test_user, is_validation_user
+from ml.term import DEFAULT_ROOM
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -81,6 +85,11 @@ class Options:
     boosting_max_rows: int = BOOSTING_MAX_ROWS
     #: Where the impressions come from (ml/dataset.py's SOURCES).
     source: str = "interactions"
+    #: Users the click model is not fitted on; the ML term is chosen on them (ml/term.py).
+    validation_share: float = 0.2
+    term: Literal["fit", "formula"] = "fit"
+    ml_room: float = DEFAULT_ROOM
+    weights: Weights = field(default_factory=Weights)
 
 
 @dataclass
@@ -92,6 +101,8 @@ class Matrix:
     test: BoolArray
     source: str
     split: str  # how `test` was chosen, in words
+    #: Rows of the validation users (left out of fitting when the term is fitted).
+    validation: BoolArray | None = None
     train_users: int | None = None
     test_users: int | None = None
 
@@ -107,7 +118,12 @@ class Result:
 
 
 def matrix_from_database(
-    url: str, *, max_rows: int | None, test_share: float, source: str = "interactions"
+    url: str,
+    *,
+    max_rows: int | None,
+    test_share: float,
+    source: str = "interactions",
+    validation_share: float = 0.0,
 ) -> Matrix:
     """Training rows from the impressions of `source`, split by user."""
     data = load_training_data(url, max_rows=max_rows, progress=say, source=source)
@@ -125,16 +141,21 @@ def matrix_from_database(
     features = feature_matrix(data.pairs)
     say(f"features built for {len(data):,} rows in {time.perf_counter() - started:.1f}s")
     test = is_test_user(data.user_ids, test_share)
+    validation = is_validation_user(data.user_ids, test_share, validation_share)
     users_test = pd.unique(data.user_ids[test])
-    users_train = pd.unique(data.user_ids[~test])
+    users_train = pd.unique(data.user_ids[~test & ~validation])
+    split = f"by user (stable hash, {test_share:.0%} of users held out"
+    if validation_share:
+        split += f", {validation_share:.0%} more to choose the ML term on"
     return Matrix(
         features,
         data.clicked,
         test,
         source="database",
-        split=f"by user (stable hash, {test_share:.0%} of users held out)",
+        split=split + ")",
         train_users=len(users_train),
         test_users=len(users_test),
+        validation=validation,
     )
 
 
@@ -331,6 +352,10 @@ def train(options: Options) -> Result:
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     notes: list[str] = []
+    fits_term = options.term == "fit" and options.parquet is None
+    if options.term == "fit" and not fits_term:
+        notes.append("ML term: the seed's formula (a term is fitted on database impressions only)")
+    validation_share = options.validation_share if fits_term else 0.0
     if options.parquet is not None:
         matrix = _timed(
             "load",
@@ -354,12 +379,14 @@ def train(options: Options) -> Result:
                 max_rows=options.max_rows,
                 test_share=options.test_share,
                 source=options.source,
+                validation_share=validation_share,
             ),
         )
         if options.source == "log":
             notes.append("impressions from the service's own log (exposures and click events)")
     notes.append(f"split {matrix.split}")
-    x_train, y_train = matrix.features[~matrix.test], matrix.clicked[~matrix.test]
+    fitted_on = ~matrix.test if matrix.validation is None else ~matrix.test & ~matrix.validation
+    x_train, y_train = matrix.features[fitted_on], matrix.clicked[fitted_on]
     x_test, y_test = matrix.features[matrix.test], matrix.clicked[matrix.test]
     if len(np.unique(y_train)) < 2:
         raise SystemExit("the training rows need both clicks and non-clicks")
@@ -404,6 +431,21 @@ def train(options: Options) -> Result:
         )
 
     chosen = choose(metrics, options.model)
+    score_term = None
+    if fits_term:
+        step = time.perf_counter()
+        say(f"choosing the ML term on validation users (room {options.ml_room:g})")
+        fitted = artifact.ClickModel(estimators[chosen], {"feature_names": list(FEATURE_NAMES)})
+        score_term = ml_term.choose(
+            fitted,
+            options.database_url,
+            test_share=options.test_share,
+            validation_share=validation_share,
+            weights=options.weights,
+            room=options.ml_room,
+        )
+        seconds["choose term"] = time.perf_counter() - step
+        say(f"ML term: {score_term.term.describe()} ({score_term.term.source})")
     metadata: dict[str, Any] = {
         "feature_names": list(FEATURE_NAMES),
         "model_kind": chosen,
@@ -423,6 +465,8 @@ def train(options: Options) -> Result:
             "test_users": matrix.test_users,
             "split": matrix.split,
             "test_share": options.test_share,
+            "validation_share": validation_share,
+            "validation_rows": int(matrix.validation.sum()) if matrix.validation is not None else 0,
             "seed": options.seed,
             "max_rows": options.max_rows,
             "boosting_rows": boosting_rows,
@@ -435,6 +479,10 @@ def train(options: Options) -> Result:
         },
         "explanations": explanations,
     }
+    if score_term is not None:
+        metadata["term_selection"] = score_term.summary
+        if score_term.term.source == "fitted":
+            metadata[METADATA_KEY] = score_term.term.to_metadata()
     metadata["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     model = artifact.ClickModel(estimator=estimators[chosen], metadata=metadata)
     _timed("save", seconds, lambda: artifact.save(model, options.model_path))
@@ -505,10 +553,33 @@ def summary(result: Result) -> str:
         "",
         f"chosen:  {meta['model_kind']} ({meta['estimator']}; requested"
         f" {meta['selection']['requested']}: {meta['selection']['rule']})",
+        *_term_lines(meta),
         f"saved:   {result.path} (sha256 {meta['sha256'][:16]}…)",
         "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()),
     ]
     return "\n".join(lines)
+
+
+def _term_lines(meta: dict[str, Any]) -> list[str]:
+    """How P(click) enters /hometown-ml's score, and the validation numbers behind it."""
+    selection = meta.get("term_selection")
+    if not selection:
+        return ["ml term: the seed's ml_weight·P(click) (not fitted)"]
+    if not selection.get("users"):
+        return [f"ml term: the seed's ml_weight·P(click) ({selection['reason']})"]
+    chosen = selection["chosen"]
+    stored = meta.get(METADATA_KEY)
+    what = (
+        f"{stored['weight']:.4g}·min(P(click), {stored['cap']:.4g})"
+        if stored
+        else "the seed's ml_weight·P(click) (nothing tried beat it)"
+    )
+    return [
+        f"ml term: {what}, chosen on {selection['users']:,} validation users of"
+        f" {len(selection['tried'])} tried (room {selection['room']:g}):"
+        f" nDCG@10 basic {selection['basic']:.4f}, formula {selection['formula']:.4f},"
+        f" chosen {chosen['ndcg@10']:.4f}",
+    ]
 
 
 def _ranked(values: dict[str, float], fmt: str) -> list[str]:

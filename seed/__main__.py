@@ -61,6 +61,15 @@ def parser() -> argparse.ArgumentParser:
         help="share of streams live at --as-of (default 0.2; 1 makes every stream live)",
     )
     gen.add_argument(
+        "--behaviour",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a coefficient of the click model (seed/behaviour.py ClickModel), e.g."
+        " distance_scale_km=60 or quality=1.6; repeatable. Another behaviour gives another"
+        " world to check that a trained model generalises",
+    )
+    gen.add_argument(
         "--if-empty", action="store_true", help="do nothing when the database already has data"
     )
 
@@ -94,10 +103,24 @@ async def _has_data(url: str) -> bool:
         await conn.close()
 
 
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"--behaviour takes NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
 def run_generate(args: argparse.Namespace, url: str) -> int:
     """Generate the synthetic dataset and load it."""
+    from seed.behaviour import click_model_with
     from seed.generate import DEFAULT_AS_OF, generate
     from seed.loader import load
+
+    try:
+        click_model = click_model_with(dict(_pair(text) for text in args.behaviour))
+    except ValueError as exc:
+        print(f"[seed] {exc}", file=sys.stderr)
+        return 2
 
     if args.if_empty and asyncio.run(_has_data(url)):
         print("[seed] the database already has data; nothing to do (--if-empty)", file=sys.stderr)
@@ -110,6 +133,7 @@ def run_generate(args: argparse.Namespace, url: str) -> int:
         seed=args.seed,
         as_of=args.as_of or DEFAULT_AS_OF,
         **({"live_share": args.live_share} if args.live_share is not None else {}),
+        click_model=click_model,
     )
     summary = load(url, dataset)
     print(f"[seed] done in {time.perf_counter() - started:.1f}s: {summary}", file=sys.stderr)

@@ -12,7 +12,7 @@ rather than a formula to copy back.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,6 +114,33 @@ class ClickModel:
 
 
 CLICK_MODEL = ClickModel()
+
+
+def click_model_with(changes: dict[str, str]) -> ClickModel:
+    """The default click model with some coefficients changed (`--behaviour name=value`).
+
+    Raises:
+        ValueError: an unknown coefficient, a value that is not a number, or a
+            distance scale that is not positive.
+    """
+    numbers = {f.name for f in fields(ClickModel) if f.type in ("float", float)}
+    values: dict[str, float] = {}
+    for name, text in changes.items():
+        if name not in numbers:
+            raise ValueError(
+                f"unknown behaviour coefficient {name!r}; one of: {', '.join(sorted(numbers))}"
+            )
+        try:
+            values[name] = float(text)
+        except ValueError:
+            raise ValueError(
+                f"behaviour coefficient {name} must be a number, got {text!r}"
+            ) from None
+        if not np.isfinite(values[name]):
+            raise ValueError(f"behaviour coefficient {name} must be finite, got {text!r}")
+    if values.get("distance_scale_km", 1.0) <= 0:
+        raise ValueError("distance_scale_km must be > 0")
+    return replace(CLICK_MODEL, **values)  # type: ignore[arg-type]  # floats only, checked above
 
 
 def click_logit(
@@ -664,6 +691,7 @@ def impression_chunks(
     seed: int,
     as_of: datetime,
     chunk_rows: int = CHUNK_ROWS,
+    model: ClickModel = CLICK_MODEL,
 ) -> Iterator[pd.DataFrame]:
     """Yield the impression log lazily, `chunk_rows` rows at a time (the last may be short).
 
@@ -688,4 +716,5 @@ def impression_chunks(
             chunk_index=index,
             seed=seed,
             as_of=as_of,
+            model=model,
         )

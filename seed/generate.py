@@ -36,6 +36,7 @@ from seed.behaviour import (
     DIURNAL_P,
     Audience,
     Catalogue,
+    ClickModel,
     Exposure,
     epoch_microseconds,
     format_ids,
@@ -521,6 +522,7 @@ def generate(
     as_of: datetime = DEFAULT_AS_OF,
     live_share: float = LIVE_SHARE,
     chunk_rows: int = CHUNK_ROWS,
+    click_model: ClickModel = CLICK_MODEL,
 ) -> Dataset:
     """Build a synthetic dataset; the same arguments always give the same data.
 
@@ -534,6 +536,8 @@ def generate(
         live_share: expected share of streams live at `as_of` (1.0: every stream).
         chunk_rows: impressions per chunk (at most the default, 500,000); chunk i
             does not depend on the total when full, so a longer log extends a shorter one.
+        click_model: the coefficients clicks follow (seed/behaviour.py); another
+            setting gives another world to check that a model generalises.
 
     Returns:
         A `Dataset` whose `interactions` is a one-shot iterator of DataFrame chunks;
@@ -559,6 +563,7 @@ def generate(
         seed=seed,
         as_of=as_of,
         chunk_rows=chunk_rows,
+        model=click_model,
     )
     users, streams = world.users, world.streams
     live = float(streams["is_live"].mean()) if n_streams else 0.0

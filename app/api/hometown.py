@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from litestar import Controller, get, post
@@ -28,6 +30,7 @@ from app.events.exposures import answered
 from app.experiments import Experiment, Variant, for_scenario
 from app.hometown import service
 from app.hometown.click_model import ModelSlot, probability_of
+from app.hometown.ml_term import MLTerm
 from app.hometown.search import Probability
 from app.hometown.weights import FORMULA
 from app.observability.context import current_request_id
@@ -40,7 +43,8 @@ STATS_DESCRIPTION = (
     " descending, then by city name. `algorithm` is the score formula. The other fields"
     " add the live picture (`live_streams`, `live_cities`, and `top_live_cities`: the 10"
     " cities with the most live streams, with their current viewers) and"
-    " `algorithm_details` (name, distance model, widening factor, weights in force)."
+    " `algorithm_details` (name, distance model, widening factor, weights in force, and"
+    " `ml_term`: how `/hometown-ml` adds P(click), fitted by training or the formula's)."
     " Computed in SQL and cached for `STATS_CACHE_SECONDS` (default 5)."
 )
 
@@ -67,12 +71,10 @@ class HometownController(Controller):
         model's term is added, and `experiment` names it.
         """
         assigned = for_scenario(state.settings.experiments, "hometown", data.user_id)
-        probability, label = None, "formula"
+        served = None
         if assigned is not None and assigned[1].hometown == "ml":
             served = _click_model(state)  # without one, the variant gets the formula
-            if served is not None:
-                probability, label = served
-        return await _recommend(state, data, "hometown", probability, label, assigned)
+        return await _recommend(state, data, "hometown", served, assigned)
 
     @get(
         "/stats",
@@ -102,6 +104,7 @@ class HometownController(Controller):
                 formula=FORMULA,
                 widening_factor=service.WIDENING_FACTOR,
                 weights=settings.weights.model_dump(),
+                ml_term=_describe(ml_term_of(state)),
             ),
         )
 
@@ -121,34 +124,60 @@ class HometownMlController(Controller):
         responses=responses.RECOMMEND,
     )
     async def recommend(self, state: State, data: JSONBody[HometownRequest]) -> HometownResponse:
-        """Exact top `max_results` by the seed score plus `0.5 · P(click)`.
+        """Exact top `max_results` by the seed score plus the click model's term.
 
-        Same request, response and exactness as `/v1/scenarios/hometown`. Without a
-        usable click model: 503, saying why and how to train one.
+        The term is the one training fitted into the model (`weight · min(P(click),
+        cap)`), or the seed's `0.5 · P(click)` (`ML_TERM=formula`, or a model
+        without one). Same request, response and exactness as
+        `/v1/scenarios/hometown`. Without a usable click model: 503, saying why and
+        how to train one.
         """
         served = _click_model(state)
         if served is None:
             slot: ModelSlot = state.model
             raise ModelUnavailable(slot.error or "no click model is loaded")
-        return await _recommend(state, data, "hometown-ml", *served, None)
+        return await _recommend(state, data, "hometown-ml", served, None)
 
 
-def _click_model(state: State) -> tuple[Probability, str] | None:
-    """The loaded click model's term and a label for it (kind and training time), if any."""
+@dataclass(frozen=True)
+class Served:
+    """The click model a request uses: P(click), how it enters the score, a label."""
+
+    probability: Probability
+    term: MLTerm
+    label: str
+
+
+def _click_model(state: State) -> Served | None:
+    """The loaded click model, its term and a label (kind and training time), if any."""
     model = state.model.model
     if model is None:
         return None
-    meta = model.metadata
-    label = f"{meta.get('model_kind', 'click model')} {meta.get('created_at', '')}".strip()
-    return probability_of(model), label
+    return Served(probability_of(model), ml_term_of(state), _label(model.metadata))
+
+
+def ml_term_of(state: State) -> MLTerm:
+    """The term in force: the model's fitted one unless `ML_TERM=formula`."""
+    settings = state.settings
+    model = state.model.model
+    if model is None or settings.ml_term == "formula":
+        return MLTerm.formula(settings.weights.ml_weight)
+    return MLTerm.of_model(model.metadata, settings.weights.ml_weight)
+
+
+def _describe(term: MLTerm) -> str:
+    return f"{term.describe()} ({term.source})"
+
+
+def _label(meta: dict[str, Any]) -> str:
+    return f"{meta.get('model_kind', 'click model')} {meta.get('created_at', '')}".strip()
 
 
 async def _recommend(
     state: State,
     data: HometownRequest,
     scenario: str,
-    probability: Probability | None,
-    model: str,
+    served: Served | None,
     assigned: tuple[Experiment, Variant] | None,
 ) -> HometownResponse:
     """Both endpoints: a read connection, the settings' weights, the service.
@@ -164,11 +193,13 @@ async def _recommend(
             query,
             settings.weights,
             default_local_preference=settings.default_local_preference,
-            probability=probability,
+            probability=served.probability if served else None,
+            term=served.term if served else None,
         )
     # The id the response's X-Request-ID header carries, so a body and a log line match.
     request_id = current_request_id() or uuid.uuid4().hex
     shown = [stream.stream_id for stream in found.streams]
+    model = served.label if served else "formula"
     state.exposures.add(answered(request_id, scenario, data.user_id, shown, model, assigned))
     return to_response(request_id, found, assigned)
 

@@ -276,6 +276,8 @@ class Algorithm(msgspec.Struct):
     formula: str
     widening_factor: float
     weights: dict[str, float]
+    #: How `/hometown-ml` adds P(click) now, e.g. "38·min(P(click), 0.25) (fitted)".
+    ml_term: str
 
 
 class StatsResponse(msgspec.Struct):

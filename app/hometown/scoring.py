@@ -70,9 +70,13 @@ def score(
     viewer: Viewer,
     candidates: Candidates,
     weights: Weights,
-    ml_probability: FloatArray | None = None,
+    ml: FloatArray | None = None,
 ) -> Scores:
-    """The seed formula over all candidates at once (see app/hometown/weights.py)."""
+    """The seed formula over all candidates at once (see app/hometown/weights.py).
+
+    `ml` is the click model's term for each candidate, already weighted
+    (app/hometown/ml_term.py); without it the term is 0.
+    """
     n = len(candidates)
     proximity_boost = 1.0 / (1.0 + candidates.distance_m / 1000.0)
     proximity = (
@@ -95,7 +99,8 @@ def score(
         candidates.avg_viewers / weights.popularity_divisor, weights.popularity_cap
     )
     base = quality + language + category + popularity
-    ml = weights.ml_weight * (ml_probability if ml_probability is not None else np.zeros(n))
+    if ml is None:
+        ml = np.zeros(n)
     total = proximity + weights.base_weight * base + ml
     return Scores(
         total, proximity_boost, proximity, quality, language, category, popularity, base, ml
@@ -157,7 +162,7 @@ def score_bound(
     static_below: float,
     bonus_language: bool,
     bonus_category: bool,
-    ml_max: float,
+    ml_room: float,
 ) -> float:
     """Upper bound on the score of any stream the search has not read yet.
 
@@ -171,7 +176,7 @@ def score_bound(
         static_below: unseen streams' static score is below this (the tier read).
         bonus_language: whether an unseen stream could still match the viewer's language.
         bonus_category: whether it could still be in the viewer's preferred categories.
-        ml_max: the largest ML probability an unseen stream could get (0 without a model).
+        ml_room: the most the ML term could add to an unseen stream (0 without a model).
     """
     proximity = (
         weights.proximity_weight
@@ -181,4 +186,4 @@ def score_bound(
     base = max_static_base(static_below, weights)
     base += weights.language_bonus if bonus_language else 0.0
     base += weights.category_bonus if bonus_category else 0.0
-    return proximity + weights.base_weight * base + weights.ml_weight * ml_max
+    return proximity + weights.base_weight * base + ml_room

@@ -144,12 +144,12 @@ async def candidates_in_ring(
     weights: Weights,
     k: int,
     *,
-    ml_max: float = 0.0,
+    ml_room: float = 0.0,
 ) -> RingCandidates:
     """Every live stream of `ring` that could be in its exact top `k`, ties by `stream_id`.
 
-    The search runs on scores without the ML term. With `ml_max` > 0 (the largest
-    probability the model can give), unseen streams are bounded with the term at
+    The search runs on scores without the ML term. With `ml_room` > 0 (the largest
+    value the term can take, `MLTerm.maximum`), unseen streams are bounded with the term at
     that maximum while read ones count without it, so when the search stops no
     unseen stream can beat the k-th best read, whatever the model says; and a read
     row is kept only if its score with the term at its maximum still reaches that
@@ -178,7 +178,7 @@ async def candidates_in_ring(
             static_below=static_ceiling,
             bonus_language=bonus_language,
             bonus_category=bonus_category,
-            ml_max=ml_max,
+            ml_room=ml_room,
         )
 
     def proven() -> bool:
@@ -190,7 +190,7 @@ async def candidates_in_ring(
         kth = reader.kth_best(k)
         if kth is None:
             return None
-        return Floor(kth - BOUND_SLACK, viewer, weights, weights.ml_weight * ml_max)
+        return Floor(kth - BOUND_SLACK, viewer, weights, ml_room)
 
     def tiers_to_proof() -> int | None:
         """How many remaining tiers must be read before their floor beats the bound.
@@ -259,7 +259,7 @@ async def candidates_in_ring(
         limit *= 4
 
     lower = np.concatenate(reader.scores) if reader.scores else np.empty(0)
-    return could_make_it(reader.records, lower, k, weights.ml_weight * ml_max, queries=queries)
+    return could_make_it(reader.records, lower, k, ml_room, queries=queries)
 
 
 def candidates_in_rows(
@@ -269,7 +269,7 @@ def candidates_in_rows(
     weights: Weights,
     k: int,
     *,
-    ml_max: float = 0.0,
+    ml_room: float = 0.0,
 ) -> RingCandidates:
     """`candidates_in_ring` among rows already in hand (the small-set path).
 
@@ -282,7 +282,7 @@ def candidates_in_rows(
         else [r for r in records if r["distance_m"] <= ring.outer_m]
     )
     lower = score(viewer, to_rows(inside).candidates, weights).score
-    return could_make_it(inside, lower, k, weights.ml_weight * ml_max, queries=0)
+    return could_make_it(inside, lower, k, ml_room, queries=0)
 
 
 def could_make_it(
@@ -309,9 +309,9 @@ def rank(
     rows: Rows,
     weights: Weights,
     k: int,
-    ml_probability: FloatArray | None = None,
+    ml: FloatArray | None = None,
 ) -> RingTop:
     """The exact top `k` of a ring's candidates (`rows` are `found.records` as arrays)."""
-    scores = score(viewer, rows.candidates, weights, ml_probability)
+    scores = score(viewer, rows.candidates, weights, ml)
     order = top_k(scores.score, rows.candidates.stream_id, k)
     return RingTop(rows, scores, order, read=found.read, queries=found.queries)

@@ -25,6 +25,7 @@ from app.hometown.candidates import (
     fetch_qualifying,
     to_rows,
 )
+from app.hometown.ml_term import MLTerm
 from app.hometown.scoring import Viewer
 from app.hometown.search import (
     Probability,
@@ -182,10 +183,15 @@ async def recommend(
     *,
     default_local_preference: float,
     probability: Probability | None = None,
+    term: MLTerm | None = None,
 ) -> Recommendation:
-    """Rank live streams for the request: exact top `max_results`, widening if needed."""
+    """Rank live streams for the request: exact top `max_results`, widening if needed.
+
+    With `probability`, the score adds `term` of it (the seed's `ml_weight ·
+    P(click)` when no term is given).
+    """
     viewer = await resolve_viewer(conn, request, default_local_preference)
-    return await search(conn, viewer, request, weights, probability=probability)
+    return await search(conn, viewer, request, weights, probability=probability, term=term)
 
 
 async def search(
@@ -195,12 +201,13 @@ async def search(
     weights: Weights,
     *,
     probability: Probability | None = None,
+    term: MLTerm | None = None,
 ) -> Recommendation:
     """`recommend` for a viewer already known (the feed has read them from its store).
 
     The request's `user_id`, location and viewer defaults are not read again.
     """
-    tops = await _ring_tops(conn, viewer, request, weights, probability)
+    tops = await _ring_tops(conn, viewer, request, weights, probability, term)
     streams: list[Recommended] = []
     searched: list[RingReport] = []
     for index, (ring, top) in enumerate(tops):
@@ -225,7 +232,7 @@ async def search_ids(
     For the feed's near-you source, which keeps only the ids: building the
     results it would drop was 2% of a loaded feed server's CPU.
     """
-    tops = await _ring_tops(conn, viewer, request, weights, None)
+    tops = await _ring_tops(conn, viewer, request, weights, None, None)
     ids: list[str] = []
     for _, top in tops:
         ids.extend(top.rows.candidates.stream_id[top.order].tolist())
@@ -238,6 +245,7 @@ async def _ring_tops(
     request: Query,
     weights: Weights,
     probability: Probability | None,
+    term: MLTerm | None,
 ) -> list[tuple[Ring, RingTop]]:
     """Each ring searched and its exact top, ring 0 first."""
     filters = Filters(request.languages, request.category_ids, request.include_mature)
@@ -253,23 +261,24 @@ async def _ring_tops(
     # the ML term; its maximum bounds what is unseen), then ask the model once for
     # all of them, then rank each ring exactly. How many a ring contributes never
     # depends on the model: a ring that cannot fill the list was read to the end.
-    ml_max = 1.0 if probability else 0.0
+    term = term or MLTerm.formula(weights.ml_weight)
+    ml_room = term.maximum if probability is not None else 0.0
     plan: list[tuple[Ring, RingCandidates, int]] = []
     taken = 0
     for ring in rings(request.radius_km):
         wanted = request.max_results - taken
         if few is not None:
-            found = candidates_in_rows(viewer, few, ring, weights, wanted, ml_max=ml_max)
+            found = candidates_in_rows(viewer, few, ring, weights, wanted, ml_room=ml_room)
         else:
             found = await candidates_in_ring(
-                conn, viewer, ring, filters, weights, wanted, ml_max=ml_max
+                conn, viewer, ring, filters, weights, wanted, ml_room=ml_room
             )
         plan.append((ring, found, wanted))
         taken += min(wanted, len(found.records))
         if taken >= request.max_results:
             break
     rows = to_rows([record for _, found, _ in plan for record in found.records])
-    ml = await probability(conn, viewer, rows) if probability else None
+    ml = term(await probability(conn, viewer, rows)) if probability is not None else None
 
     tops: list[tuple[Ring, RingTop]] = []
     start = 0

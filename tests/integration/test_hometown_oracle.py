@@ -16,7 +16,7 @@ import asyncio
 import json
 import math
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from app.api.hometown import to_response
 from app.api.schemas import HometownRequest
 from app.hometown import candidates, service
 from app.hometown.candidates import Rows
+from app.hometown.ml_term import MLTerm
 from app.hometown.scoring import Viewer, score
 from app.hometown.tiers import TIERS
 from app.hometown.weights import Weights
@@ -854,7 +855,9 @@ def _stand_in_probability(stream_ids: Sequence[str]) -> np.ndarray:
     return np.array([zlib.crc32(str(i).encode()) % 1001 / 1000.0 for i in stream_ids])
 
 
-def _recommend_with_ml(world: World, request: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+def _recommend_with_ml(
+    world: World, request: Mapping[str, Any], term: MLTerm | None = None
+) -> tuple[dict[str, Any], int]:
     """The service's answer with the stand-in model, and how often it asked the model."""
     calls: list[int] = []
 
@@ -873,6 +876,7 @@ def _recommend_with_ml(world: World, request: Mapping[str, Any]) -> tuple[dict[s
                 Settings(DATABASE_URL=world.url).weights,
                 default_local_preference=oracle.DEFAULT_LOCAL_PREFERENCE,
                 probability=probability,
+                term=term,
             )
         finally:
             await conn.close()
@@ -881,12 +885,11 @@ def _recommend_with_ml(world: World, request: Mapping[str, Any]) -> tuple[dict[s
     return asyncio.run(run()), len(calls)
 
 
-def test_ml_term_keeps_the_answer_exact_with_one_model_call(world: World) -> None:
-    """Scores with `0.5 · p(click)` equal a brute force; the model is asked once per request."""
+def _oracle_ml(streams: pd.DataFrame, viewer: oracle.Viewer) -> np.ndarray:
+    return _stand_in_probability(streams["stream_id"].tolist())
 
-    def oracle_ml(streams: pd.DataFrame, viewer: oracle.Viewer) -> np.ndarray:
-        return _stand_in_probability(streams["stream_id"].tolist())
 
+def _ml_requests(world: World) -> list[dict[str, Any]]:
     requests: list[dict[str, Any]] = [{"user_id": u} for u in _sample_users(world, 60, salt=77)]
     requests += [
         {"user_id": u, "max_results": m, "radius_km": r}
@@ -897,12 +900,35 @@ def test_ml_term_keeps_the_answer_exact_with_one_model_call(world: World) -> Non
     requests += [
         {"latitude": lat, "longitude": lon, "max_results": 30} for lat, lon in PLACES.values()
     ]
+    return requests
+
+
+def test_ml_term_keeps_the_answer_exact_with_one_model_call(world: World) -> None:
+    """Scores with `0.5 · p(click)` equal a brute force; the model is asked once per request."""
+    _assert_exact_with_ml(world, None, lambda p: 0.5 * p)
+
+
+def test_a_fitted_ml_term_keeps_the_answer_exact(world: World) -> None:
+    """A fitted term, `30 · min(p, 0.4)`: its maximum (12) dwarfs most score gaps.
+
+    The stand-in probabilities cover 0..1, so the cap binds for most streams and
+    many tie on the term; the bound must use 12, not 30, and still be exact.
+    """
+    _assert_exact_with_ml(world, MLTerm(30.0, 0.4, "fitted"), lambda p: 30.0 * np.minimum(p, 0.4))
+
+
+def _assert_exact_with_ml(
+    world: World, term: MLTerm | None, written_out: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    requests = _ml_requests(world)
     problems = []
     for request in requests:
-        expectation = oracle.expect(world.users, world.streams, request, ml_probability=oracle_ml)
+        expectation = oracle.expect(
+            world.users, world.streams, request, ml_probability=_oracle_ml, ml_term=written_out
+        )
         if expectation.boundary_ids:
             continue
-        body, calls = _recommend_with_ml(world, request)
+        body, calls = _recommend_with_ml(world, request, term)
         assert calls == 1, f"{json.dumps(request)}: the model was asked {calls} times"
         found = oracle.check(expectation, body, world.streams)
         if found:

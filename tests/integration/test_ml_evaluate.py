@@ -190,7 +190,8 @@ def test_batched_probabilities_equal_probability_of(world: World) -> None:
 async def _read_users(world: World) -> list[evaluate.UserCandidates]:
     conn = await asyncpg.connect(world.url)
     try:
-        ids = await evaluate.held_out_user_ids(conn, evaluate.test_share_of(world.model))
+        share = evaluate.test_share_of(world.model)
+        ids = await evaluate.picked_user_ids(conn, lambda u: is_test_user(u, share))
         return await evaluate.fetch_candidates(conn, ids)
     finally:
         await conn.close()
@@ -263,7 +264,7 @@ def test_compare_prints_both_lists_as_the_endpoints_answer(world: World) -> None
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert user_id in lines[0]
-    ranked = [line for line in lines if line[:3].strip().isdigit()]
+    ranked = [line for line in lines if line[:3].strip().isdigit() and compare.SEPARATOR in line]
     assert len(ranked) == 12
     for line, basic_id, ml_id in zip(
         ranked, expected["hometown"], expected["hometown-ml"], strict=True

@@ -17,8 +17,10 @@ import pytest
 from app.features import artifact
 from app.features.artifact import ClickModel, ModelError
 from app.features.clicks import FEATURE_NAMES, Pairs, feature_matrix
+from app.hometown.ml_term import MLTerm
 from ml.dataset import TrainingData, load_training_data
-from ml.split import is_test_user
+from ml.split import is_test_user, is_validation_user
+from ml.term import DEFAULT_ROOM
 from ml.train import Options, train
 from seed.generate import generate
 from seed.loader import load
@@ -186,6 +188,46 @@ def test_training_saves_a_model_that_loads(
     assert model.probability(features[:0]).shape == (0,)
     with pytest.raises(ValueError, match="shape"):
         model.probability(features[:, :13])
+
+
+def test_the_ml_term_is_chosen_on_users_the_model_never_saw(
+    trained: tuple[Path, str], training: TrainingData
+) -> None:
+    """Test users judge, validation users choose the term, the rest fit the model."""
+    path, printed = trained
+    meta = artifact.load(path).metadata
+    data = meta["data"]
+    test = is_test_user(training.user_ids, data["test_share"])
+    validation = is_validation_user(training.user_ids, data["test_share"], data["validation_share"])
+    assert data["validation_share"] == 0.2 and not (test & validation).any()
+    assert data["validation_rows"] == int(validation.sum()) > 0
+    assert meta["training_rows"] == int((~test & ~validation).sum())
+
+    selection = meta["term_selection"]
+    assert selection["users"] > 0 and selection["room"] == DEFAULT_ROOM
+    assert selection["tried"][0]["source"] == "formula"  # the seed's term is a candidate
+    assert all(t["weight"] * t["cap"] <= DEFAULT_ROOM + 1e-9 for t in selection["tried"][1:])
+    best = max(t["ndcg@10"] for t in selection["tried"])
+    assert selection["chosen"]["ndcg@10"] == best >= selection["formula"]
+    term = MLTerm.of_model(meta, 0.5)
+    if selection["chosen"]["source"] == "fitted":
+        assert term.source == "fitted" and term.maximum <= DEFAULT_ROOM + 1e-9
+        assert (term.weight, term.cap) == (
+            selection["chosen"]["weight"],
+            selection["chosen"]["cap"],
+        )
+    else:
+        assert term == MLTerm.formula(0.5)
+    assert "ml term:" in printed
+
+
+def test_training_can_keep_the_seed_formula(dataset_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    train(Options(model_path=path, database_url=dataset_url, model="logistic", term="formula"))
+    meta = artifact.load(path).metadata
+    assert "score_term" not in meta and "term_selection" not in meta
+    assert meta["data"]["validation_share"] == 0.0  # nothing to choose, nothing set aside
+    assert MLTerm.of_model(meta, 0.5) == MLTerm.formula(0.5)
 
 
 def test_load_refuses_a_missing_model(tmp_path: Path) -> None:

@@ -217,6 +217,8 @@ def resolve_viewer(
 
 #: An ML term for the oracle: P(click) for each row of a streams frame, for one viewer.
 MlProbability = Callable[[pd.DataFrame, Viewer], np.ndarray]
+#: How P(click) enters the score, written out here, not taken from the service.
+MlTerm = Callable[[np.ndarray], np.ndarray]
 
 
 def score_streams(
@@ -224,8 +226,12 @@ def score_streams(
     viewer: Viewer,
     weights: Weights,
     ml_probability: MlProbability | None = None,
+    ml_term: MlTerm | None = None,
 ) -> pd.DataFrame:
-    """Every stream of `streams` with its distance, boost, score components and score."""
+    """Every stream of `streams` with its distance, boost, score components and score.
+
+    The ML term is `ml_term(P)` when given, else the contract's `ml_weight · P`.
+    """
     w = weights
     distance = great_circle_km(
         viewer.latitude, viewer.longitude, streams["latitude"], streams["longitude"]
@@ -251,6 +257,7 @@ def score_streams(
         if ml_probability is not None
         else np.zeros(len(streams))
     )
+    term = ml_term(ml) if ml_term is not None else w.ml_weight * ml
     return streams.assign(
         distance_km=distance,
         proximity_boost=boost,
@@ -260,8 +267,8 @@ def score_streams(
         c_category=category,
         c_popularity=popularity,
         c_base=base,
-        c_ml=w.ml_weight * ml,
-        score=proximity + w.base_weight * base + w.ml_weight * ml,
+        c_ml=term,
+        score=proximity + w.base_weight * base + term,
     )
 
 
@@ -284,6 +291,7 @@ def expect(
     weights: Weights | None = None,
     default_local_preference: float = DEFAULT_LOCAL_PREFERENCE,
     ml_probability: MlProbability | None = None,
+    ml_term: MlTerm | None = None,
 ) -> Expectation:
     """The exact answer to a valid request, by brute force over all of `streams`.
 
@@ -294,6 +302,7 @@ def expect(
         weights: score weights (the contract's defaults when None).
         default_local_preference: a signed-out viewer's strength when unset.
         ml_probability: the ML term's P(click) per stream (0 for all when None).
+        ml_term: how P(click) enters the score (`ml_weight · P` when None).
 
     Raises:
         UnknownUser: `user_id` is not in `users`.
@@ -303,7 +312,7 @@ def expect(
     max_results = int(request.get("max_results", DEFAULT_MAX_RESULTS))
     radius_km = float(request.get("radius_km", DEFAULT_RADIUS_KM))
 
-    scored = score_streams(candidates(streams, request), viewer, weights, ml_probability)
+    scored = score_streams(candidates(streams, request), viewer, weights, ml_probability, ml_term)
     scored = scored.assign(ring=ring_of(scored["distance_km"].to_numpy(), radius_km))
     bounds = ring_bounds(radius_km)
     inner = np.array([hi for _, hi in bounds[:-1]])

@@ -121,6 +121,6 @@ def test_score_bound_covers_every_unseen_stream() -> None:
             static_below=ceiling,
             bonus_language=True,
             bonus_category=True,
-            ml_max=0.0,
+            ml_room=0.0,
         )
         assert s.score[unseen].max() <= bound
