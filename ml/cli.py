@@ -10,7 +10,7 @@ from app.errors import UserNotFound
 from app.features.artifact import ModelError
 from app.hometown.service import Query
 from app.settings import load_settings
-from ml import compare, evaluate, experiment
+from ml import compare, evaluate, experiment_cli
 from ml.arguments import fail, positive, share
 from ml.dataset import SOURCES
 from ml.feed import cli as feed_cli
@@ -88,26 +88,9 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_evaluate(jobs)
     _add_compare(jobs)
-    _add_experiment(jobs)
+    experiment_cli.add(jobs)
     feed_cli.add(jobs)
     return root
-
-
-def _add_experiment(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    job = jobs.add_parser(
-        "experiment",
-        help="report an A/B experiment: CTR and watch minutes per variant, with intervals",
-        description="Per variant of an experiment declared in EXPERIMENTS: users,"
-        " impressions (the exposures logged), CTR and watch minutes per impression with"
-        " 95%% intervals (users as the unit), the difference to the control, and a"
-        " sample-ratio-mismatch check. Writes markdown, JSON and a PNG.",
-    )
-    actions = job.add_subparsers(dest="action", required=True)
-    report = actions.add_parser("report", help="write the report of experiment NAME")
-    report.add_argument("name", help="the experiment's name in EXPERIMENTS")
-    report.add_argument(
-        "--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)"
-    )
 
 
 def _room(text: str) -> float:
@@ -190,18 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         feed_cli.main(args, settings)
         return
     if args.job == "experiment":
-        try:
-            found = experiment.find(settings.experiments, args.name)
-            report = experiment.summarise(
-                asyncio.run(experiment.read_users(settings.database_url, args.name)), found
-            )
-        except experiment.ReportError as exc:
-            fail(str(exc))
-        if not any(arm.impressions for arm in report.arms):
-            fail(f"no exposures logged under experiment {args.name!r} yet")
-        paths = experiment.write(report, args.out_dir)
-        say("wrote " + ", ".join(str(p) for p in paths))
-        print(experiment.markdown(report), flush=True)
+        experiment_cli.main(args, settings)
         return
     if args.job == "evaluate":
         try:

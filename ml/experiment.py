@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ WITH shown AS (
     SELECT x.request_id, shown.stream_id, x.user_id, x.variant
     FROM exposures x CROSS JOIN LATERAL unnest(x.stream_ids) AS shown(stream_id)
     WHERE x.experiment = $1 AND x.user_id IS NOT NULL
+      AND ($2::timestamptz IS NULL OR x.at >= $2)
 ), done AS (
     SELECT e.request_id, e.stream_id,
            bool_or(e.type = 'click') AS clicked,
@@ -189,11 +191,15 @@ def summarise(users: pd.DataFrame, experiment: Experiment) -> Report:
     )
 
 
-async def read_users(url: str, name: str) -> pd.DataFrame:
-    """One row per (user, variant) of experiment `name`: impressions, clicks, minutes."""
+async def read_users(url: str, name: str, since: datetime | None = None) -> pd.DataFrame:
+    """One row per (user, variant) of experiment `name`: impressions, clicks, minutes.
+
+    `since`: only the answers served from then on (an experiment restarted, or one
+    simulated run among others).
+    """
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch(USERS_SQL, name)
+        rows = await conn.fetch(USERS_SQL, name, since)
     finally:
         await conn.close()
     return pd.DataFrame(

@@ -103,21 +103,14 @@ async def _has_data(url: str) -> bool:
         await conn.close()
 
 
-def _pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep:
-        raise ValueError(f"--behaviour takes NAME=VALUE, got {text!r}")
-    return name.strip(), value.strip()
-
-
 def run_generate(args: argparse.Namespace, url: str) -> int:
     """Generate the synthetic dataset and load it."""
-    from seed.behaviour import click_model_with
+    from seed.behaviour import click_model_from
     from seed.generate import DEFAULT_AS_OF, generate
     from seed.loader import load
 
     try:
-        click_model = click_model_with(dict(_pair(text) for text in args.behaviour))
+        click_model = click_model_from(args.behaviour)
     except ValueError as exc:
         print(f"[seed] {exc}", file=sys.stderr)
         return 2

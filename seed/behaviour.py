@@ -143,6 +143,21 @@ def click_model_with(changes: dict[str, str]) -> ClickModel:
     return replace(CLICK_MODEL, **values)  # type: ignore[arg-type]  # floats only, checked above
 
 
+def click_model_from(texts: list[str]) -> ClickModel:
+    """The click model that `--behaviour NAME=VALUE` options (repeatable) describe.
+
+    Raises:
+        ValueError: a text without `=`, or what `click_model_with` refuses.
+    """
+    changes: dict[str, str] = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep:
+            raise ValueError(f"--behaviour takes NAME=VALUE, got {text!r}")
+        changes[name.strip()] = value.strip()
+    return click_model_with(changes)
+
+
 def click_logit(
     *,
     distance_km: ArrayLike,

@@ -160,9 +160,9 @@ def ml_term_of(state: State) -> MLTerm:
     """The term in force: the model's fitted one unless `ML_TERM=formula`."""
     settings = state.settings
     model = state.model.model
-    if model is None or settings.ml_term == "formula":
+    if model is None:
         return MLTerm.formula(settings.weights.ml_weight)
-    return MLTerm.of_model(model.metadata, settings.weights.ml_weight)
+    return MLTerm.in_force(model.metadata, settings.ml_term, settings.weights.ml_weight)
 
 
 def _describe(term: MLTerm) -> str:

@@ -62,6 +62,13 @@ class MLTerm:
             return cls.formula(ml_weight)
         return cls(float(stored["weight"]), float(stored["cap"]), "fitted")
 
+    @classmethod
+    def in_force(cls, metadata: Mapping[str, Any], setting: str, ml_weight: float) -> MLTerm:
+        """The term `/hometown-ml` adds: the model's, unless the `ML_TERM` setting is "formula"."""
+        if setting == "formula":
+            return cls.formula(ml_weight)
+        return cls.of_model(metadata, ml_weight)
+
     def __call__(self, probability: FloatArray) -> FloatArray:
         """The term for each probability."""
         if self.cap >= 1.0:
