@@ -18,6 +18,14 @@ def _common(job: argparse.ArgumentParser) -> None:
         " watch_time, rating (optional), timestamp; default: the database's interactions",
     )
     job.add_argument(
+        "--source",
+        choices=("interactions", "log"),
+        default="interactions",
+        help="in the database: the imported interactions (default) or what the service"
+        " logged itself (log: each stream of an answer, with the minutes of the watch"
+        " events naming it)",
+    )
+    job.add_argument(
         "--watch-time-unit",
         choices=("minutes", "seconds"),
         default="minutes",
@@ -99,17 +107,20 @@ def main(args: argparse.Namespace, settings: Settings) -> None:
         except (OSError, asyncpg.PostgresError) as exc:
             fail(f"cannot refresh the feature tables: {type(exc).__name__}: {exc}")
         return
+    if args.interactions is not None and args.source == "log":
+        fail("--interactions FILE and --source log exclude each other: train from one")
     source = Source(
         database_url=settings.database_url,
         interactions=args.interactions,
         watch_time_unit=args.watch_time_unit,
+        table=args.source,
     )
     model_dir = args.model_dir or settings.model_path.parent
     try:
         if args.feed_job == "train":
             if args.force_synthetic:
-                if args.interactions is not None:
-                    fail("--force-synthetic and --interactions exclude each other")
+                if args.interactions is not None or args.source == "log":
+                    fail("--force-synthetic excludes --interactions and --source log")
                 from seed.generate import generate
                 from seed.loader import load
 

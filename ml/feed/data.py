@@ -124,10 +124,29 @@ SELECT user_id, stream_id,
        watch_time_minutes, device_type
 FROM interactions
 """
+#: The same columns from what the service logged itself (app/events/): each stream of an
+#: answer to a signed-in user, at the answer's time, with the minutes of the watch events
+#: naming that answer and stream (0 without). Exposures record no device: -1 (unknown),
+#: as for a file without one. Ids no longer in users/streams are left out.
+LOGGED_INTERACTIONS_SQL = """
+SELECT x.user_id, shown.stream_id,
+       (extract(epoch FROM x.at) * 1000000)::bigint AS at_us,
+       coalesce(w.minutes, 0) AS watch_time_minutes, NULL::text AS device_type
+FROM exposures x
+CROSS JOIN LATERAL unnest(x.stream_ids) AS shown(stream_id)
+JOIN users u ON u.user_id = x.user_id
+JOIN streams s ON s.stream_id = shown.stream_id
+LEFT JOIN (
+    SELECT request_id, stream_id, sum(minutes) AS minutes
+    FROM events WHERE type = 'watch' GROUP BY 1, 2
+) w ON w.request_id = x.request_id AND w.stream_id = shown.stream_id
+"""
+#: Where the database's interactions come from: the imported log, or the service's own.
+SOURCES = {"interactions": INTERACTIONS_SQL, "log": LOGGED_INTERACTIONS_SQL}
 
 
 async def _read_database(
-    url: str, progress: Progress | None
+    url: str, progress: Progress | None, query: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, pa.Table]:
     conn = await asyncpg.connect(url)
     try:
@@ -139,7 +158,7 @@ async def _read_database(
         async def collect(chunk: bytes) -> None:
             parts.append(chunk)
 
-        await conn.copy_from_query(INTERACTIONS_SQL, output=collect, format="csv")
+        await conn.copy_from_query(query, output=collect, format="csv")
     finally:
         await conn.close()
     ids = pa.dictionary(pa.int32(), pa.string())
@@ -172,20 +191,32 @@ def _codes(column: pa.ChunkedArray, index: pd.Index) -> IntArray:
 
 
 def _devices(column: pa.ChunkedArray) -> IntArray:
+    """Codes into DEVICES; -1 for none recorded (the service's log) or an unknown one."""
     values = column.to_numpy(zero_copy_only=False)
-    codes = pd.Categorical(values, categories=list(DEVICES)).codes
+    codes = pd.Index(list(DEVICES)).get_indexer(values)
     return np.asarray(codes, dtype=np.int64)
 
 
-def from_database(url: str, progress: Progress | None = None) -> Data:
-    """Every interaction in the database, with the users and streams tables."""
-    users, streams, table = asyncio.run(_read_database(url, progress))
+def from_database(url: str, progress: Progress | None = None, source: str = "interactions") -> Data:
+    """Every interaction of `source` in the database, with the users and streams tables.
+
+    `source`: "interactions" (the imported log) or "log" (the exposures and watch
+    events the service recorded; `LOGGED_INTERACTIONS_SQL`).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {tuple(SOURCES)}, got {source!r}")
+    users, streams, table = asyncio.run(_read_database(url, progress, SOURCES[source]))
     if users.empty or streams.empty or table.num_rows == 0:
-        raise FeedDataError(
-            "the database holds no interactions to train on (users "
-            f"{len(users):,}, streams {len(streams):,}, interactions {table.num_rows:,});"
+        what = "interactions" if source == "interactions" else "logged exposures"
+        hint = (
             " load some with `uv run python -m seed generate` or `python -m seed import`,"
             " or train from a file with --interactions FILE"
+            if source == "interactions"
+            else " serve some answers first (every answer to a signed-in user is logged)"
+        )
+        raise FeedDataError(
+            f"the database holds no {what} to train on (users "
+            f"{len(users):,}, streams {len(streams):,}, {what} {table.num_rows:,});{hint}"
         )
     user_ids = pd.Index(users.pop("user_id").astype(str))
     stream_ids = pd.Index(streams.pop("stream_id").astype(str))
@@ -204,9 +235,12 @@ def from_database(url: str, progress: Progress | None = None) -> Data:
         at_us=table.column("at_us").to_numpy().astype(np.int64),
         minutes=table.column("minutes").to_numpy().astype(np.float64),
         device=_devices(table.column("device")),
-        source="database",
+        source="database" if source == "interactions" else "service log",
     )
-    _say(progress, f"read {len(log):,} interactions ({int(log.positive.sum()):,} watched)")
+    _say(
+        progress,
+        f"read {len(log):,} interactions from {source} ({int(log.positive.sum()):,} watched)",
+    )
     return Data(log=log, tables=Tables(users=users.reset_index(drop=True), streams=streams))
 
 

@@ -33,6 +33,8 @@ class Source:
     database_url: str
     interactions: Path | None = None
     watch_time_unit: str = "minutes"
+    #: In the database: "interactions" (imported) or "log" (what the service logged).
+    table: str = "interactions"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def prepare(
             source.interactions, watch_time_unit=source.watch_time_unit, progress=progress
         )
     else:
-        data = from_database(source.database_url, progress=progress)
+        data = from_database(source.database_url, progress=progress, source=source.table)
     cut = split(data.log, test_ratio=test_ratio, tune_ratio=tune_ratio)
     return Prepared(
         data=data,

@@ -19,6 +19,7 @@ from app.main import create_app
 from app.settings import Settings
 from ml import cli as ml_cli
 from ml.dataset import load_training_data
+from ml.feed.data import from_database
 from tests.support.db import fetch
 from tests.support.models import saved_model
 
@@ -236,3 +237,16 @@ def test_the_report_matches_clicks_and_watches_to_what_was_shown(
         for stream in streams[:3]
     )
     assert len(load_training_data(small_world, source="log", max_rows=5)) == 5
+    # And as the feed's interactions (`python -m ml feed train --source log`): each shown
+    # stream at the answer's time, with the minutes watched from it; no device recorded.
+    log = from_database(small_world, source="log").log
+    rows = sorted(
+        (log.user_ids[u], log.stream_ids[i], m)
+        for u, i, m in zip(log.user, log.item, log.minutes, strict=True)
+    )
+    watched = {(users[0], streams[0]): 7.5, (users[2], streams[1]): 2.0}
+    assert rows == sorted(
+        (user, stream, watched.get((user, stream), 0.0)) for user in users for stream in streams[:3]
+    )
+    assert set(log.at_us.tolist()) == {int(at.timestamp() * 1_000_000)}
+    assert set(log.device.tolist()) == {-1}

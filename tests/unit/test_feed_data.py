@@ -82,3 +82,16 @@ def test_a_missing_column_or_an_empty_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FeedDataError, match=r"expected a \.parquet or \.csv"):
         (tmp_path / "log.json").write_text("{}")
         from_file(tmp_path / "log.json")
+
+
+def test_the_feed_trains_from_one_source_at_a_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file and the service's log together would be two datasets: refused, exit 2."""
+    from ml import cli as ml_cli
+
+    args = ["feed", "train", "--interactions", str(tmp_path / "x.csv"), "--source", "log"]
+    with pytest.raises(SystemExit) as stopped:
+        ml_cli.main(args)
+    assert stopped.value.code == 2
+    assert "--source log" in capsys.readouterr().err
