@@ -10,7 +10,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from app import __version__
 from app.api import openapi
-from app.api.event_schemas import EventBatch
+from app.api.event_schemas import EventBatch, EventBody
 from app.api.events import EventsController
 from app.api.feed import CategoryFeedController, HomeFeedController
 from app.api.feed_schemas import CategoryFeedRequest, HomeFeedRequest
@@ -121,7 +121,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         log_access=settings.access_log,
         clients=ClientAddress(parse_networks(settings.trusted_proxies)),
     )
-    openapi.tighten(app.openapi_schema, REQUEST_MODELS, optional_bodies=OPTIONAL_BODIES)
+    openapi.tighten(
+        app.openapi_schema,
+        REQUEST_MODELS,
+        optional_bodies=OPTIONAL_BODIES,
+        checked_items={("EventBatch", "events"): EventBody},
+    )
     if state.rate_limiter is not None:
         app.on_shutdown.append(state.rate_limiter.close)  # Redis connections, if any
     if state.stats_cache.shared is not None:

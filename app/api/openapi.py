@@ -7,18 +7,28 @@ refuses with a 400), the constraints on list items (a `tags` entry must be 1 to
 count or on `local_preference_strength` vanished, 0 being falsy). msgspec's own
 JSON schema keeps them all; this copies them into the components Litestar
 generated. It also writes what no struct can say: a body that may be left out is
-not `required` (`/live`, `/offline`), and a HOMETOWN request names either a
-`user_id` or a location, not both (`VIEWER_RULE`). So a client, or a fuzzer, that
-trusts the schema sends only what the app accepts, and the app accepts it.
+not `required` (`/live`, `/offline`), a HOMETOWN request names either a
+`user_id` or a location, not both (`VIEWER_RULE`), and the items of a list the app
+checks one by one (`POST /v1/events`: a bad event is answered `rejected`, the
+others are stored) are documented as the struct they should be, or anything else.
+So a client, or a fuzzer, that trusts the schema sends only what the app accepts,
+and the app accepts it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import OpenAPI, OpenAPIType, Reference, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIFormat,
+    OpenAPIType,
+    Reference,
+    RequestBody,
+    Schema,
+)
 
 #: Constraints worth carrying from msgspec's schema of a list's items.
 ITEM_RULES = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
@@ -76,13 +86,18 @@ def tighten(
     models: Iterable[type[msgspec.Struct]],
     *,
     optional_bodies: Iterable[str] = (),
+    checked_items: Mapping[tuple[str, str], type[msgspec.Struct]] | None = None,
 ) -> None:
     """Carry the structs' rules into their components (see the module's docstring).
 
-    `optional_bodies` names the paths whose POST body may be left out.
+    `optional_bodies` names the paths whose POST body may be left out;
+    `checked_items` maps (component, list field) to the struct each item should
+    be, where the app checks every item on its own and answers a bad one in the
+    response rather than refusing the request.
     """
     models = list(models)
-    _, definitions = msgspec.json.schema_components(models)
+    checked_items = dict(checked_items or {})
+    _, definitions = msgspec.json.schema_components([*models, *checked_items.values()])
     components = schema.components.schemas if schema.components else None
     for model in models:
         target = (components or {}).get(model.__name__)
@@ -105,11 +120,63 @@ def tighten(
                         setattr(have, NUMBER_RULES[key], value)
         if model.__name__ == "HometownRequest":
             target.one_of = viewer_rule(source["properties"])
+    for (owner, field), item_model in checked_items.items():
+        _document_items(schema, owner, field, item_model, definitions)
     for path in optional_bodies:
         item = schema.paths.get(path) if schema.paths else None
         body = item.post.request_body if item and item.post else None
         if isinstance(body, RequestBody):
             body.required = False
+
+
+def _document_items(
+    schema: OpenAPI,
+    owner: str,
+    field: str,
+    item_model: type[msgspec.Struct],
+    definitions: dict[str, Any],
+) -> None:
+    """`owner.field`'s items: `item_model` (a component of its own), or anything else.
+
+    "Anything else" is the truth (the request still succeeds; that item is
+    `rejected`), and it keeps a fuzzer from expecting a 400 for a bad item.
+    """
+    if schema.components is None or schema.components.schemas is None:
+        return
+    components = schema.components.schemas
+    target = components.get(owner)
+    have = (target.properties or {}).get(field) if isinstance(target, Schema) else None
+    items = _items(have) if isinstance(have, Schema) else None
+    if items is None:
+        return
+    name = item_model.__name__
+    components[name] = _from_msgspec(definitions[name])
+    if item_model.__struct_config__.forbid_unknown_fields:
+        components[name].additional_properties = False
+    items.any_of = [
+        Reference(ref=f"#/components/schemas/{name}"),
+        Schema(description="anything else: answered `rejected` with the reason, not stored"),
+    ]
+
+
+def _from_msgspec(source: dict[str, Any]) -> Schema:
+    """The JSON schema msgspec writes for a plain struct (no references), as a Schema."""
+    kind = source.get("type")
+    return Schema(
+        type=OpenAPIType(kind) if kind else None,
+        title=source.get("title"),
+        description=source.get("description"),
+        properties={k: _from_msgspec(v) for k, v in source.get("properties", {}).items()} or None,
+        required=source.get("required"),
+        any_of=[_from_msgspec(v) for v in source.get("anyOf", [])] or None,
+        enum=source.get("enum"),
+        format=OpenAPIFormat(source["format"]) if "format" in source else None,
+        min_length=source.get("minLength"),
+        max_length=source.get("maxLength"),
+        pattern=source.get("pattern"),
+        minimum=source.get("minimum"),
+        maximum=source.get("maximum"),
+    )
 
 
 def _number_rules(wanted: dict[str, Any]) -> dict[str, Any]:

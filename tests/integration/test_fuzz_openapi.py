@@ -330,7 +330,7 @@ def test_status_is_documented(
 # --- request schemas as strict as the app (app/api/openapi.py) -------------------------
 
 STRICT_BODIES = ["HometownRequest", "LiveStatusBatch", "GoLiveBody", "GoOfflineBody"]
-STRICT_BODIES += ["StatusUpdateBody", "StreamProfile"]
+STRICT_BODIES += ["StatusUpdateBody", "StreamProfile", "EventBody"]
 
 
 @pytest.mark.parametrize("name", STRICT_BODIES)
@@ -402,6 +402,31 @@ def test_the_viewer_rule_is_in_the_schema(
     assert schema_says is valid, (body, component.get("oneOf"))
     response = plain_client.post("/v1/scenarios/hometown", json=body)
     assert (response.status_code != 400) is valid, response.text[:300]
+
+
+def test_an_event_batch_documents_its_events_and_takes_any_item(
+    fuzzed: Fuzzed, plain_client: TestClient[Any]
+) -> None:
+    """Items are documented as `EventBody`; one the schema calls an event is recorded,
+    and anything else is answered `rejected` in a 200, as the schema's "or" says."""
+    components = _without_patterns(fuzzed.schema.raw_schema["components"]["schemas"])
+    items = components["EventBatch"]["properties"]["events"]["items"]["anyOf"]
+    assert items[0] == {"$ref": "#/components/schemas/EventBody"}
+    event = {
+        "event_id": "schema-1",
+        "type": "watch",
+        "user_id": fuzzed.user_ids[0],
+        "stream_id": fuzzed.stream_ids[0],
+        "at": datetime.now(UTC).isoformat(),
+        "minutes": 3.5,
+    }
+    is_event = jsonschema_rs.Draft202012Validator(components["EventBody"]).is_valid
+    assert is_event(event) and not is_event({**event, "extra": 1})
+    assert not is_event({**event, "type": "like"})
+    body = {"events": [event, {**event, "type": "like"}, 7]}
+    response = plain_client.post("/v1/events", json=body, headers=KEYED)
+    assert response.status_code == 200, response.text[:300]
+    assert [r["status"] for r in response.json()["results"]] == ["recorded", "rejected", "rejected"]
 
 
 @pytest.mark.parametrize("action", ["live", "offline"])
