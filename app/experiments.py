@@ -9,8 +9,11 @@ its variants with their traffic shares, and says what each variant serves:
 
 `hometown` picks the seed formula (`basic`) or the formula with the click
 model's term (`ml`) on `/v1/scenarios/hometown`; `feed_order` picks the
-reranker's order or the fallback order on `/home_feed` and `/category_feed`. The
-first variant is the control unless `control` names another.
+reranker's order or the fallback order on `/home_feed` and `/category_feed`, and
+`feed_reranker` another reranker file for a `reranker` variant (so two rerankers
+can be compared: `{"feed_order": "reranker", "feed_reranker": "candidate.bin"}`,
+relative to MODEL_PATH's directory, loaded at start and on SIGHUP). The first
+variant is the control unless `control` names another.
 
 Assignment: the SHA-256 of the experiment's name and the user id, read as a
 number in [0, 1), falls in one variant's slice of the shares. So a user always
@@ -45,6 +48,9 @@ class Variant(BaseModel):
     hometown: Literal["basic", "ml"] | None = None
     #: On the feeds: the reranker's order, or the fallback order (no reranker).
     feed_order: Literal["reranker", "fallback"] | None = None
+    #: With `feed_order: reranker`: this reranker file instead of the default one
+    #: (relative to MODEL_PATH's directory unless absolute).
+    feed_reranker: Annotated[str, Field(min_length=1, max_length=500)] | None = None
 
 
 class Experiment(BaseModel):
@@ -72,6 +78,12 @@ class Experiment(BaseModel):
         feeds = {"home_feed", "category_feed"} & set(self.scenarios)
         if feeds and any(v.feed_order is None for v in self.variants):
             raise ValueError(f"experiment {self.name!r}: every variant needs `feed_order`")
+        for v in self.variants:
+            if v.feed_reranker is not None and (not feeds or v.feed_order != "reranker"):
+                raise ValueError(
+                    f"experiment {self.name!r}: variant {v.name!r} names `feed_reranker`,"
+                    " which needs a feed scenario and `feed_order: reranker`"
+                )
         return self
 
     @property
@@ -88,6 +100,12 @@ class Experiment(BaseModel):
             if point < edge:
                 return variant
         return self.variants[-1]  # shares that add up to a hair under 1
+
+
+def variant_rerankers(experiments: tuple[Experiment, ...]) -> tuple[str, ...]:
+    """Every reranker file a variant names, once each, in declaration order."""
+    names = [v.feed_reranker for e in experiments for v in e.variants if v.feed_reranker]
+    return tuple(dict.fromkeys(names))
 
 
 def unit_hash(text: str) -> float:

@@ -24,8 +24,9 @@ from app.api.feed_schemas import (
 from app.api.rate_limit import rate_limited
 from app.api.schemas import ExperimentArm
 from app.events.exposures import answered
-from app.experiments import for_scenario
+from app.experiments import Experiment, Variant, for_scenario
 from app.feed import service
+from app.feed.ranker import RankerSlot
 from app.observability.context import current_request_id
 
 
@@ -73,6 +74,13 @@ class CategoryFeedController(Controller):
         return await _recommend(state, data, data.category_id)
 
 
+def _ranker_slot(state: State, assigned: tuple[Experiment, Variant] | None) -> RankerSlot:
+    """The default reranker, or the one the user's variant names (`feed_reranker`)."""
+    name = assigned[1].feed_reranker if assigned is not None else None
+    slot: RankerSlot = state.variant_rankers[name] if name else state.ranker
+    return slot
+
+
 async def _recommend(state: State, data: HomeFeedRequest, category: str | None) -> FeedResponse:
     settings = state.settings
     query = service.FeedQuery(
@@ -88,7 +96,7 @@ async def _recommend(state: State, data: HomeFeedRequest, category: str | None) 
     )
     scenario = "home_feed" if category is None else "category_feed"
     assigned = for_scenario(settings.experiments, scenario, data.user_id)
-    slot = state.ranker
+    slot = _ranker_slot(state, assigned)
     # A variant with `feed_order: fallback` is served as if no reranker were loaded.
     ranker = None if assigned is not None and assigned[1].feed_order == "fallback" else slot.ranker
     parts = service.Parts(

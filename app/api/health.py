@@ -192,10 +192,21 @@ async def ready(state: State) -> Response[Readiness]:
 
 async def feed_status(state: State) -> FeedStatus:
     """The reranker, the live set and the feature store, as the feed endpoints see them."""
-    slot: RankerSlot = state.ranker
+    live = getattr(state, "live", None)
+    store = getattr(state, "features", None)
+    variants: dict[str, RankerSlot] = getattr(state, "variant_rankers", {})
+    return FeedStatus(
+        reranker=_ranker_status(state.ranker),
+        live_set=live.describe() if live is not None else None,
+        feature_store=await store.describe() if store is not None else None,
+        variant_rerankers={name: _ranker_status(slot) for name, slot in variants.items()} or None,
+    )
+
+
+def _ranker_status(slot: RankerSlot) -> RankerStatus:
     ranker = slot.ranker
     meta = ranker.metadata if ranker is not None else {}
-    reranker = RankerStatus(
+    return RankerStatus(
         loaded=ranker is not None,
         path=str(slot.path),
         version=slot.version,
@@ -203,13 +214,6 @@ async def feed_status(state: State) -> FeedStatus:
         candidate_models=meta.get("candidate_models"),
         loaded_at=slot.loaded_at.isoformat() if slot.loaded_at else None,
         error=slot.error,
-    )
-    live = getattr(state, "live", None)
-    store = getattr(state, "features", None)
-    return FeedStatus(
-        reranker=reranker,
-        live_set=live.describe() if live is not None else None,
-        feature_store=await store.describe() if store is not None else None,
     )
 
 

@@ -92,6 +92,8 @@ class FeedStatus:
     live_set: dict[str, Any] | None = None
     #: The feature cache: backend (redis or memory), reachable, hits, misses, fallbacks.
     feature_store: dict[str, Any] | None = None
+    #: The rerankers experiment variants name (`feed_reranker`), by that name.
+    variant_rerankers: dict[str, RankerStatus] | None = None
 
 
 @dataclass

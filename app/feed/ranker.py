@@ -18,6 +18,7 @@ from pathlib import Path
 
 from litestar import Litestar
 
+from app.experiments import variant_rerankers
 from app.feed.artifact import FeedRanker, RankerError, load_ranker
 from app.feed.features import FEATURE_NAMES
 from app.reload import on_reload
@@ -68,19 +69,40 @@ class RankerSlot:
         return f"reranker-{digest[:12]}" if digest else "reranker"
 
 
+def variant_path(model_path: Path, name: str) -> Path:
+    """Where an experiment variant's `feed_reranker` lives: beside MODEL_PATH unless absolute."""
+    path = Path(name)
+    return path if path.is_absolute() else Path(model_path).parent / path
+
+
 @asynccontextmanager
 async def feed_ranker(app: Litestar) -> AsyncIterator[None]:
-    """Lifespan hook: load the reranker into `app.state.ranker`, reload it on SIGHUP."""
-    slot = RankerSlot(reranker_path(app.state.settings.model_path))
-    await asyncio.to_thread(slot.load)
+    """Lifespan hook: load the reranker into `app.state.ranker`, reload it on SIGHUP.
+
+    The rerankers experiment variants name (`feed_reranker`) load beside it into
+    `app.state.variant_rankers`, by name; one that cannot be loaded leaves its
+    variant in the fallback order, as a missing default reranker does, and says why
+    in `GET /`.
+    """
+    settings = app.state.settings
+    slot = RankerSlot(reranker_path(settings.model_path))
+    variants = {
+        name: RankerSlot(variant_path(settings.model_path, name))
+        for name in variant_rerankers(settings.experiments)
+    }
+    slots = [slot, *variants.values()]
+    for each in slots:
+        await asyncio.to_thread(each.load)
     app.state.ranker = slot
+    app.state.variant_rankers = variants
     pending: set[asyncio.Task[bool]] = set()
 
     def reload() -> None:
-        log.info("SIGHUP: loading the feed reranker again from %s", slot.path)
-        task = asyncio.ensure_future(asyncio.to_thread(slot.load))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        for each in slots:
+            log.info("SIGHUP: loading the feed reranker again from %s", each.path)
+            task = asyncio.ensure_future(asyncio.to_thread(each.load))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
 
     on_reload(app.state, reload)
     yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import shutil
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 from litestar.testing import TestClient
 
@@ -418,3 +420,79 @@ def test_the_near_source_is_hometowns_own_search_for_the_viewer(world: tuple[str
 
     problems = asyncio.run(run())
     assert not problems, "\n".join(problems[:5])
+
+
+def _other_reranker(path: Path) -> str:
+    """A second reranker over the same features (it ranks by the first one): its version."""
+    import xgboost as xgb
+
+    from app.feed.artifact import save_ranker
+
+    rng = np.random.default_rng(11)
+    features = rng.normal(size=(600, len(FEATURE_NAMES)))
+    labels = (features[:, 0] > 0).astype(int)
+    ranker = xgb.XGBRanker(objective="rank:ndcg", n_estimators=4, max_depth=2)
+    ranker.fit(features, labels, qid=np.repeat(np.arange(20), 30))
+    raw = bytes(ranker.get_booster().save_raw("json"))
+    saved = save_ranker(raw, {"feature_names": list(FEATURE_NAMES)}, path)
+    return f"reranker-{saved.metadata['sha256'][:12]}"
+
+
+def test_two_rerankers_are_two_variants_of_an_experiment(
+    world: tuple[str, Path], make_client: MakeClient
+) -> None:
+    """`feed_reranker` serves a variant with another reranker file: each user gets their
+    variant's reranker, the answers and exposures say which, and `GET /` shows both; a
+    variant whose file cannot be loaded is served in the fallback order, and says so."""
+    url, model_dir = world
+    candidate = _other_reranker(model_dir / "candidate.bin")
+    declared = {
+        "name": "two-rerankers",
+        "scenarios": ["home_feed"],
+        "variants": [
+            {"name": "current", "share": 0.4, "feed_order": "reranker"},
+            {"name": "candidate", "share": 0.3, "feed_order": "reranker",
+             "feed_reranker": "candidate.bin"},
+            {"name": "missing", "share": 0.3, "feed_order": "reranker",
+             "feed_reranker": "nowhere.bin"},
+        ],
+    }  # fmt: skip
+    client = _started(
+        make_client(
+            url,
+            MODEL_PATH=str(model_dir / "click.joblib"),
+            EXPERIMENTS=json.dumps([declared]),
+            EXPOSURE_FLUSH_SECONDS=0.1,
+        )
+    )
+    feed = client.get("/").json()["feed"]
+    current = feed["reranker"]["version"]
+    assert current and current != candidate
+    variants = feed["variant_rerankers"]
+    assert variants["candidate.bin"]["version"] == candidate
+    assert not variants["nowhere.bin"]["loaded"] and variants["nowhere.bin"]["error"]
+    users = [r[0] for r in fetch(url, "SELECT user_id FROM users ORDER BY 1 LIMIT 60")]
+    served: dict[str, tuple[str, str | None, str]] = {}
+    for user in users:
+        answer = client.post(HOME, json={"user_id": user, "ctx_timestamp": AT}).json()
+        models = answer["models"]
+        served[user] = (answer["experiment"]["variant"], models["reranker"], models["order"])
+    expected = {
+        "current": (current, "reranker"),
+        "candidate": (candidate, "reranker"),
+        "missing": (None, "fallback"),
+    }
+    assert {v for v, _, _ in served.values()} == set(expected)
+    for variant, reranker, order in served.values():
+        assert (reranker, order) == expected[variant]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = fetch(
+            url,
+            "SELECT user_id, variant, model FROM exposures WHERE experiment = 'two-rerankers'",
+        )
+        if len(rows) == len(users):
+            break
+        time.sleep(0.1)
+    logged = {r["user_id"]: (r["variant"], r["model"]) for r in rows}
+    assert logged == {u: (v, r or o) for u, (v, r, o) in served.items()}

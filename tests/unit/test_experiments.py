@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.experiments import Experiment, for_scenario, unit_hash
+from app.experiments import Experiment, for_scenario, unit_hash, variant_rerankers
 from app.settings import Settings
 
 
@@ -77,6 +77,18 @@ def test_only_identified_users_of_a_covered_scenario_are_in_it() -> None:
                 {"name": "b", "share": 0.5, "feed_order": "fallback"}]}],
             "feed_order",
         ),
+        (
+            [{"name": "f", "scenarios": ["home_feed"], "variants": [
+                {"name": "a", "share": 0.5, "feed_order": "reranker"},
+                {"name": "b", "share": 0.5, "feed_order": "fallback", "feed_reranker": "x.bin"}]}],
+            "feed_reranker",
+        ),
+        (
+            [{**_experiment(), "variants": [
+                {"name": "a", "share": 0.5, "hometown": "basic"},
+                {"name": "b", "share": 0.5, "hometown": "ml", "feed_reranker": "x.bin"}]}],
+            "needs a feed scenario",
+        ),
         ([{**_experiment(), "scenarios": ["nowhere"]}], "scenarios"),
         ([{**_experiment(), "colour": "red"}], "colour"),
     ],
@@ -87,3 +99,15 @@ def test_bad_declarations_are_refused_naming_the_problem(
     with pytest.raises(ValidationError) as caught:
         Settings(EXPERIMENTS=json.dumps(declaration))
     assert message in str(caught.value)
+
+
+def test_the_rerankers_variants_name_are_listed_once_each() -> None:
+    declared = [
+        {"name": "f", "scenarios": ["home_feed", "category_feed"], "variants": [
+            {"name": "a", "share": 0.4, "feed_order": "reranker", "feed_reranker": "b.bin"},
+            {"name": "b", "share": 0.3, "feed_order": "reranker"},
+            {"name": "c", "share": 0.3, "feed_order": "reranker", "feed_reranker": "b.bin"}]},
+    ]  # fmt: skip
+    settings = Settings(EXPERIMENTS=json.dumps(declared))
+    assert variant_rerankers(settings.experiments) == ("b.bin",)
+    assert variant_rerankers(()) == ()
