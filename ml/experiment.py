@@ -284,8 +284,11 @@ def plot(report: Report) -> Any:
         colors = ["#888888" if arm.variant == report.control else "#1f77b4" for arm in report.arms]
         axis.bar(x, [v.value for v in values], yerr=np.nan_to_num(errors), color=colors, capsize=6)
         axis.set_xticks(x, [arm.variant for arm in report.arms])
-        axis.set_title(f"{title} (95% intervals; grey: control)")
-    fig.suptitle(f"experiment {report.experiment}")
+        axis.set_title(title)
+    fig.suptitle(
+        f"experiment {report.experiment}: each variant with its 95% interval"
+        f" (grey: the control, {report.control})"
+    )
     return fig
 
 
