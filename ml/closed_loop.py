@@ -41,7 +41,6 @@ from app.api.event_schemas import MAX_EVENTS
 from app.db.limits import DEVICES
 from app.experiments import Experiment
 from app.features.artifact import ClickModel as ClickModelArtifact
-from app.geo import haversine_km
 from app.settings import Settings
 from ml import paired
 from ml.experiment import Report
@@ -53,13 +52,11 @@ from seed.behaviour import (
     Audience,
     Catalogue,
     ClickModel,
-    click_probability,
+    Response,
     hour_gap,
-    watch_minutes,
+    respond,
 )
-from seed.cities import ENGLISH
 from seed.generate import make_world
-from seed.tastes import affinity
 
 #: The scenarios a viewer can be simulated on, and their paths (category_feed needs a
 #: category the behaviour model does not choose).
@@ -190,13 +187,8 @@ def draw_visit(viewers: Viewers, rng: np.random.Generator) -> Visit:
     return Visit(user, device, device == int(a.device[user]), bool(gap <= USUAL_HOUR_HOURS))
 
 
-@dataclass(frozen=True)
-class Reaction:
-    """What the viewer did with one list: per shown stream, P(click), clicked, minutes."""
-
-    probability: np.ndarray
-    clicked: np.ndarray
-    minutes: np.ndarray
+#: What the viewer did with one list (seed.behaviour.Response).
+Reaction = Response
 
 
 def react(
@@ -208,56 +200,21 @@ def react(
 ) -> Reaction:
     """Clicks and watch minutes on `shown` (stream indices, best first), by the behaviour model.
 
-    The same logit the generator's impression log follows (seed.behaviour.click_logit),
-    position 1 on top, with the user's latent bias and fresh per-impression noise.
+    The generator's own reaction (seed.behaviour.respond), position 1 on top, with
+    the user's latent bias and fresh per-impression noise.
     """
-    a, c, u = viewers.audience, viewers.catalogue, visit.user
-    n = len(shown)
-    same_language = c.language[shown] == a.language[u]
-    category_match = ((a.category_mask[u] >> c.category[shown]) & 1).astype(np.bool_)
-    users = np.full(n, u)
-    taste = affinity(
-        a.community[users],
-        a.community_weight[users],
-        c.community[shown],
-        c.second_community[shown],
-        c.second_weight[shown],
-    )
-    favourite = (a.favourites[u][None, :] == shown[:, None]).any(axis=1)
-    p = click_probability(
-        distance_km=haversine_km(
-            a.latitude[u], a.longitude[u], c.latitude[shown], c.longitude[shown]
-        ),
-        local_preference=a.local_preference[u],
-        quality=c.quality[shown],
-        same_language=same_language,
-        english_fallback=(c.language[shown] == ENGLISH) & (a.language[u] != ENGLISH),
-        category_match=category_match,
-        avg_viewers=c.avg_viewers[shown],
-        page_position=np.arange(1, n + 1),
-        partnered=c.partnered[shown],
-        mature=c.mature[shown],
-        affinity=taste,
-        favourite=favourite,
+    return respond(
+        rng,
+        viewers.audience,
+        viewers.catalogue,
+        np.full(len(shown), visit.user),
+        shown,
+        position=np.arange(1, len(shown) + 1),
         usual_device=visit.usual_device,
         usual_hour=visit.usual_hour,
         device=visit.device,
-        user_bias=a.bias[u],
-        noise=rng.normal(0.0, model.noise_sd, size=n),
         model=model,
     )
-    clicked = rng.random(n) < p
-    minutes = watch_minutes(
-        rng,
-        clicked,
-        quality=c.quality[shown],
-        category_match=category_match,
-        same_language=same_language,
-        affinity=taste,
-        favourite=favourite,
-        duration=c.duration[shown],
-    )
-    return Reaction(p, clicked, minutes)
 
 
 def events_of(

@@ -358,6 +358,87 @@ class Catalogue:
 
 
 @dataclass(frozen=True)
+class Response:
+    """What viewers did with the streams shown to them, one entry per impression."""
+
+    probability: FloatArray  # P(click), the noise of this impression included
+    clicked: BoolArray
+    minutes: FloatArray  # 0 without a click
+
+
+def respond(
+    rng: np.random.Generator,
+    audience: Audience,
+    catalogue: Catalogue,
+    user: IntArray,
+    stream: IntArray,
+    *,
+    position: ArrayLike,
+    usual_device: ArrayLike,
+    usual_hour: ArrayLike,
+    device: ArrayLike,
+    model: ClickModel = CLICK_MODEL,
+) -> Response:
+    """Clicks (`ClickModel`) and minutes (`WatchModel`) of `user[i]` shown `stream[i]`.
+
+    The impression log and the closed-loop simulator's viewers (ml/closed_loop.py)
+    both react through this one function, so the simulated viewers behave as the
+    log they were trained on. Draws from `rng`: the noise, the clicks, the minutes.
+    """
+    user_language = audience.language[user]
+    stream_language = catalogue.language[stream]
+    same_language = user_language == stream_language
+    category_match = ((audience.category_mask[user] >> catalogue.category[stream]) & 1).astype(
+        np.bool_
+    )
+    taste = affinity(
+        audience.community[user],
+        audience.community_weight[user],
+        catalogue.community[stream],
+        catalogue.second_community[stream],
+        catalogue.second_weight[stream],
+    )
+    favourite = (audience.favourites[user] == stream[:, None]).any(axis=1)
+    probability = click_probability(
+        distance_km=haversine_km(
+            audience.latitude[user],
+            audience.longitude[user],
+            catalogue.latitude[stream],
+            catalogue.longitude[stream],
+        ),
+        local_preference=audience.local_preference[user],
+        quality=catalogue.quality[stream],
+        same_language=same_language,
+        english_fallback=(stream_language == ENGLISH) & (user_language != ENGLISH),
+        category_match=category_match,
+        avg_viewers=catalogue.avg_viewers[stream],
+        page_position=position,
+        partnered=catalogue.partnered[stream],
+        mature=catalogue.mature[stream],
+        affinity=taste,
+        favourite=favourite,
+        usual_device=usual_device,
+        usual_hour=usual_hour,
+        device=device,
+        user_bias=audience.bias[user],
+        noise=rng.normal(0.0, model.noise_sd, size=len(stream)),
+        model=model,
+    )
+    clicked = rng.random(len(stream)) < probability
+    minutes = watch_minutes(
+        rng,
+        clicked,
+        quality=catalogue.quality[stream],
+        category_match=category_match,
+        same_language=same_language,
+        affinity=taste,
+        favourite=favourite,
+        duration=catalogue.duration[stream],
+    )
+    return Response(probability, clicked, minutes)
+
+
+@dataclass(frozen=True)
 class GroupSampler:
     """Weighted sampling of one stream within a group (place, region), for many rows at once.
 
@@ -623,57 +704,19 @@ def impression_chunk(
     user = who[session]
     stream, _ = exposure.choose(rng, audience, user)
 
-    distance = haversine_km(
-        audience.latitude[user],
-        audience.longitude[user],
-        catalogue.latitude[stream],
-        catalogue.longitude[stream],
-    )
-    user_language = audience.language[user]
-    stream_language = catalogue.language[stream]
-    same_language = user_language == stream_language
-    category_match = ((audience.category_mask[user] >> catalogue.category[stream]) & 1).astype(
-        np.bool_
-    )
-    taste = affinity(
-        audience.community[user],
-        audience.community_weight[user],
-        catalogue.community[stream],
-        catalogue.second_community[stream],
-        catalogue.second_weight[stream],
-    )
-    favourite = (audience.favourites[user] == stream[:, None]).any(axis=1)
-    logit = click_logit(
-        distance_km=distance,
-        local_preference=audience.local_preference[user],
-        quality=catalogue.quality[stream],
-        same_language=same_language,
-        english_fallback=(stream_language == ENGLISH) & (user_language != ENGLISH),
-        category_match=category_match,
-        avg_viewers=catalogue.avg_viewers[stream],
-        page_position=position,
-        partnered=catalogue.partnered[stream],
-        mature=catalogue.mature[stream],
-        affinity=taste,
-        favourite=favourite,
+    response = respond(
+        rng,
+        audience,
+        catalogue,
+        user,
+        stream,
+        position=position,
         usual_device=(device == audience.device[who])[session],
         usual_hour=usual_hour[session],
         device=device[session],
-        user_bias=audience.bias[user],
-        noise=rng.normal(0.0, model.noise_sd, size=rows),
         model=model,
     )
-    clicked = rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))
-    minutes = watch_minutes(
-        rng,
-        clicked,
-        quality=catalogue.quality[stream],
-        category_match=category_match,
-        same_language=same_language,
-        affinity=taste,
-        favourite=favourite,
-        duration=catalogue.duration[stream],
-    )
+    clicked, minutes = response.clicked, response.minutes
 
     window_start = epoch_microseconds(as_of) - WINDOW_DAYS * 86_400 * 1_000_000
     at_us = window_start + (start[session] + (position - 1) * gap[session]) * 1_000_000
