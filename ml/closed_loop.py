@@ -93,6 +93,8 @@ class Viewers:
     catalogue: Catalogue
     user_ids: pd.Index
     stream_index: dict[str, int]
+    #: Running sum of the users' activity, to draw a session's user by it.
+    cumulative_activity: np.ndarray
 
 
 USERS_SQL = "SELECT user_id, latitude, longitude FROM users ORDER BY user_id"
@@ -149,6 +151,7 @@ def load_viewers(database_url: str, world_seed: int) -> Viewers:
         catalogue=world.catalogue,
         user_ids=pd.Index(world.users["user_id"].astype(str)),
         stream_index={sid: i for i, sid in enumerate(stream_ids)},
+        cumulative_activity=np.cumsum(world.audience.activity),
     )
 
 
@@ -170,7 +173,7 @@ class Visit:
 def draw_visit(viewers: Viewers, rng: np.random.Generator) -> Visit:
     """A session as the generator draws them: a user by activity, their device and hour."""
     a = viewers.audience
-    cumulative = np.cumsum(a.activity)
+    cumulative = viewers.cumulative_activity
     user = int(
         min(
             np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"),
