@@ -70,15 +70,7 @@ def viewer_rule(properties: dict[str, Any]) -> list[Schema]:
 
 def _present(wanted: dict[str, Any]) -> Schema:
     """The non-null variant of an optional field of msgspec's schema, as a Schema."""
-    variant = next(v for v in wanted.get("anyOf", [wanted]) if v.get("type") != "null")
-    return Schema(
-        type=OpenAPIType(variant["type"]),
-        min_length=variant.get("minLength"),
-        max_length=variant.get("maxLength"),
-        pattern=variant.get("pattern"),
-        minimum=variant.get("minimum"),
-        maximum=variant.get("maximum"),
-    )
+    return _from_msgspec(next(v for v in wanted.get("anyOf", [wanted]) if v.get("type") != "null"))
 
 
 def tighten(
