@@ -21,7 +21,7 @@ import asyncpg
 import numpy as np
 
 from app.hometown.scoring import Candidates, Viewer
-from app.hometown.tiers import TIERS, Tier
+from app.hometown.tiers import Tier
 from app.hometown.weights import Weights
 
 #: Half the sphere's circumference: no two points are farther apart.
@@ -31,25 +31,31 @@ HALF_CIRCUMFERENCE_M = np.pi * EARTH_RADIUS_M
 _POINT = "ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography"
 
 
-def _columns(part: int) -> str:
+def columns_sql(part: int, point: str = _POINT) -> str:
     """The candidate columns, and `part`: which access produced the row.
 
     0 is nearest-first, 1 a tier; the first step sends both in one round trip.
+    `point` is the viewer's location (the request's `$1`, `$2` unless given).
     """
     return f"""
     stream_id, city, title, language, category_id, stream_quality_score,
-    avg_viewer_count, current_viewer_count, ST_Distance(location, {_POINT}, false) AS distance_m,
+    avg_viewer_count, current_viewer_count, ST_Distance(location, {point}, false) AS distance_m,
     {part} AS part
 """
 
 
-# $3 outer radius, $4 inner radius (< 0: none), $5 languages, $6 categories, $7 mature ok.
-_FILTERS = f"""
-    AND ($4::float8 < 0 OR NOT ST_DWithin(location, {_POINT}, $4::float8, false))
+def filters_sql(point: str = _POINT) -> str:
+    """$4 inner radius (< 0: none), $5 languages, $6 categories, $7 mature ok."""
+    return f"""
+    AND ($4::float8 < 0 OR NOT ST_DWithin(location, {point}, $4::float8, false))
     AND ($5::text[] IS NULL OR language = ANY($5::text[]))
     AND ($6::text[] IS NULL OR category_id = ANY($6::text[]))
     AND ($7 OR NOT mature_content)
 """
+
+
+# $3 is the outer radius wherever a query has one.
+_FILTERS = filters_sql()
 
 #: Nearest-first: the `$8` nearest qualifying live streams beyond the inner edge.
 #: Deliberately without an outer `ST_DWithin`: the planner underestimates how many
@@ -58,7 +64,7 @@ _FILTERS = f"""
 #: `$8` rows (under 1 ms). The caller drops rows beyond the outer edge; `$3` is
 #: unused here, so both queries take the same arguments.
 NEAREST_SQL = f"""
-SELECT {_columns(0)}
+SELECT {columns_sql(0)}
 FROM streams
 WHERE is_live AND $3::float8 IS NOT NULL {_FILTERS}
 ORDER BY location <-> {_POINT}
@@ -68,7 +74,7 @@ LIMIT $8
 
 #: The same rows without the KNN index, for the rare point where it fails (see below).
 NEAREST_FALLBACK_SQL = f"""
-SELECT {_columns(0)}
+SELECT {columns_sql(0)}
 FROM streams
 WHERE is_live AND ST_DWithin(location, {_POINT}, $3, false) {_FILTERS}
 ORDER BY ST_Distance(location, {_POINT}, false)
@@ -80,11 +86,11 @@ LIMIT $8
 KNN_ROUNDING_ERROR = "index returned tuples in wrong order"
 
 
-def tier_sql(tier: Tier) -> str:
+def tier_sql(tier: Tier, point: str = _POINT) -> str:
     """All live streams of a ring in one static-score tier (its partial index serves it)."""
     return (
-        f"SELECT {_columns(1)} FROM streams WHERE {tier.predicate}"
-        f" AND ST_DWithin(location, {_POINT}, $3, false) {_FILTERS}"
+        f"SELECT {columns_sql(1, point)} FROM streams WHERE {tier.predicate}"
+        f" AND ST_DWithin(location, {point}, $3, false) {filters_sql(point)}"
     )
 
 
@@ -101,41 +107,6 @@ _SCORE_CEILING = """
     )
     + $18::float8
 """
-#: The first step of a ring in one round trip: nearest-first rows (part 0), then
-#: the best tier (part 1), which a dense ring always needs and a sparse one keeps small.
-FIRST_STEP_SQL = f"({NEAREST_SQL})\nUNION ALL\n({tier_sql(TIERS[0])})"
-
-
-async def fetch_first_step(
-    conn: asyncpg.Connection,
-    *,
-    longitude: float,
-    latitude: float,
-    ring: Ring,
-    filters: Filters,
-    limit: int,
-) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    """Nearest-first rows and the best tier's rows of `ring`, in one round trip."""
-    args = _arguments(longitude, latitude, ring, filters)
-    try:
-        records = await conn.fetch(FIRST_STEP_SQL, *args, limit)
-    except asyncpg.InternalServerError as exc:
-        if KNN_ROUNDING_ERROR not in str(exc):
-            raise
-        nearest = await fetch_nearest(
-            conn, longitude=longitude, latitude=latitude, ring=ring, filters=filters, limit=limit
-        )
-        best = await fetch_tiers(
-            conn,
-            longitude=longitude,
-            latitude=latitude,
-            ring=ring,
-            filters=filters,
-            tiers=TIERS[:1],
-        )
-        return nearest, best
-    # `part` comes last, so every other column keeps its place and name.
-    return [r for r in records if r["part"] == 0], [r for r in records if r["part"] == 1]
 
 
 @functools.lru_cache(maxsize=256)
@@ -179,7 +150,7 @@ async def fetch_qualifying(
 ) -> list[asyncpg.Record]:
     """Every live stream that passes the filters, with its distance (for small sets)."""
     condition, args = _qualifying(filters, 3)
-    sql = f"SELECT {_columns(1)} FROM streams WHERE {condition}"
+    sql = f"SELECT {columns_sql(1)} FROM streams WHERE {condition}"
     return list(await conn.fetch(sql, longitude, latitude, *args))
 
 
@@ -272,8 +243,10 @@ class Rows:
 
 def to_rows(records: Sequence[asyncpg.Record]) -> Rows:
     """Turn fetched records into parallel arrays (one pass, then numpy from there on)."""
-    # The first nine columns (the tenth, `part`, only routes rows).
-    columns = list(zip(*records, strict=True))[:9] if records else [()] * 9
+    # The first nine columns: `part` and what the first statement adds only route
+    # rows, and records from different statements differ in how many they carry
+    # (zip stops at the shortest, which still has the nine).
+    columns = list(zip(*records))[:9] if records else [()] * 9  # noqa: B905
     (ids, city, title, language, category, quality, viewers, current, distance) = columns
     return Rows(
         candidates=Candidates(

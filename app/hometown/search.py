@@ -39,11 +39,11 @@ from app.hometown.candidates import (
     Floor,
     Ring,
     Rows,
-    fetch_first_step,
     fetch_nearest,
     fetch_tiers,
     to_rows,
 )
+from app.hometown.first_step import FIRST_TIERS, FirstStep, fetch_first_step
 from app.hometown.scoring import FloatArray, Scores, Viewer, score, score_bound, top_k
 from app.hometown.tiers import STATIC_MAX, TIERS
 from app.hometown.weights import Weights
@@ -145,6 +145,7 @@ async def candidates_in_ring(
     k: int,
     *,
     ml_room: float = 0.0,
+    first: FirstStep | None = None,
 ) -> RingCandidates:
     """Every live stream of `ring` that could be in its exact top `k`, ties by `stream_id`.
 
@@ -154,6 +155,9 @@ async def candidates_in_ring(
     unseen stream can beat the k-th best read, whatever the model says; and a read
     row is kept only if its score with the term at its maximum still reaches that
     k-th best. The caller then needs the model once, for the rows kept.
+
+    `first` is the ring's first statement when the caller has run it already
+    (it looked the viewer up on the way).
     """
     point = {"longitude": viewer.longitude, "latitude": viewer.latitude}
     reader = _Reader(lambda rows: score(viewer, rows.candidates, weights).score)
@@ -210,20 +214,39 @@ async def candidates_in_ring(
     batch = FIRST_TIER_BATCH
     while True:
         if queries == 0:
-            nearest, first_tier = await fetch_first_step(
-                conn, **point, ring=ring, filters=filters, limit=limit
+            step = first or await fetch_first_step(
+                conn,
+                who=viewer,
+                ring=ring,
+                filters=filters,
+                limit=limit,
+                k=k,
+                weights=weights,
+                ml_room=ml_room,
             )
-            tiers, static_below = tiers[1:], tiers[0].low
-            reader.add(first_tier, ring.outer_m)
-            tier_rows = len(first_tier)
+            if step is None:  # PostGIS's KNN failed on this point: the plain reads
+                nearest = await fetch_nearest(
+                    conn, **point, ring=ring, filters=filters, limit=limit
+                )
+                first_tiers = await fetch_tiers(
+                    conn, **point, ring=ring, filters=filters, tiers=tiers[:FIRST_TIERS], floor=None
+                )
+                seen, farthest_m = len(nearest), _farthest(nearest)
+            else:
+                nearest, first_tiers = step.nearest, step.tiered
+                seen, farthest_m = step.seen, step.farthest_m
+            tiers, static_below = tiers[FIRST_TIERS:], tiers[FIRST_TIERS - 1].low
+            reader.add(first_tiers, ring.outer_m)
+            tier_rows = len(first_tiers)
         else:
             nearest = await fetch_nearest(conn, **point, ring=ring, filters=filters, limit=limit)
+            seen, farthest_m = len(nearest), _farthest(nearest)
         queries += 1
-        nearest_rows = len(nearest)
+        nearest_rows = seen
         reader.add(nearest, ring.outer_m)
-        if len(nearest) < limit or nearest[-1]["distance_m"] > ring.outer_m:
+        if seen < limit or farthest_m is None or farthest_m > ring.outer_m:
             break  # the ring is exhausted: every stream of it has been read
-        nearest_m = float(nearest[-1]["distance_m"])
+        nearest_m = farthest_m
         if proven():
             break
         # Then tiers, best first, in batches of 2, 4, 8... per round trip. While a
@@ -260,6 +283,11 @@ async def candidates_in_ring(
 
     lower = np.concatenate(reader.scores) if reader.scores else np.empty(0)
     return could_make_it(reader.records, lower, k, ml_room, queries=queries)
+
+
+def _farthest(nearest: list[asyncpg.Record]) -> float | None:
+    """The distance of the last nearest-first row (None when there is none)."""
+    return float(nearest[-1]["distance_m"]) if nearest else None
 
 
 def candidates_in_rows(

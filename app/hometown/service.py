@@ -25,6 +25,7 @@ from app.hometown.candidates import (
     fetch_qualifying,
     to_rows,
 )
+from app.hometown.first_step import fetch_first_step
 from app.hometown.ml_term import MLTerm
 from app.hometown.scoring import Viewer
 from app.hometown.search import (
@@ -33,6 +34,7 @@ from app.hometown.search import (
     RingTop,
     candidates_in_ring,
     candidates_in_rows,
+    first_step_limit,
     rank,
 )
 from app.hometown.weights import Weights
@@ -142,29 +144,35 @@ def rings(radius_km: float) -> list[Ring]:
     return found
 
 
-def viewer_from_row(row: asyncpg.Record) -> Viewer:
-    """A stored user as the ranking sees them (a row with `USER_SQL`'s columns)."""
+def viewer_from_row(row: asyncpg.Record | tuple[Any, ...]) -> Viewer:
+    """A stored user as the ranking sees them: a row with `USER_SQL`'s columns, in order.
+
+    The first statement of a search (app/hometown/first_step.py) returns the
+    same columns as one record, so both come through here.
+    """
+    user_id, latitude, longitude, language, categories, strength, city, hours = row
     return Viewer(
-        latitude=row["latitude"],
-        longitude=row["longitude"],
-        language=row["language"],
-        preferred_categories=frozenset(row["preferred_categories"] or ()),
-        local_preference_strength=row["local_preference_strength"],
-        user_id=row["user_id"],
-        city=row["city"],
-        total_watch_hours=row["total_watch_hours"],
+        latitude=latitude,
+        longitude=longitude,
+        language=language,
+        preferred_categories=frozenset(categories or ()),
+        local_preference_strength=strength,
+        user_id=user_id,
+        city=city,
+        total_watch_hours=hours,
     )
 
 
-async def resolve_viewer(
-    conn: asyncpg.Connection, request: Query, default_local_preference: float
-) -> Viewer:
-    """The viewer from the users table, or from the request for a signed-out one."""
-    if request.user_id is not None:
-        row = await conn.fetchrow(USER_SQL, request.user_id)
-        if row is None:
-            raise UserNotFound(request.user_id)
-        return viewer_from_row(row)
+async def lookup_user(conn: asyncpg.Connection, user_id: str) -> Viewer:
+    """A stored user by id (404 when there is none)."""
+    row = await conn.fetchrow(USER_SQL, user_id)
+    if row is None:
+        raise UserNotFound(user_id)
+    return viewer_from_row(row)
+
+
+def described_viewer(request: Query, default_local_preference: float) -> Viewer:
+    """The signed-out viewer the request describes (the API has checked the location)."""
     assert request.latitude is not None and request.longitude is not None  # the API's rule
     strength = request.local_preference_strength
     return Viewer(
@@ -174,6 +182,15 @@ async def resolve_viewer(
         preferred_categories=frozenset(request.preferred_categories or ()),
         local_preference_strength=default_local_preference if strength is None else strength,
     )
+
+
+async def resolve_viewer(
+    conn: asyncpg.Connection, request: Query, default_local_preference: float
+) -> Viewer:
+    """The viewer from the users table, or from the request for a signed-out one."""
+    if request.user_id is not None:
+        return await lookup_user(conn, request.user_id)
+    return described_viewer(request, default_local_preference)
 
 
 async def recommend(
@@ -188,10 +205,16 @@ async def recommend(
     """Rank live streams for the request: exact top `max_results`, widening if needed.
 
     With `probability`, the score adds `term` of it (the seed's `ml_weight ·
-    P(click)` when no term is given).
+    P(click)` when no term is given). A stored user is looked up by the search's
+    first statement, not by one of its own.
     """
-    viewer = await resolve_viewer(conn, request, default_local_preference)
-    return await search(conn, viewer, request, weights, probability=probability, term=term)
+    who: Viewer | str = (
+        request.user_id
+        if request.user_id is not None
+        else described_viewer(request, default_local_preference)
+    )
+    _, tops = await _ring_tops(conn, who, request, weights, probability, term)
+    return _recommendation(tops, explain=request.explain)
 
 
 async def search(
@@ -207,11 +230,16 @@ async def search(
 
     The request's `user_id`, location and viewer defaults are not read again.
     """
-    tops = await _ring_tops(conn, viewer, request, weights, probability, term)
+    _, tops = await _ring_tops(conn, viewer, request, weights, probability, term)
+    return _recommendation(tops, explain=request.explain)
+
+
+def _recommendation(tops: list[tuple[Ring, RingTop]], *, explain: bool) -> Recommendation:
+    """Each ring's top as results, ring 0 first, and the rings searched."""
     streams: list[Recommended] = []
     searched: list[RingReport] = []
     for index, (ring, top) in enumerate(tops):
-        ranked = _streams(top, index, explain=request.explain)
+        ranked = _streams(top, index, explain=explain)
         streams.extend(ranked)
         searched.append(
             RingReport(
@@ -232,7 +260,7 @@ async def search_ids(
     For the feed's near-you source, which keeps only the ids: building the
     results it would drop was 2% of a loaded feed server's CPU.
     """
-    tops = await _ring_tops(conn, viewer, request, weights, None, None)
+    _, tops = await _ring_tops(conn, viewer, request, weights, None, None)
     ids: list[str] = []
     for _, top in tops:
         ids.extend(top.rows.candidates.stream_id[top.order].tolist())
@@ -241,38 +269,65 @@ async def search_ids(
 
 async def _ring_tops(
     conn: asyncpg.Connection,
-    viewer: Viewer,
+    who: Viewer | str,
     request: Query,
     weights: Weights,
     probability: Probability | None,
     term: MLTerm | None,
-) -> list[tuple[Ring, RingTop]]:
-    """Each ring searched and its exact top, ring 0 first."""
+) -> tuple[Viewer, list[tuple[Ring, RingTop]]]:
+    """The viewer (`who`, or the stored user of that id) and each ring's exact top.
+
+    Ring 0's first statement looks a stored user up on the way (first_step.py).
+    """
     filters = Filters(request.languages, request.category_ids, request.include_mature)
+    term = term or MLTerm.formula(weights.ml_weight)
+    ml_room = term.maximum if probability is not None else 0.0
+    searched = rings(request.radius_km)
     # A filter few live streams pass would make nearest-first step over most of the
     # world to find them; when they are few, read them all once and rank in numpy.
     few = None
+    first = None
     filtered = filters.languages is not None or filters.category_ids is not None
     if filtered and await count_qualifying(conn, filters, SMALL_SET + 1) <= SMALL_SET:
+        viewer = who if isinstance(who, Viewer) else await lookup_user(conn, who)
         few = await fetch_qualifying(
             conn, longitude=viewer.longitude, latitude=viewer.latitude, filters=filters
         )
+    elif isinstance(who, Viewer):
+        viewer = who
+    else:
+        k = request.max_results
+        first = await fetch_first_step(
+            conn,
+            who=who,
+            ring=searched[0],
+            filters=filters,
+            limit=first_step_limit(k),
+            k=k,
+            weights=weights,
+            ml_room=ml_room,
+        )
+        if first is None:  # PostGIS's KNN failed there; the search reads the long way
+            viewer = await lookup_user(conn, who)
+        elif first.viewer is None:
+            raise UserNotFound(who)
+        else:
+            viewer = viewer_from_row(first.viewer)
     # First decide, ring by ring, which streams could make the list (scores without
     # the ML term; its maximum bounds what is unseen), then ask the model once for
     # all of them, then rank each ring exactly. How many a ring contributes never
     # depends on the model: a ring that cannot fill the list was read to the end.
-    term = term or MLTerm.formula(weights.ml_weight)
-    ml_room = term.maximum if probability is not None else 0.0
     plan: list[tuple[Ring, RingCandidates, int]] = []
     taken = 0
-    for ring in rings(request.radius_km):
+    for ring in searched:
         wanted = request.max_results - taken
         if few is not None:
             found = candidates_in_rows(viewer, few, ring, weights, wanted, ml_room=ml_room)
         else:
             found = await candidates_in_ring(
-                conn, viewer, ring, filters, weights, wanted, ml_room=ml_room
+                conn, viewer, ring, filters, weights, wanted, ml_room=ml_room, first=first
             )
+            first = None  # it was ring 0's
         plan.append((ring, found, wanted))
         taken += min(wanted, len(found.records))
         if taken >= request.max_results:
@@ -292,7 +347,7 @@ async def _ring_tops(
         candidates_read=sum(found.read for _, found, _ in plan),
         rings=len(plan),
     )
-    return tops
+    return viewer, tops
 
 
 def _streams(top: RingTop, ring: int, *, explain: bool) -> Sequence[Recommended]:

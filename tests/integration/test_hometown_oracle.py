@@ -13,6 +13,7 @@ The first tests check the oracle itself, by hand and against PostGIS's own spher
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import zlib
@@ -29,7 +30,7 @@ from litestar.testing import TestClient
 
 from app.api.hometown import to_response
 from app.api.schemas import HometownRequest
-from app.hometown import candidates, service
+from app.hometown import candidates, first_step, service
 from app.hometown.candidates import Rows
 from app.hometown.ml_term import MLTerm
 from app.hometown.scoring import Viewer, score
@@ -995,6 +996,84 @@ def test_tier_floor_keeps_exactly_the_rows_that_can_reach_it(
                                 f" {len(kept)}, {len(reach)} can reach it;"
                                 f" {sorted(kept ^ reach)[:5]} differ"
                             )
+        finally:
+            await conn.close()
+        return problems
+
+    problems = asyncio.run(run())
+    assert not problems, "\n".join(problems[:5])
+
+
+@pytest.mark.parametrize("weights", ODD_WEIGHTS, ids=["defaults", "proximity", "popularity"])
+def test_first_step_sends_exactly_the_rows_that_can_reach_the_kth_best(
+    world: World, weights: dict[str, float]
+) -> None:
+    """The first statement's filter, scores and counts, against the same reads done plainly.
+
+    It scores in SQL what it read (the nearest `limit`, the best `FIRST_TIERS`
+    tiers) and sends only rows that could reach the k-th best; if its score
+    drifted from app/hometown/scoring.py it could drop a stream of the top k.
+    Stored users are looked up by it too, and an unknown id finds no viewer.
+    """
+    w = Weights(**weights)
+    described = [
+        Viewer(35.68, 139.65, "ja", frozenset({"art", "music"}), 0.9),
+        Viewer(48.86, 2.35, None, frozenset(), 0.0),
+        Viewer(-16.62, 180.0, "en", frozenset({"gaming"}), 0.5),
+    ]
+    stored = [*_sample_users(world, 8, salt=57), "zz_fiji_180", "zz_npole"]
+    rings = [candidates.Ring(-1.0, 250_000.0), candidates.Ring(250_000.0, 1_000_000.0)]
+    filters = candidates.Filters()
+
+    async def run() -> list[str]:
+        problems = []
+        conn = await asyncpg.connect(world.url)
+        try:
+            missing = await first_step.fetch_first_step(
+                conn, who="no_such_user", ring=rings[0], filters=filters, limit=64, k=20,
+                weights=w, ml_room=0.0,
+            )  # fmt: skip
+            if missing is None or missing.viewer is not None or missing.nearest:
+                problems.append(f"an unknown user: {missing}")
+            viewers: list[tuple[str | Viewer, Viewer]] = [(v, v) for v in described]
+            viewers += [(u, await service.lookup_user(conn, u)) for u in stored]
+            for who, viewer in viewers:
+                for ring, k, limit, ml_room in itertools.product(rings, (1, 20), (8, 64), (0, 0.5)):
+                    where = {"longitude": viewer.longitude, "latitude": viewer.latitude}
+                    nearest = await candidates.fetch_nearest(
+                        conn, **where, ring=ring, filters=filters, limit=limit
+                    )
+                    tiered = await candidates.fetch_tiers(
+                        conn, **where, ring=ring, filters=filters,
+                        tiers=TIERS[: first_step.FIRST_TIERS], floor=None,
+                    )  # fmt: skip
+                    read = {r["stream_id"]: r for r in [*nearest, *tiered]}
+                    inside = [r for r in read.values() if r["distance_m"] <= ring.outer_m]
+                    lower = score(viewer, candidates.to_rows(inside).candidates, w).score
+                    kth = np.sort(lower)[-k] if len(lower) >= k else -np.inf
+                    reach = {
+                        r["stream_id"]
+                        for r, s in zip(inside, lower, strict=True)
+                        if s + ml_room >= kth - 1e-9
+                    }
+                    step = await first_step.fetch_first_step(
+                        conn, who=who, ring=ring, filters=filters, limit=limit, k=k,
+                        weights=w, ml_room=ml_room,
+                    )  # fmt: skip
+                    assert step is not None
+                    sent = {r["stream_id"] for r in [*step.nearest, *step.tiered]}
+                    got_viewer = (
+                        who if isinstance(who, Viewer) else service.viewer_from_row(step.viewer)
+                    )
+                    farthest = max((r["distance_m"] for r in nearest), default=None)
+                    case = f"{who} {weights} ring {ring} k {k} limit {limit} ml {ml_room}"
+                    # Rows past the outer edge may come along; they never count.
+                    if {i for i in sent if read[i]["distance_m"] <= ring.outer_m} != reach:
+                        problems.append(f"{case}: sent {len(sent)}, {len(reach)} can reach")
+                    if (step.seen, step.farthest_m) != (len(nearest), farthest):
+                        problems.append(f"{case}: saw {step.seen} to {step.farthest_m}")
+                    if got_viewer != viewer:
+                        problems.append(f"{case}: viewer {got_viewer}")
         finally:
             await conn.close()
         return problems

@@ -1,0 +1,221 @@
+"""A request's first statement: who is asking, the nearest streams, the best tiers.
+
+Most HOMETOWN requests are settled by what this one statement reads, so it does
+in the database what would otherwise take three round trips and send ~140 rows:
+
+- it looks the viewer up (a stored user by id, or the signed-out viewer's
+  stated location and defaults) and returns them as one `viewer` record;
+- it reads the `$8` nearest qualifying live streams and the ring's streams in
+  the best `FIRST_TIERS` static-score tiers (each through its partial index);
+- it scores what it read with the same formula as app/hometown/scoring.py and
+  sends back only the rows whose score, with the ML term at its largest, could
+  still reach the k-th best among them, plus the farthest nearest-first row,
+  which carries how many nearest-first rows were read (`nearest_seen`).
+
+A row left out scores below k rows already read, so it can never make the top
+k (the same argument as `Floor`), and the search's bounds still come from what
+was read: the farthest nearest-first distance and the last tier's floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from app.hometown.candidates import (
+    KNN_ROUNDING_ERROR,
+    Filters,
+    Ring,
+    columns_sql,
+    filters_sql,
+    tier_sql,
+)
+from app.hometown.scoring import Viewer
+from app.hometown.tiers import TIERS, Tier
+from app.hometown.weights import Weights
+
+#: Tiers the first statement reads. After the nearest 64 and the best tier alone
+#: nearly every request at 1M streams needed a second statement for the next two;
+#: reading three at once settles most of them here (BENCHMARKS.md, issue 15).
+FIRST_TIERS = 1
+#: Slack on the k-th best, the same as the search's (far above float rounding).
+SLACK = 1e-9
+
+_HERE = "here.location"
+_NAMES = (
+    "stream_id, city, title, language, category_id, stream_quality_score,"
+    " avg_viewer_count, current_viewer_count, distance_m"
+)
+# The viewer: a stored user by `$9`, or (when `$9` is NULL) the one the request
+# describes: `$1` longitude, `$2` latitude, `$10` language, `$11` categories,
+# `$12` local preference strength.
+_VIEWER = """
+    SELECT user_id, latitude, longitude, language, preferred_categories,
+           local_preference_strength, city, total_watch_hours, location
+    FROM users WHERE user_id = $9::text
+    UNION ALL
+    SELECT NULL, $2::float8, $1::float8, $10::text, $11::text[], $12::float8, NULL, 0.0,
+           ST_SetSRID(ST_MakePoint($1::float8, $2::float8), 4326)::geography
+    WHERE $9::text IS NULL
+"""
+# scoring.score without the ML term, weights `$14`..`$20`, for a row `r` and the viewer.
+_SCORE = """
+    $14::float8 * (1.0 + here.local_preference_strength) / (1.0 + r.distance_m / 1000.0)
+    + $15::float8 * (
+        $16::float8 * r.stream_quality_score
+        + LEAST(r.avg_viewer_count / $17::float8, $18::float8)
+        + CASE WHEN r.language = NULLIF(here.language, '') THEN $19::float8 ELSE 0.0 END
+        + CASE WHEN r.category_id = ANY(here.preferred_categories) THEN $20::float8 ELSE 0.0 END
+    )
+"""
+
+
+def first_step_sql(tiers: Sequence[Tier]) -> str:
+    """The statement; `$3` outer radius, `$8` nearest rows, `$13` k, `$21` ML room."""
+    tier_parts = "\nUNION ALL\n".join(tier_sql(tier, _HERE) for tier in tiers)
+    return f"""
+WITH viewer AS ({_VIEWER}),
+here AS (SELECT location, language, preferred_categories, local_preference_strength FROM viewer),
+nearest AS (
+    SELECT s.* FROM here CROSS JOIN LATERAL (
+        SELECT {columns_sql(0, _HERE)} FROM streams
+        WHERE is_live {filters_sql(_HERE)}
+        ORDER BY location <-> {_HERE} LIMIT $8
+    ) s
+),
+read AS (
+    SELECT r.*, {_SCORE} AS lower
+    FROM here, (
+        SELECT * FROM nearest
+        UNION ALL
+        SELECT t.* FROM here CROSS JOIN LATERAL ({tier_parts}) t
+    ) r
+),
+kth AS (
+    -- Both reads can find a stream: the k-th best counts each stream once.
+    SELECT lower FROM (
+        SELECT DISTINCT ON (stream_id) lower FROM read WHERE distance_m <= $3::float8
+    ) inside
+    ORDER BY lower DESC OFFSET $13 - 1 LIMIT 1
+)
+SELECT {_NAMES}, part, NULL::bigint AS nearest_seen, NULL::record AS viewer
+FROM read
+WHERE NOT EXISTS (SELECT FROM kth)
+   OR read.lower + $21::float8 >= (SELECT lower FROM kth) - {SLACK!r}
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT max(distance_m) FROM nearest), 2, (SELECT count(*) FROM nearest),
+       ROW(user_id, latitude, longitude, language, preferred_categories,
+           local_preference_strength, city, total_watch_hours)
+FROM viewer
+"""
+
+
+FIRST_STEP_SQL = first_step_sql(TIERS[:FIRST_TIERS])
+
+
+@dataclass(frozen=True)
+class FirstStep:
+    """What the first statement found.
+
+    `viewer` is the viewer's row in `USER_SQL`'s columns (None for an unknown
+    user id; a described viewer comes back as described). `seen` nearest-first rows
+    were read, the farthest at `farthest_m`; `nearest` and `tiered` are the rows
+    sent back (nearest-first ones include that farthest row).
+    """
+
+    viewer: tuple[object, ...] | None
+    nearest: list[asyncpg.Record]
+    tiered: list[asyncpg.Record]
+    seen: int
+    farthest_m: float | None
+
+
+def arguments(
+    *,
+    who: str | Viewer,
+    ring: Ring,
+    filters: Filters,
+    limit: int,
+    k: int,
+    weights: Weights,
+    ml_room: float,
+) -> tuple[object, ...]:
+    """`$1`..`$21` for a stored user's id or a viewer already known."""
+    if isinstance(who, str):
+        described: tuple[object, ...] = (None, None, who, None, None, None)
+    else:
+        described = (
+            who.longitude,
+            who.latitude,
+            None,
+            who.language,
+            sorted(who.preferred_categories),
+            who.local_preference_strength,
+        )
+    lon, lat, user_id, language, categories, strength = described
+    return (
+        lon,
+        lat,
+        ring.outer_m,
+        ring.inner_m,
+        list(filters.languages) if filters.languages is not None else None,
+        list(filters.category_ids) if filters.category_ids is not None else None,
+        filters.include_mature,
+        limit,
+        user_id,
+        language,
+        categories,
+        strength,
+        k,
+        weights.proximity_weight,
+        weights.base_weight,
+        weights.quality_weight,
+        weights.popularity_divisor,
+        weights.popularity_cap,
+        weights.language_bonus,
+        weights.category_bonus,
+        ml_room,
+    )
+
+
+async def fetch_first_step(
+    conn: asyncpg.Connection,
+    *,
+    who: str | Viewer,
+    ring: Ring,
+    filters: Filters,
+    limit: int,
+    k: int,
+    weights: Weights,
+    ml_room: float,
+) -> FirstStep | None:
+    """Run the first statement; None where PostGIS's KNN fails (see KNN_ROUNDING_ERROR).
+
+    The caller then takes the long way: the user lookup and the plain reads.
+    """
+    args = arguments(
+        who=who, ring=ring, filters=filters, limit=limit, k=k, weights=weights, ml_room=ml_room
+    )
+    try:
+        records = await conn.fetch(FIRST_STEP_SQL, *args)
+    except asyncpg.InternalServerError as exc:
+        if KNN_ROUNDING_ERROR not in str(exc):
+            raise
+        return None
+    nearest: list[asyncpg.Record] = []
+    tiered: list[asyncpg.Record] = []
+    viewer = None
+    seen = 0
+    farthest_m = None
+    for record in records:
+        part = record["part"]
+        if part == 0:
+            nearest.append(record)
+        elif part == 1:
+            tiered.append(record)
+        else:  # the viewer, and what the nearest-first read saw
+            viewer, seen, farthest_m = record["viewer"], record["nearest_seen"], record["distance_m"]
+    return FirstStep(viewer, nearest, tiered, seen, farthest_m)
