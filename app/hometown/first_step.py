@@ -39,7 +39,7 @@ from app.hometown.weights import Weights
 #: Tiers the first statement reads. After the nearest 64 and the best tier alone
 #: nearly every request at 1M streams needed a second statement for the next two;
 #: reading three at once settles most of them here (BENCHMARKS.md, issue 15).
-FIRST_TIERS = 1
+FIRST_TIERS = 3
 #: Slack on the k-th best, the same as the search's (far above float rounding).
 SLACK = 1e-9
 
@@ -85,19 +85,23 @@ nearest AS (
         ORDER BY location <-> {_HERE} LIMIT $8
     ) s
 ),
+farthest AS (SELECT max(distance_m) AS m FROM nearest),
 read AS (
     SELECT r.*, {_SCORE} AS lower
     FROM here, (
         SELECT * FROM nearest
         UNION ALL
-        SELECT t.* FROM here CROSS JOIN LATERAL ({tier_parts}) t
+        -- Each stream once: a tier row nearer than the farthest nearest-first row
+        -- was read nearest-first too; one just as far may have been.
+        SELECT t.* FROM here CROSS JOIN LATERAL ({tier_parts}) t, farthest
+        WHERE farthest.m IS NULL OR t.distance_m > farthest.m OR (
+            t.distance_m = farthest.m
+            AND NOT EXISTS (SELECT FROM nearest WHERE nearest.stream_id = t.stream_id)
+        )
     ) r
 ),
 kth AS (
-    -- Both reads can find a stream: the k-th best counts each stream once.
-    SELECT lower FROM (
-        SELECT DISTINCT ON (stream_id) lower FROM read WHERE distance_m <= $3::float8
-    ) inside
+    SELECT lower FROM read WHERE distance_m <= $3::float8
     ORDER BY lower DESC OFFSET $13 - 1 LIMIT 1
 )
 SELECT {_NAMES}, part, NULL::bigint AS nearest_seen, NULL::record AS viewer
@@ -106,7 +110,7 @@ WHERE NOT EXISTS (SELECT FROM kth)
    OR read.lower + $21::float8 >= (SELECT lower FROM kth) - {SLACK!r}
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       (SELECT max(distance_m) FROM nearest), 2, (SELECT count(*) FROM nearest),
+       (SELECT m FROM farthest), 2, (SELECT count(*) FROM nearest),
        ROW(user_id, latitude, longitude, language, preferred_categories,
            local_preference_strength, city, total_watch_hours)
 FROM viewer
