@@ -60,14 +60,17 @@ _VIEWER = """
            ST_SetSRID(ST_MakePoint($1::float8, $2::float8), 4326)::geography
     WHERE $9::text IS NULL
 """
-# scoring.score without the ML term, weights `$14`..`$20`, for a row `r` and the viewer.
-_SCORE = """
-    $14::float8 * (1.0 + here.local_preference_strength) / (1.0 + r.distance_m / 1000.0)
+
+
+def _score(row: str) -> str:
+    """scoring.score without the ML term, weights `$14`..`$20`, for `row` and the viewer."""
+    return f"""
+    $14::float8 * (1.0 + here.local_preference_strength) / (1.0 + {row}.distance_m / 1000.0)
     + $15::float8 * (
-        $16::float8 * r.stream_quality_score
-        + LEAST(r.avg_viewer_count / $17::float8, $18::float8)
-        + CASE WHEN r.language = NULLIF(here.language, '') THEN $19::float8 ELSE 0.0 END
-        + CASE WHEN r.category_id = ANY(here.preferred_categories) THEN $20::float8 ELSE 0.0 END
+        $16::float8 * {row}.stream_quality_score
+        + LEAST({row}.avg_viewer_count / $17::float8, $18::float8)
+        + CASE WHEN {row}.language = NULLIF(here.language, '') THEN $19::float8 ELSE 0.0 END
+        + CASE WHEN {row}.category_id = ANY(here.preferred_categories) THEN $20::float8 ELSE 0.0 END
     )
 """
 
@@ -79,7 +82,7 @@ def first_step_sql(tiers: Sequence[Tier]) -> str:
 WITH viewer AS ({_VIEWER}),
 here AS (SELECT location, language, preferred_categories, local_preference_strength FROM viewer),
 nearest AS (
-    SELECT s.* FROM here CROSS JOIN LATERAL (
+    SELECT s.*, {_score("s")} AS lower FROM here CROSS JOIN LATERAL (
         SELECT {columns_sql(0, _HERE)} FROM streams
         WHERE is_live {filters_sql(_HERE)}
         ORDER BY location <-> {_HERE} LIMIT $8
@@ -87,18 +90,15 @@ nearest AS (
 ),
 farthest AS (SELECT max(distance_m) AS m FROM nearest),
 read AS (
-    SELECT r.*, {_SCORE} AS lower
-    FROM here, (
-        SELECT * FROM nearest
-        UNION ALL
-        -- Each stream once: a tier row nearer than the farthest nearest-first row
-        -- was read nearest-first too; one just as far may have been.
-        SELECT t.* FROM here CROSS JOIN LATERAL ({tier_parts}) t, farthest
-        WHERE farthest.m IS NULL OR t.distance_m > farthest.m OR (
-            t.distance_m = farthest.m
-            AND NOT EXISTS (SELECT FROM nearest WHERE nearest.stream_id = t.stream_id)
-        )
-    ) r
+    SELECT * FROM nearest
+    UNION ALL
+    -- Each stream once: a tier row nearer than the farthest nearest-first row
+    -- was read nearest-first too; one just as far may have been.
+    SELECT t.*, {_score("t")} FROM here CROSS JOIN LATERAL ({tier_parts}) t, farthest
+    WHERE farthest.m IS NULL OR t.distance_m > farthest.m OR (
+        t.distance_m = farthest.m
+        AND NOT EXISTS (SELECT FROM nearest WHERE nearest.stream_id = t.stream_id)
+    )
 ),
 kth AS (
     SELECT lower FROM read WHERE distance_m <= $3::float8
@@ -221,5 +221,9 @@ async def fetch_first_step(
         elif part == 1:
             tiered.append(record)
         else:  # the viewer, and what the nearest-first read saw
-            viewer, seen, farthest_m = record["viewer"], record["nearest_seen"], record["distance_m"]
+            viewer, seen, farthest_m = (
+                record["viewer"],
+                record["nearest_seen"],
+                record["distance_m"],
+            )
     return FirstStep(viewer, nearest, tiered, seen, farthest_m)
