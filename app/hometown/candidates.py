@@ -86,11 +86,14 @@ LIMIT $8
 KNN_ROUNDING_ERROR = "index returned tuples in wrong order"
 
 
-def tier_sql(tier: Tier, point: str = _POINT) -> str:
-    """All live streams of a ring in one static-score tier (its partial index serves it)."""
+def tier_sql(tier: Tier, point: str = _POINT, condition: str = "") -> str:
+    """All live streams of a ring in one static-score tier (its partial index serves it).
+
+    `condition` (SQL starting with AND) is one more that rows must meet.
+    """
     return (
         f"SELECT {columns_sql(1, point)} FROM streams WHERE {tier.predicate}"
-        f" AND ST_DWithin(location, {point}, $3, false) {filters_sql(point)}"
+        f" AND ST_DWithin(location, {point}, $3, false) {filters_sql(point)} {condition}"
     )
 
 

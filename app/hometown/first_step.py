@@ -75,9 +75,56 @@ def _score(row: str) -> str:
 """
 
 
+#: The most a row of a later tier could score, from its own columns alone: its base
+#: terms, the proximity of the farthest nearest-first row (a tier row nearer than
+#: that was read nearest-first) and the ML room. Cheap next to the distance, so
+#: PostgreSQL tests it first and skips the geography maths for rows it rules out.
+_CEILING = """
+    $15::float8 * (
+        $16::float8 * stream_quality_score
+        + LEAST(avg_viewer_count / $17::float8, $18::float8)
+        + CASE WHEN language = NULLIF(here.language, '') THEN $19::float8 ELSE 0.0 END
+        + CASE WHEN category_id = ANY(here.preferred_categories) THEN $20::float8 ELSE 0.0 END
+    )
+    + $14::float8 * (1.0 + here.local_preference_strength)
+      / (1.0 + COALESCE((SELECT m FROM farthest), 0.0) / 1000.0)
+    + $21::float8
+"""
+# Each stream once: a tier row nearer than the farthest nearest-first row was
+# read nearest-first too; one just as far may have been.
+_ONCE = """
+    WHERE farthest.m IS NULL OR t.distance_m > farthest.m OR (
+        t.distance_m = farthest.m
+        AND NOT EXISTS (SELECT FROM nearest WHERE nearest.stream_id = t.stream_id)
+    )
+"""
+
+
+def _kth(rows: str) -> str:
+    """The k-th best `lower` among `rows` inside the ring (no row while fewer than k)."""
+    return f"""
+    SELECT lower FROM {rows} WHERE distance_m <= $3::float8
+    ORDER BY lower DESC OFFSET $13 - 1 LIMIT 1
+"""
+
+
 def first_step_sql(tiers: Sequence[Tier]) -> str:
-    """The statement; `$3` outer radius, `$8` nearest rows, `$13` k, `$21` ML room."""
-    tier_parts = "\nUNION ALL\n".join(tier_sql(tier, _HERE) for tier in tiers)
+    """The statement; `$3` outer radius, `$8` nearest rows, `$13` k, `$21` ML room.
+
+    The best tier is read whole; the k-th best of it and the nearest rows then
+    rules rows of the later tiers out before their distance is computed (at 1M
+    live streams a city's later tiers hold ~260 rows, most of them out of reach).
+    """
+    first, *later = tiers
+    ruled = f"AND {_CEILING} >= COALESCE((SELECT lower FROM kth_best), '-infinity') - {SLACK!r}"
+    later_parts = "\nUNION ALL\n".join(tier_sql(tier, _HERE, ruled) for tier in later)
+    later_rows = (
+        f"""UNION ALL
+    SELECT t.*, {_score("t")} FROM here CROSS JOIN LATERAL ({later_parts}) t, farthest
+    {_ONCE}"""
+        if later
+        else ""
+    )
     return f"""
 WITH viewer AS ({_VIEWER}),
 here AS (SELECT location, language, preferred_categories, local_preference_strength FROM viewer),
@@ -89,21 +136,18 @@ nearest AS (
     ) s
 ),
 farthest AS (SELECT max(distance_m) AS m FROM nearest),
-read AS (
+best AS (
     SELECT * FROM nearest
     UNION ALL
-    -- Each stream once: a tier row nearer than the farthest nearest-first row
-    -- was read nearest-first too; one just as far may have been.
-    SELECT t.*, {_score("t")} FROM here CROSS JOIN LATERAL ({tier_parts}) t, farthest
-    WHERE farthest.m IS NULL OR t.distance_m > farthest.m OR (
-        t.distance_m = farthest.m
-        AND NOT EXISTS (SELECT FROM nearest WHERE nearest.stream_id = t.stream_id)
-    )
+    SELECT t.*, {_score("t")} FROM here CROSS JOIN LATERAL ({tier_sql(first, _HERE)}) t, farthest
+    {_ONCE}
 ),
-kth AS (
-    SELECT lower FROM read WHERE distance_m <= $3::float8
-    ORDER BY lower DESC OFFSET $13 - 1 LIMIT 1
-)
+kth_best AS ({_kth("best")}),
+read AS (
+    SELECT * FROM best
+    {later_rows}
+),
+kth AS ({_kth("read")})
 SELECT {_NAMES}, part, NULL::bigint AS nearest_seen, NULL::record AS viewer
 FROM read
 WHERE NOT EXISTS (SELECT FROM kth)
