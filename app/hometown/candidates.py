@@ -266,9 +266,13 @@ def to_rows(records: Sequence[asyncpg.Record]) -> Rows:
     )
 
 
-def _arguments(
-    longitude: float, latitude: float, ring: Ring, filters: Filters
+def ring_arguments(
+    longitude: float | None, latitude: float | None, ring: Ring, filters: Filters
 ) -> tuple[object, ...]:
+    """`$1`..`$7` of every search read: where, which ring, which streams qualify.
+
+    The first statement passes no location for a stored user (it reads theirs).
+    """
     return (
         longitude,
         latitude,
@@ -294,7 +298,7 @@ async def fetch_nearest(
     Rows past the outer edge come back too (see NEAREST_SQL); the caller drops them
     and knows from the first one that the ring is exhausted.
     """
-    args = _arguments(longitude, latitude, ring, filters)
+    args = ring_arguments(longitude, latitude, ring, filters)
     try:
         return list(await conn.fetch(NEAREST_SQL, *args, limit))
     except asyncpg.InternalServerError as exc:
@@ -316,6 +320,6 @@ async def fetch_tiers(
     floor: Floor | None = None,
 ) -> list[asyncpg.Record]:
     """The qualifying live streams of `ring` in `tiers` whose score could reach `floor`."""
-    args = _arguments(longitude, latitude, ring, filters)
+    args = ring_arguments(longitude, latitude, ring, filters)
     bound = _NO_FLOOR if floor is None else floor.arguments()
     return list(await conn.fetch(tiers_sql(tuple(tiers)), *args, *bound))

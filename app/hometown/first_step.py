@@ -30,6 +30,7 @@ from app.hometown.candidates import (
     Ring,
     columns_sql,
     filters_sql,
+    ring_arguments,
     tier_sql,
 )
 from app.hometown.scoring import Viewer
@@ -193,30 +194,20 @@ def arguments(
 ) -> tuple[object, ...]:
     """`$1`..`$21` for a stored user's id or a viewer already known."""
     if isinstance(who, str):
-        described: tuple[object, ...] = (None, None, who, None, None, None)
+        where = ring_arguments(None, None, ring, filters)
+        viewer: tuple[object, ...] = (who, None, None, None)
     else:
-        described = (
-            who.longitude,
-            who.latitude,
+        where = ring_arguments(who.longitude, who.latitude, ring, filters)
+        viewer = (
             None,
             who.language,
             sorted(who.preferred_categories),
             who.local_preference_strength,
         )
-    lon, lat, user_id, language, categories, strength = described
     return (
-        lon,
-        lat,
-        ring.outer_m,
-        ring.inner_m,
-        list(filters.languages) if filters.languages is not None else None,
-        list(filters.category_ids) if filters.category_ids is not None else None,
-        filters.include_mature,
+        *where,
         limit,
-        user_id,
-        language,
-        categories,
-        strength,
+        *viewer,
         k,
         weights.proximity_weight,
         weights.base_weight,
