@@ -151,7 +151,7 @@ async def connection(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyn
     try:
         # asyncio.timeout, not acquire(timeout=): asyncpg bounds the wait with
         # wait_for, which starts a task and costs a loop turn on every acquire,
-        # also when a connection is free (2-4% of a loaded server's CPU).
+        # also when a connection is free (1-2% of a loaded server's CPU).
         async with asyncio.timeout(bound):
             conn = await pool.acquire()
     except TimeoutError as exc:

@@ -54,7 +54,7 @@ def filters_sql(point: str = _POINT) -> str:
 """
 
 
-# $3 is the outer radius wherever a query has one.
+#: The filters at the request's point (`$3`, where a query has it, is the outer radius).
 _FILTERS = filters_sql()
 
 #: Nearest-first: the `$8` nearest qualifying live streams beyond the inner edge.

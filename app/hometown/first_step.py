@@ -9,8 +9,8 @@ in the database what would otherwise take three round trips and send ~140 rows:
   the best `FIRST_TIERS` static-score tiers (each through its partial index);
 - it scores what it read with the same formula as app/hometown/scoring.py and
   sends back only the rows whose score, with the ML term at its largest, could
-  still reach the k-th best among them, plus the farthest nearest-first row,
-  which carries how many nearest-first rows were read (`nearest_seen`).
+  still reach the k-th best among them; the viewer's row also says how many
+  nearest-first rows were read (`nearest_seen`) and the farthest one's distance.
 
 A row left out scores below k rows already read, so it can never make the top
 k (the same argument as `Floor`), and the search's bounds still come from what
@@ -63,33 +63,34 @@ _VIEWER = """
 """
 
 
-def _score(row: str) -> str:
-    """scoring.score without the ML term, weights `$14`..`$20`, for `row` and the viewer."""
+def _base(row: str) -> str:
+    """The base terms of scoring.score times `base_weight`, for columns prefixed `row`."""
     return f"""
-    $14::float8 * (1.0 + here.local_preference_strength) / (1.0 + {row}.distance_m / 1000.0)
-    + $15::float8 * (
-        $16::float8 * {row}.stream_quality_score
-        + LEAST({row}.avg_viewer_count / $17::float8, $18::float8)
-        + CASE WHEN {row}.language = NULLIF(here.language, '') THEN $19::float8 ELSE 0.0 END
-        + CASE WHEN {row}.category_id = ANY(here.preferred_categories) THEN $20::float8 ELSE 0.0 END
+    $15::float8 * (
+        $16::float8 * {row}stream_quality_score
+        + LEAST({row}avg_viewer_count / $17::float8, $18::float8)
+        + CASE WHEN {row}language = NULLIF(here.language, '') THEN $19::float8 ELSE 0.0 END
+        + CASE WHEN {row}category_id = ANY(here.preferred_categories) THEN $20::float8 ELSE 0.0 END
     )
 """
+
+
+def _proximity(distance_m: str) -> str:
+    """The proximity term of scoring.score at `distance_m` (weight `$14`)."""
+    return f"$14::float8 * (1.0 + here.local_preference_strength) / (1.0 + {distance_m} / 1000.0)"
+
+
+def _score(row: str) -> str:
+    """scoring.score without the ML term, weights `$14`..`$20`, for `row` and the viewer."""
+    return f"{_proximity(f'{row}.distance_m')} + {_base(f'{row}.')}"
 
 
 #: The most a row of a later tier could score, from its own columns alone: its base
 #: terms, the proximity of the farthest nearest-first row (a tier row nearer than
 #: that was read nearest-first) and the ML room. Cheap next to the distance, so
 #: PostgreSQL tests it first and skips the geography maths for rows it rules out.
-_CEILING = """
-    $15::float8 * (
-        $16::float8 * stream_quality_score
-        + LEAST(avg_viewer_count / $17::float8, $18::float8)
-        + CASE WHEN language = NULLIF(here.language, '') THEN $19::float8 ELSE 0.0 END
-        + CASE WHEN category_id = ANY(here.preferred_categories) THEN $20::float8 ELSE 0.0 END
-    )
-    + $14::float8 * (1.0 + here.local_preference_strength)
-      / (1.0 + COALESCE((SELECT m FROM farthest), 0.0) / 1000.0)
-    + $21::float8
+_CEILING = f"""
+    {_base("")} + {_proximity("COALESCE((SELECT m FROM farthest), 0.0)")} + $21::float8
 """
 # Each stream once: a tier row nearer than the farthest nearest-first row was
 # read nearest-first too; one just as far may have been.
@@ -171,8 +172,8 @@ class FirstStep:
 
     `viewer` is the viewer's row in `USER_SQL`'s columns (None for an unknown
     user id; a described viewer comes back as described). `seen` nearest-first rows
-    were read, the farthest at `farthest_m`; `nearest` and `tiered` are the rows
-    sent back (nearest-first ones include that farthest row).
+    were read, the farthest at `farthest_m` (None when none was); `nearest` and
+    `tiered` are the rows sent back.
     """
 
     viewer: tuple[object, ...] | None

@@ -213,7 +213,7 @@ async def recommend(
         if request.user_id is not None
         else described_viewer(request, default_local_preference)
     )
-    _, tops = await _ring_tops(conn, who, request, weights, probability, term)
+    tops = await _ring_tops(conn, who, request, weights, probability, term)
     return _recommendation(tops, explain=request.explain)
 
 
@@ -230,7 +230,7 @@ async def search(
 
     The request's `user_id`, location and viewer defaults are not read again.
     """
-    _, tops = await _ring_tops(conn, viewer, request, weights, probability, term)
+    tops = await _ring_tops(conn, viewer, request, weights, probability, term)
     return _recommendation(tops, explain=request.explain)
 
 
@@ -260,7 +260,7 @@ async def search_ids(
     For the feed's near-you source, which keeps only the ids: building the
     results it would drop was 2% of a loaded feed server's CPU.
     """
-    _, tops = await _ring_tops(conn, viewer, request, weights, None, None)
+    tops = await _ring_tops(conn, viewer, request, weights, None, None)
     ids: list[str] = []
     for _, top in tops:
         ids.extend(top.rows.candidates.stream_id[top.order].tolist())
@@ -274,8 +274,8 @@ async def _ring_tops(
     weights: Weights,
     probability: Probability | None,
     term: MLTerm | None,
-) -> tuple[Viewer, list[tuple[Ring, RingTop]]]:
-    """The viewer (`who`, or the stored user of that id) and each ring's exact top.
+) -> list[tuple[Ring, RingTop]]:
+    """Each ring searched and its exact top, ring 0 first, for `who` (or the user of that id).
 
     Ring 0's first statement looks a stored user up on the way (first_step.py).
     """
@@ -347,7 +347,7 @@ async def _ring_tops(
         candidates_read=sum(found.read for _, found, _ in plan),
         rings=len(plan),
     )
-    return viewer, tops
+    return tops
 
 
 def _streams(top: RingTop, ring: int, *, explain: bool) -> Sequence[Recommended]:
